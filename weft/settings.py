@@ -1,0 +1,73 @@
+"""Settings from `WEFT_*` environment variables (pydantic-settings), one place for every layer."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of weft. Paths default to places under `home`."""
+
+    model_config = SettingsConfigDict(env_prefix="WEFT_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path(".weft"), description="data dir: database, storage, Prefect home")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite under home by default")
+    storage_url: str | None = Field(default=None, description="fsspec URL of object storage; file:// under home by default")
+    storage_options: dict = Field(default_factory=dict, description="fsspec options (e.g. s3fs key/secret/endpoint)")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    prefect_port: int = 4200
+    prefect_api_url: str | None = Field(default=None, description="Prefect API; the embedded server by default")
+    worker_query_seconds: float = 1.0
+
+    jwt_secret: str | None = Field(default=None, description="HS256 key; generated once under home if unset")
+    jwt_expires_seconds: int = 3600
+    rate_limit_per_minute: int = 600
+    disk_roots: list[Path] | None = Field(default=None, description="folders the `disk` provider may read")
+    max_upload_mb: int = 500
+    result_storage_block: str = "local-file-system/weft-results"
+    step_api_timeout_seconds: float = 10.0
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'weft.db'}"
+
+    @property
+    def storage_root(self) -> str:
+        return self.storage_url or (self.home_dir / "storage").as_uri()
+
+    @property
+    def prefect_api(self) -> str:
+        return self.prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def allowed_disk_roots(self) -> list[Path]:
+        roots = self.disk_roots or [Path.home(), Path(tempfile.gettempdir()), self.home_dir]
+        return [Path(r).expanduser().resolve() for r in roots]
+
+    def signing_key(self) -> str:
+        """The JWT key: the configured one, else a random key persisted under home."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.home_dir / "jwt_secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,83 @@
+"""The workflow-type registry: a type is its ordered step models, its merged spec and its flow.
+
+The merged spec (every step's fields together) is exactly the flow's `spec` parameter, so a flow
+run started from the Prefect UI, from `POST /api/v1/...-workflow` or from a schedule is the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StepModel(BaseModel):
+    """Base of every step: unknown fields are an error, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class StepDef:
+    number: int
+    title: str
+    model: type[StepModel]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One task of the flow, as shown in the workflow's `steps[]` (its task-run name is `id`)."""
+
+    id: str
+    title: str
+
+
+@dataclass(frozen=True)
+class WorkflowType:
+    name: str
+    title: str
+    steps: tuple[StepDef, ...]
+    spec: type[StepModel]
+    flow_name: str
+    stages: tuple[Stage, ...]
+    deployment_name: str = "default"
+    compensate: Callable[[str], None] | None = field(default=None, compare=False)
+
+    @property
+    def deployment(self) -> str:
+        return f"{self.flow_name}/{self.deployment_name}"
+
+    def step(self, number: int) -> StepDef | None:
+        return next((s for s in self.steps if s.number == number), None)
+
+
+class StepContext(BaseModel):
+    """What step validators may look at: the user, the earlier steps' data, and a DB session."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    user_id: str | None = None
+    previous: dict[str, Any] = {}
+    session: Any = None
+
+
+def step_context(info) -> StepContext:
+    """The StepContext of a validator call (an empty one when validated outside the API)."""
+    ctx = info.context if info is not None else None
+    return ctx if isinstance(ctx, StepContext) else StepContext()
+
+
+REGISTRY: dict[str, WorkflowType] = {}
+
+
+def register(wt: WorkflowType) -> WorkflowType:
+    REGISTRY[wt.name] = wt
+    return wt
+
+
+def get_type(name: str) -> WorkflowType:
+    from weft import specs  # noqa: F401  (imports every spec module)
+
+    return REGISTRY[name]

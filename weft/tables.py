@@ -1,0 +1,122 @@
+"""SQLModel tables: the domain records (run state, logs and progress live in Prefect)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class User(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    email: str = Field(index=True, unique=True)
+    username: str = Field(index=True, unique=True)
+    full_name: str | None = None
+    password_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    id: str = Field(default_factory=lambda: f"apk_{uuid.uuid4().hex[:16]}", primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    name: str
+    key_hash: str = Field(index=True, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+
+
+class Credential(SQLModel, table=True):
+    """A proprietary credential; the secret itself is a Prefect Secret block named `block_name`."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    name: str
+    provider_type: str
+    block_name: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Provider(SQLModel, table=True):
+    """A seeded cloud provider of the catalog (weft/catalog/providers.yaml)."""
+
+    id: str = Field(primary_key=True)
+    name: str
+    provider_type: str = "cloud_model"
+    description: str | None = None
+    base_url: str | None = None
+    icon: str | None = None
+
+
+class CloudModel(SQLModel, table=True):
+    __tablename__ = "cloud_model"
+    id: str = Field(primary_key=True)
+    provider_id: str = Field(foreign_key="provider.id", index=True)
+    name: str
+    uri: str
+    modality: str = "llm"
+    context_length: int | None = None
+    description: str | None = None
+
+
+class Workflow(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    workflow_type: str = Field(index=True)
+    status: str = "PENDING"
+    total_steps: int
+    current_step: int = 0
+    flow_run_id: str | None = None
+    reason: str | None = None
+    run_count: int = 0
+    cache_version: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class WorkflowStep(SQLModel, table=True):
+    __tablename__ = "workflow_step"
+    __table_args__ = (UniqueConstraint("workflow_id", "step_number"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: str = Field(foreign_key="workflow.id", index=True)
+    step_number: int
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Model(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    workflow_id: str | None = Field(default=None, index=True)
+    name: str
+    description: str | None = None
+    type: str = "base"  # base | fine-tuned | cloud
+    modality: str = "llm"
+    provider_type: str
+    provider_id: str | None = None
+    cloud_model_id: str | None = None
+    uri: str | None = None
+    author: str | None = None
+    icon: str | None = None
+    base_model: str | None = None
+    specialization: str | None = None
+    status: str = "active"
+    storage_uri: str | None = None
+    tags: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    hardware: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    parameters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
