@@ -26,3 +26,29 @@ def tiny_model_dir(session_dir: Path) -> Path:
     from tests.tiny_model import build_tiny_model
 
     return build_tiny_model(session_dir / "models" / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(session_dir: Path):
+    """One temporary Prefect server for in-process flow and API tests (~11 s, so session-scoped),
+    with the saved result-storage block weft's resumable steps persist to."""
+    from prefect.filesystems import LocalFileSystem
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    from weft.settings import get_settings
+
+    with prefect_test_harness(server_startup_timeout=60):
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            block = get_settings().result_storage_block.split("/", 1)[1]
+            LocalFileSystem(basepath=str(session_dir / "results")).save(block, overwrite=True)
+            yield
+
+
+@pytest.fixture(scope="session")
+def db(session_dir: Path):
+    """The migrated test database (SQLite under the session's WEFT_HOME)."""
+    from weft.db import migrate
+
+    migrate()
+    return True

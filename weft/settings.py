@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 600
     disk_roots: list[Path] | None = Field(default=None, description="folders the `disk` provider may read")
     max_upload_mb: int = 500
-    result_storage_block: str = "local-file-system/weft-results"
     step_api_timeout_seconds: float = 10.0
 
     @property
@@ -46,6 +45,12 @@ class Settings(BaseSettings):
     @property
     def storage_root(self) -> str:
         return self.storage_url or (self.home_dir / "storage").as_uri()
+
+    @property
+    def result_storage_block(self) -> str:
+        """Slug of the saved Prefect block that persists task results (the resume cache)."""
+        kind = "local-file-system" if self.storage_root.startswith("file://") else "remote-file-system"
+        return f"{kind}/weft-results"
 
     @property
     def prefect_api(self) -> str:

@@ -66,6 +66,22 @@ class AddLocalModelSpec(LocalCredential, LocalDetails, LocalProvider, LocalModal
     """Everything the add_local_model flow needs: the four steps merged."""
 
 
+def remove_onboarding_leftovers(workflow_id: str) -> None:
+    """Compensation of a cancelled onboarding: drop its staged files and any model it registered."""
+    from sqlmodel import select
+
+    from weft.db import session_scope
+    from weft.storage import get_storage
+    from weft.tables import Model
+
+    storage = get_storage()
+    storage.delete(f"staging/{workflow_id}")
+    with session_scope() as session:
+        for model in session.exec(select(Model).where(Model.workflow_id == workflow_id)):
+            storage.delete(f"models/{model.id}")
+            session.delete(model)
+
+
 def check_local_uri(provider: str | None, uri: str) -> None:
     if provider == "hugging_face" and not HF_REPO.match(uri):
         raise ValueError(f"'{uri}' is not a Hugging Face repo id (owner/name)")
@@ -96,6 +112,7 @@ ADD_LOCAL_MODEL = register(
             Stage("estimate_hardware", "Estimate hardware"),
             Stage("register_model", "Register model"),
         ),
+        compensate=remove_onboarding_leftovers,
     )
 )
 
@@ -176,5 +193,6 @@ ADD_CLOUD_MODEL = register(
             Stage("resolve_cloud_model", "Resolve cloud model"),
             Stage("register_model", "Register model"),
         ),
+        compensate=remove_onboarding_leftovers,
     )
 )

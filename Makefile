@@ -1,0 +1,29 @@
+# The two commands of the README: `make run` and `make test`. Both set up .venv idempotently.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints-cpu.txt | cksum | cut -d' ' -f1)
+
+.PHONY: run test demo-model bench install clean
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/weft up
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+demo-model: $(STAMP)
+	$(BIN)/weft demo-model
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/step_api.py
+
+clean:
+	rm -rf $(VENV) .weft

@@ -1,0 +1,309 @@
+"""End to end: a real Prefect server, `cpu` worker and API as subprocesses (what `make run` starts),
+driven through document 004's step sequences."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import http.server
+import shutil
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from weft.db import session_scope
+from weft.settings import Settings
+from weft.tables import Model, WorkflowStep
+
+pytestmark = pytest.mark.e2e
+
+OPENAI = "6f1b5a3e-0a0b-4c59-9d0e-000000000001"
+GPT_4O = "6f1b5a3e-0a0b-4c59-9d0e-100000000001"
+LOCAL = "/api/v1/models/local-model-workflow"
+CLOUD = "/api/v1/models/cloud-model-workflow"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stack():
+    from weft.platform import Platform
+
+    platform = Platform(settings=Settings(api_port=free_port(), prefect_port=free_port()))
+    try:
+        platform.start()
+        yield platform
+    finally:
+        platform.stop()
+
+
+@pytest.fixture(scope="module")
+def api(stack):
+    client = httpx.Client(base_url=stack.api_url, timeout=30)
+    yield client
+    client.close()
+
+
+def register(api: httpx.Client, name: str) -> dict[str, str]:
+    r = api.post("/api/v1/auth/register", json={"email": f"{name}@example.com", "username": name,
+                                                  "password": "correct-horse-battery"})
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+@pytest.fixture(scope="module")
+def alice(api) -> dict[str, str]:
+    return register(api, "alice")
+
+
+@pytest.fixture(scope="module")
+def bob(api) -> dict[str, str]:
+    return register(api, "bob")
+
+
+def local_steps(provider: str, uri: str, name: str = "tiny llama") -> list[dict]:
+    """Document 004's add-local-model sequence (workflow_id is filled in as it is returned)."""
+    return [
+        {"workflow_total_steps": 6, "step_number": 1, "trigger_workflow": False, "modality": "llm"},
+        {"step_number": 2, "trigger_workflow": False, "provider_type": provider},
+        {"step_number": 3, "trigger_workflow": False, "name": name, "uri": uri, "author": "weft-tests",
+         "tags": [{"name": "text-generation", "color": "#66d1DF"}], "icon": None},
+        {"step_number": 4, "trigger_workflow": True, "proprietary_credential_id": None},
+    ]
+
+
+def post_sequence(api, headers, path: str, steps: list[dict]) -> dict:
+    workflow_id = None
+    body = {}
+    for step in steps:
+        payload = {**step, **({"workflow_id": workflow_id} if workflow_id else {})}
+        r = api.post(path, json=payload, headers=headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        workflow_id = body["workflow_id"]
+    return body
+
+
+def wait_status(api, headers, workflow_id: str, statuses: set[str], timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = api.get(f"/api/v1/workflows/{workflow_id}", headers=headers).json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"workflow {workflow_id} stayed {body['status']}: {body}")
+
+
+def step_rows() -> int:
+    with session_scope() as s:
+        return len(s.exec(select(WorkflowStep)).all())
+
+
+def test_local_model_sequence_registers_the_model(api, alice, tiny_model_dir: Path):
+    body = post_sequence(api, alice, LOCAL, local_steps("disk", str(tiny_model_dir)))
+    assert body["workflow_type"] == "add_local_model" and body["flow_run_id"]
+    assert body["total_steps"] == 6 and body["current_step"] == 4 and body["next_step"] is None
+    assert [s["id"] for s in body["steps"]] == ["validate_source", "fetch_model", "extract_metadata",
+                                                "estimate_hardware", "register_model"]
+    done = wait_status(api, alice, body["workflow_id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED", done
+    assert {s["status"] for s in done["steps"]} == {"completed"}
+
+    models = api.get("/api/v1/models", headers=alice).json()
+    [summary] = [m for m in models["data"] if m["name"] == "tiny llama"]
+    model = api.get(f"/api/v1/models/{summary['id']}", headers=alice).json()
+    details = model["details"]
+    assert details["architecture"] == "LlamaForCausalLM"
+    assert details["context_length"] == 256
+    assert details["has_chat_template"] is True and details["license"] == "apache-2.0"
+    from safetensors import safe_open
+
+    with safe_open(tiny_model_dir / "model.safetensors", "np") as f:
+        expected = sum(int(__import__("numpy").prod(f.get_slice(k).get_shape())) for k in f.keys())
+    assert details["parameter_count"] == expected
+    assert model["hardware"] and model["workflow_id"] == body["workflow_id"]
+
+
+@pytest.mark.parametrize("manual", [False, True])
+def test_cloud_model_sequences(api, alice, manual: bool):
+    name = "manual gpt" if manual else "seeded gpt"
+    steps = [
+        {"workflow_total_steps": 6, "step_number": 1, "provider_type": "cloud_model"},
+        {"step_number": 2, "provider_id": OPENAI},
+        {"step_number": 3, "cloud_model_id": None if manual else GPT_4O},
+        {"step_number": 4, "name": name, "tags": [{"name": "Tag1", "color": "#000000"}], "modality": "llm",
+         **({"uri": "openai/gpt4"} if manual else {}), "trigger_workflow": True},
+    ]
+    body = post_sequence(api, alice, CLOUD, steps)
+    assert wait_status(api, alice, body["workflow_id"], {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+    [model] = [m for m in api.get("/api/v1/models", params={"limit": 100}, headers=alice).json()["data"]
+               if m["name"] == name]
+    assert model["type"] == "cloud"
+    assert model["uri"] == ("openai/gpt4" if manual else "openai/gpt-4o")
+
+
+def test_double_trigger_creates_one_flow_run(api, alice, tiny_model_dir, stack):
+    steps = local_steps("disk", str(tiny_model_dir), name="double")
+    first = post_sequence(api, alice, LOCAL, steps[:3])
+    trigger = {**steps[3], "workflow_id": first["workflow_id"]}
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda _: api.post(LOCAL, json=trigger, headers=alice), range(4)))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    run_ids = {r.json()["flow_run_id"] for r in responses}
+    assert len(run_ids) == 1
+    again = api.post(LOCAL, json=trigger, headers=alice)
+    assert again.status_code == 200 and again.json()["flow_run_id"] in run_ids
+    runs = httpx.post(f"{stack.settings.prefect_api}/flow_runs/filter", json={"limit": 200}).json()
+    assert sum(1 for r in runs if r["parameters"].get("workflow_id") == first["workflow_id"]) == 1
+    wait_status(api, alice, first["workflow_id"], {"COMPLETED", "FAILED"})
+
+
+def hf_cache_put(repo: str, model_dir: Path) -> None:
+    """Lay out `model_dir` in the Hugging Face cache the worker reads (HF_HOME/hub)."""
+    commit = hashlib.sha1(repo.encode()).hexdigest()
+    root = Path(os.environ["HF_HOME"]) / "hub" / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(model_dir, root / "snapshots" / commit)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+
+
+def test_failed_step_then_retry_uses_the_cache(api, alice, tiny_model_dir):
+    body = post_sequence(api, alice, LOCAL, local_steps("hugging_face", "weft-tests/tiny-llama", name="from hf"))
+    failed = wait_status(api, alice, body["workflow_id"], {"COMPLETED", "FAILED"})
+    assert failed["status"] == "FAILED"
+    assert "Hugging Face cache" in failed["reason"] and "HF_HUB_OFFLINE" in failed["reason"]
+    stages = {s["id"]: s["status"] for s in failed["steps"]}
+    assert stages["validate_source"] == "completed" and stages["fetch_model"] == "failed"
+    assert stages["register_model"] == "not_run"
+
+    hf_cache_put("weft-tests/tiny-llama", tiny_model_dir)
+    retried = api.post(f"/api/v1/workflows/{body['workflow_id']}/retry", headers=alice)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["flow_run_id"] != failed["flow_run_id"]
+    done = wait_status(api, alice, body["workflow_id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED", done
+    stages = {s["id"]: s["status"] for s in done["steps"]}
+    assert stages["validate_source"] == "cached"
+    assert stages["fetch_model"] == "completed" and stages["register_model"] == "completed"
+
+
+class SlowFile(http.server.BaseHTTPRequestHandler):
+    """Serves a 64 MiB .gguf at ~1 MiB/s so a download is still running when it is cancelled."""
+
+    def do_GET(self):  # noqa: N802
+        size = 64 * 1024 * 1024
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        try:
+            for _ in range(size // (256 * 1024)):
+                self.wfile.write(b"\0" * (256 * 1024))
+                time.sleep(0.25)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_cancel_running_onboarding_leaves_nothing(api, alice):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowFile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/slow-model.gguf"
+        body = post_sequence(api, alice, LOCAL, local_steps("url", url, name="slow"))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            view = api.get(f"/api/v1/workflows/{body['workflow_id']}", headers=alice).json()
+            if {s["id"]: s["status"] for s in view["steps"]}["fetch_model"] == "running":
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"fetch never started: {view}")
+        r = api.post(f"/api/v1/workflows/{body['workflow_id']}/cancel", headers=alice)
+        assert r.status_code == 200, r.text
+        assert wait_status(api, alice, body["workflow_id"], {"CANCELLED"}, timeout=60)["status"] == "CANCELLED"
+        from weft.storage import get_storage
+
+        deadline = time.monotonic() + 30
+        while get_storage().exists(f"staging/{body['workflow_id']}") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not get_storage().exists(f"staging/{body['workflow_id']}")
+        with session_scope() as s:
+            assert s.exec(select(Model).where(Model.workflow_id == body["workflow_id"])).first() is None
+        assert api.post(f"/api/v1/workflows/{body['workflow_id']}/cancel", headers=alice).status_code == 409
+    finally:
+        server.shutdown()
+
+
+def assert_error(r: httpx.Response, status: int) -> None:
+    assert r.status_code == status, r.text
+    assert set(r.json()["error"]) >= {"code", "message", "details"}
+
+
+def test_bad_inputs_are_4xx_and_store_nothing(api, alice, bob, tiny_model_dir):
+    before = step_rows()
+    steps = local_steps("disk", str(tiny_model_dir))
+    assert_error(api.post(LOCAL, json={**steps[1], "workflow_id": "no-such-workflow"}, headers=alice), 404)
+    started = post_sequence(api, alice, LOCAL, steps[:2])
+    wid = started["workflow_id"]
+    before = step_rows()
+    assert_error(api.post(LOCAL, json={**steps[2], "workflow_id": wid}, headers=bob), 404)
+    assert_error(api.get(f"/api/v1/workflows/{wid}", headers=bob), 404)
+    missing = {k: v for k, v in steps[2].items() if k != "name"}
+    assert_error(api.post(LOCAL, json={**missing, "workflow_id": wid}, headers=alice), 422)
+    assert_error(api.post(LOCAL, json={**steps[2], "tags": "not-a-list", "workflow_id": wid}, headers=alice), 422)
+    assert_error(api.post(LOCAL, json={**steps[2], "step_number": "three", "workflow_id": wid}, headers=alice), 422)
+    assert_error(api.post(LOCAL, json={**steps[2], "uri": "/definitely/not/here", "workflow_id": wid},
+                          headers=alice), 422)
+    traversal = f"{tiny_model_dir}/../../../../etc"
+    r = api.post(LOCAL, json={**steps[2], "uri": traversal, "workflow_id": wid}, headers=alice)
+    assert_error(r, 422)
+    assert "'..'" in str(r.json()["error"]["details"])
+    assert_error(api.post(LOCAL, json={**steps[2], "uri": "/etc", "workflow_id": wid}, headers=alice), 422)
+    assert_error(api.post(LOCAL, json={**steps[3], "proprietary_credential_id": "nope", "workflow_id": wid},
+                          headers=alice), 422)
+    assert_error(api.post(LOCAL, json=steps[0]), 401)
+    assert step_rows() == before
+    assert api.get(f"/api/v1/workflows/{wid}", headers=alice).json()["current_step"] == 2
+
+    done = post_sequence(api, alice, CLOUD, [
+        {"workflow_total_steps": 4, "step_number": 1, "provider_type": "cloud_model"},
+        {"step_number": 2, "provider_id": OPENAI},
+        {"step_number": 3, "cloud_model_id": GPT_4O},
+        {"step_number": 4, "name": "finished", "modality": "llm", "trigger_workflow": True},
+    ])
+    wait_status(api, alice, done["workflow_id"], {"COMPLETED"})
+    before = step_rows()
+    assert_error(api.post(CLOUD, json={"workflow_id": done["workflow_id"], "step_number": 4, "name": "x"},
+                          headers=alice), 409)
+    assert_error(api.post(CLOUD, json={"workflow_total_steps": 4, "step_number": 2, "provider_id": "missing"},
+                          headers=alice), 422)
+    assert step_rows() == before
+
+
+def test_replacing_an_earlier_step_clears_later_ones(api, alice, tiny_model_dir):
+    steps = local_steps("disk", str(tiny_model_dir))
+    body = post_sequence(api, alice, LOCAL, steps[:3])
+    r = api.post(LOCAL, json={**steps[1], "provider_type": "hugging_face", "workflow_id": body["workflow_id"]},
+                 headers=alice)
+    assert r.status_code == 200
+    assert r.json()["current_step"] == 2 and r.json()["next_step"] == 3
+    assert "uri" not in r.json()["data"] and r.json()["data"]["provider_type"] == "hugging_face"
+
+
+def test_workflow_list_pages(api, alice):
+    page = api.get("/api/v1/workflows", params={"limit": 2, "offset": 1}, headers=alice).json()
+    assert page["meta"]["limit"] == 2 and page["meta"]["offset"] == 1 and page["meta"]["total"] >= 3
+    assert len(page["data"]) == 2
+    assert_error(api.get("/api/v1/workflows", params={"limit": 0}, headers=alice), 422)

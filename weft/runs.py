@@ -1,0 +1,136 @@
+"""Workflow runs in Prefect: trigger through the deployment, read state and task runs, cancel.
+
+The Prefect server is the source of truth for run state; these helpers translate it into weft's
+workflow statuses. All calls are synchronous (the API calls them from its thread pool).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.deployments import run_deployment
+from prefect.states import Cancelled, Cancelling
+from pydantic import BaseModel
+
+from weft.specs import WorkflowType
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+
+STATUS = {
+    StateType.SCHEDULED: "PENDING",
+    StateType.PENDING: "PENDING",
+    StateType.PAUSED: "RUNNING",
+    StateType.RUNNING: "RUNNING",
+    StateType.COMPLETED: "COMPLETED",
+    StateType.FAILED: "FAILED",
+    StateType.CRASHED: "FAILED",
+    StateType.CANCELLING: "CANCELLING",
+    StateType.CANCELLED: "CANCELLED",
+}
+
+STAGE_STATUS = {
+    StateType.SCHEDULED: "pending",
+    StateType.PENDING: "pending",
+    StateType.PAUSED: "running",
+    StateType.RUNNING: "running",
+    StateType.COMPLETED: "completed",
+    StateType.FAILED: "failed",
+    StateType.CRASHED: "failed",
+    StateType.CANCELLING: "cancelled",
+    StateType.CANCELLED: "cancelled",
+}
+
+
+class StageView(BaseModel):
+    id: str
+    title: str
+    status: str
+
+
+class RunView(BaseModel):
+    status: str
+    reason: str | None = None
+    stages: list[StageView] = []
+
+
+def trigger(wt: WorkflowType, workflow_id: str, spec: dict[str, Any], *, run_number: int,
+            cache_version: int, owner_id: str) -> str:
+    """Create the flow run of `wt`'s deployment; the idempotency key makes double triggers one run."""
+    flow_run: FlowRun = run_deployment(
+        name=wt.deployment,
+        parameters={"spec": spec, "workflow_id": workflow_id, "cache_version": cache_version, "owner_id": owner_id},
+        timeout=0,
+        idempotency_key=f"weft:{workflow_id}:{run_number}",
+        tags=["weft", wt.name],
+        as_subflow=False,
+    )
+    return str(flow_run.id)
+
+
+def status_of(flow_run: FlowRun) -> tuple[str, str | None]:
+    state = flow_run.state
+    if state is None:
+        return "PENDING", None
+    status = STATUS[state.type]
+    reason = state.message if status in ("FAILED", "CANCELLED") else None
+    return status, reason
+
+
+def run_statuses(flow_run_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    """Status and reason of several flow runs in one call."""
+    if not flow_run_ids:
+        return {}
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in flow_run_ids])))
+    return {str(r.id): status_of(r) for r in runs}
+
+
+def run_view(wt: WorkflowType, flow_run_id: str) -> RunView:
+    """The run's status, failure reason and one status per flow stage (from its task runs)."""
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(flow_run_id))
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    status, reason = status_of(flow_run)
+    latest: dict[str, Any] = {}
+    for tr in sorted(task_runs, key=lambda t: t.expected_start_time or t.created):
+        latest[tr.name.rsplit("-", 1)[0]] = tr
+    stages = []
+    for stage in wt.stages:
+        tr = latest.get(stage.id)
+        if tr is None or tr.state is None:
+            stage_status = "not_run" if status in TERMINAL else "pending"
+        elif tr.state.name == "Cached":
+            stage_status = "cached"
+        else:
+            stage_status = STAGE_STATUS[tr.state.type]
+        if stage_status == "failed" and tr.state.message and status == "FAILED":
+            reason = f"{stage.title} failed: {tr.state.message}"
+        stages.append(StageView(id=stage.id, title=stage.title, status=stage_status))
+    return RunView(status=status, reason=reason, stages=stages)
+
+
+def cancel(flow_run_id: str) -> str:
+    """Ask Prefect to cancel the run (the worker kills its process); returns the new status."""
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(flow_run_id))
+        if flow_run.state and flow_run.state.type in (StateType.SCHEDULED, StateType.PENDING):
+            new_state = Cancelled(message="Cancelled through the weft API before it started")
+        else:
+            new_state = Cancelling(message="Cancelled through the weft API")
+        client.set_flow_run_state(flow_run.id, new_state, force=True)
+        return status_of(client.read_flow_run(flow_run.id))[0]
+
+
+def wait_terminal(flow_run_id: str, timeout: float = 60.0, poll: float = 0.5) -> str:
+    """Poll until the run is finished (or the timeout passes); returns the last status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run_statuses([flow_run_id])[flow_run_id][0]
+        if status in TERMINAL or time.monotonic() > deadline:
+            return status
+        time.sleep(poll)
