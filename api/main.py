@@ -1,0 +1,34 @@
+"""The weft API: FastAPI over the database and the Prefect server (`uvicorn api.main:app`)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import install_error_handlers
+from api.ratelimit import RateLimiter
+from api.routers import auth, credentials, models, providers, status, workflows
+from weft import __version__
+from weft.db import migrate
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI):
+    await run_in_threadpool(migrate)
+    yield
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="weft", version=__version__, lifespan=lifespan,
+                  description="Model operations for LLMs on Prefect: step-numbered workflows, models, runs.")
+    install_error_handlers(app)
+    app.add_middleware(RateLimiter)
+    app.include_router(status.root)
+    for module in (auth, workflows, models, credentials, providers, status):
+        app.include_router(module.router, prefix="/api/v1")
+    return app
+
+
+app = create_app()
