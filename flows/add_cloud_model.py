@@ -1,0 +1,18 @@
+"""Register a cloud provider's model (document 004: add cloud model); nothing is downloaded."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.common import workflow_ref
+from tasks.models import register_cloud_model, resolve_cloud_model
+from weft.specs.models import AddCloudModelSpec
+
+
+@flow(name="add_cloud_model", log_prints=True)
+def add_cloud_model(spec: AddCloudModelSpec, workflow_id: str | None = None, cache_version: int = 0,
+                    owner_id: str | None = None) -> str:
+    """Resolve the catalog entry or manual uri → register."""
+    ref = workflow_ref("add_cloud_model", spec, workflow_id, owner_id)
+    target = resolve_cloud_model(spec)
+    return register_cloud_model(spec, target, ref.workflow_id, ref.owner_id)

@@ -1,0 +1,22 @@
+"""Onboard a model from Hugging Face, a URL or local disk (document 004: add local model)."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.common import workflow_ref
+from tasks.models import (estimate_hardware, extract_model_metadata, fetch_model, register_local_model,
+                          validate_source)
+from weft.specs.models import AddLocalModelSpec
+
+
+@flow(name="add_local_model", log_prints=True)
+def add_local_model(spec: AddLocalModelSpec, workflow_id: str | None = None, cache_version: int = 0,
+                    owner_id: str | None = None) -> str:
+    """Validate source → fetch into registry storage → extract metadata → estimate hardware → register."""
+    ref = workflow_ref("add_local_model", spec, workflow_id, owner_id)
+    source = validate_source(spec)
+    staged = fetch_model(source, ref.workflow_id)
+    metadata = extract_model_metadata(staged)
+    estimate = estimate_hardware(metadata)
+    return register_local_model(spec, staged, metadata, estimate, ref.workflow_id, ref.owner_id)
