@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import workflow_ref
-from tasks.models import (estimate_hardware, extract_model_metadata, fetch_model, register_local_model,
+from tasks.models import (estimate_hardware, extract_metadata, fetch_model, register_local_model,
                           validate_source)
 from weft.specs.models import AddLocalModelSpec
 
@@ -15,8 +15,8 @@ def add_local_model(spec: AddLocalModelSpec, workflow_id: str | None = None, cac
                     owner_id: str | None = None) -> str:
     """Validate source → fetch into registry storage → extract metadata → estimate hardware → register."""
     ref = workflow_ref("add_local_model", spec, workflow_id, owner_id)
-    source = validate_source(spec)
+    source = validate_source(spec, ref.owner_id)
     staged = fetch_model(source, ref.workflow_id)
-    metadata = extract_model_metadata(staged)
+    metadata = extract_metadata(staged)
     estimate = estimate_hardware(metadata)
     return register_local_model(spec, staged, metadata, estimate, ref.workflow_id, ref.owner_id)

@@ -32,6 +32,8 @@ def workflow_ref(workflow_type: str, spec: BaseModel, workflow_id: str | None, o
     with session_scope() as s:
         if s.get(Workflow, run_id) is None:
             owner = s.get(User, owner_id) if owner_id else s.exec(select(User).order_by(User.created_at)).first()
+            if owner is None and owner_id:
+                raise ValueError(f"owner_id {owner_id} is not a weft user")
             if owner is None:
                 raise ValueError("no weft user to own this workflow: register one (POST /api/v1/auth/register) "
                                  "or pass owner_id")

@@ -15,15 +15,16 @@ from urllib.parse import unquote, urlparse
 import httpx
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.states import State
 from pydantic import BaseModel
 
 from tasks.common import step_options
-from weft import hardware
+from weft import hardware, model_metadata
 from weft.db import session_scope
-from weft.model_metadata import ModelMetadata, extract_metadata
+from weft.model_metadata import ModelMetadata
 from weft.paths import resolve_disk_uri
 from weft.specs.models import AddCloudModelSpec, AddLocalModelSpec, check_local_uri
-from weft.storage import get_storage
+from weft.storage import CHUNK, get_storage
 from weft.tables import CloudModel, Credential, Model, Provider, utcnow
 
 WEIGHT_SUFFIXES = (".gguf", ".safetensors")
@@ -59,23 +60,38 @@ def credential_secret(block_name: str | None) -> str | None:
     return Secret.load(block_name).get()
 
 
+def transient_http_error(task: Any, task_run: Any, state: State) -> bool:
+    """Retry a fetch only for network hiccups and 5xx/429 answers, never for a bad source."""
+    exc = state.result(raise_on_failure=False)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500 or exc.response.status_code == 429
+    return isinstance(exc, httpx.TransportError)
+
+
 @task(**step_options("validate_source"))
-def validate_source(spec: AddLocalModelSpec) -> Source:
-    """Re-check the source on the worker: URI shape, disk roots, the credential's existence."""
+def validate_source(spec: AddLocalModelSpec, owner_id: str) -> Source:
+    """Re-check the source on the worker: URI shape, disk roots, file type, the credential's owner."""
     check_local_uri(spec.provider_type, spec.uri)
+    if spec.provider_type == "url" and not url_file_name(spec.uri).endswith(WEIGHT_SUFFIXES + ARCHIVE_SUFFIXES):
+        raise ValueError(f"{spec.uri} must point to a .gguf or .safetensors file or a .zip/.tar.gz model archive")
     block = None
     if spec.proprietary_credential_id:
         with session_scope() as s:
             cred = s.get(Credential, spec.proprietary_credential_id)
-            if cred is None:
-                raise ValueError(f"credential {spec.proprietary_credential_id} no longer exists")
+            if cred is None or cred.user_id != owner_id:
+                raise ValueError(f"credential {spec.proprietary_credential_id} does not exist")
             block = cred.block_name
     local = str(resolve_disk_uri(spec.uri)) if spec.provider_type == "disk" else None
-    get_run_logger().info("source ok: %s %s", spec.provider_type, local or spec.uri)
+    get_run_logger().info("source ok: %s %s%s", spec.provider_type, local or spec.uri,
+                          " (with a credential)" if block else "")
     return Source(provider_type=spec.provider_type, uri=spec.uri, local_path=local, credential_block=block)
 
 
-@task(**step_options("fetch_model", retries=2, retry_delay_seconds=5))
+def url_file_name(url: str) -> str:
+    return PurePosixPath(unquote(urlparse(url).path)).name
+
+
+@task(**step_options("fetch_model", retries=2, retry_delay_seconds=3, retry_condition_fn=transient_http_error))
 def fetch_model(source: Source, workflow_id: str) -> Staged:
     """Copy the model into `staging/{workflow_id}/model` (atomically) from the hub cache, a URL or disk."""
     log = get_run_logger()
@@ -93,7 +109,7 @@ def fetch_model(source: Source, workflow_id: str) -> Staged:
             size = storage.put_dir(path, key)
     else:
         size = download_url(source.uri, key, credential_secret(source.credential_block))
-    log.info("fetched %.1f MB into %s", size / 1e6, storage.url(key))
+    log.info("fetched %d files, %.1f MB into %s", len(storage.list(key)), size / 1e6, storage.url(key))
     return Staged(key=key, local_path=str(storage.local_path(key)) if storage.local_path(key) else None)
 
 
@@ -115,9 +131,7 @@ def hf_snapshot(repo_id: str, token: str | None) -> Path:
 
 def download_url(url: str, key: str, token: str | None) -> int:
     """Stream a weights file or a model archive to storage, with a progress artifact."""
-    name = PurePosixPath(unquote(urlparse(url).path)).name
-    if not name.endswith(WEIGHT_SUFFIXES + ARCHIVE_SUFFIXES):
-        raise ValueError(f"{url} must point to a .gguf or .safetensors file or a .zip/.tar.gz model archive")
+    name = url_file_name(url)
     storage = get_storage()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.stream("GET", url, headers=headers, follow_redirects=True, timeout=60) as response:
@@ -127,14 +141,18 @@ def download_url(url: str, key: str, token: str | None) -> int:
         reader = ProgressReader(response.iter_bytes(1024 * 1024), total, progress)
         if name.endswith(WEIGHT_SUFFIXES):
             storage.delete(key)
-            return storage.write_stream(f"{key}/{name}", reader)
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = Path(tmp) / name
-            with archive.open("wb") as out:
-                shutil.copyfileobj(reader, out)
-            folder = Path(tmp) / "model"
-            extract_archive(archive, folder)
-            return storage.put_dir(folder, key)
+            size = storage.write_stream(f"{key}/{name}", reader)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                archive = Path(tmp) / name
+                with archive.open("wb") as out:
+                    shutil.copyfileobj(reader, out, CHUNK)
+                folder = Path(tmp) / "model"
+                extract_archive(archive, folder)
+                size = storage.put_dir(folder, key)
+        update_progress_artifact(progress, 100.0)
+    get_run_logger().info("downloaded %s (%.1f MB)", name, reader.read_bytes / 1e6)
+    return size
 
 
 class ProgressReader:
@@ -171,21 +189,22 @@ def extract_archive(archive: Path, target: Path) -> None:
         with tarfile.open(archive) as tf:
             tf.extractall(target, filter="data")
     entries = list(target.iterdir())
-    if len(entries) == 1 and entries[0].is_dir():  # archives usually wrap the folder
-        for item in entries[0].iterdir():
+    if len(entries) == 1 and entries[0].is_dir():  # archives usually wrap the folder: unwrap it
+        wrapper = entries[0].rename(target / f".wrapper-{uuid.uuid4().hex[:8]}")
+        for item in wrapper.iterdir():
             item.rename(target / item.name)
-        entries[0].rmdir()
+        wrapper.rmdir()
 
 
 @task(**step_options("extract_metadata"))
-def extract_model_metadata(staged: Staged) -> ModelMetadata:
+def extract_metadata(staged: Staged) -> ModelMetadata:
     """Architecture, parameter count, context length, dtype, size, license, chat template."""
     storage = get_storage()
     if staged.local_path:
-        metadata = extract_metadata(Path(staged.local_path))
+        metadata = model_metadata.extract_metadata(Path(staged.local_path))
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            metadata = extract_metadata(storage.get_dir(staged.key, Path(tmp)))
+            metadata = model_metadata.extract_metadata(storage.get_dir(staged.key, Path(tmp)))
     get_run_logger().info("%s: %s parameters, context %s, %s, %.1f MB, license %s, chat template %s",
                           metadata.architecture, hardware.human_size(metadata.parameter_count), metadata.context_length,
                           metadata.dtype, metadata.size_bytes / 1e6, metadata.license, metadata.has_chat_template)
@@ -198,8 +217,8 @@ def estimate_hardware(metadata: ModelMetadata) -> hardware.HardwareEstimate:
     est = hardware.estimate(metadata.parameter_count, num_layers=metadata.num_layers, hidden_size=metadata.hidden_size,
                             num_attention_heads=metadata.num_attention_heads,
                             num_key_value_heads=metadata.num_key_value_heads, context_length=metadata.context_length)
-    get_run_logger().info("serve fp16 %.2f GiB / int4 %.2f GiB; train LoRA %.2f GiB / QLoRA %.2f GiB",
-                          est.serve_fp16_gib, est.serve_int4_gib, est.train_lora_gib, est.train_qlora_gib)
+    get_run_logger().info("serve fp16 %.2f GB / int4 %.2f GB; train LoRA %.2f GB / QLoRA %.2f GB",
+                          est.serve_fp16_gb, est.serve_int4_gb, est.train_lora_gb, est.train_qlora_gb)
     return est
 
 
@@ -221,8 +240,7 @@ def register_local_model(spec: AddLocalModelSpec, staged: Staged, metadata: Mode
             updated_at=utcnow(),
         ))
         if storage.exists(staged.key):
-            storage.delete(key)
-            storage.fs.mv(storage.path(staged.key), storage.path(key), recursive=True)
+            storage.move(staged.key, key)
         elif not storage.exists(key):
             raise RuntimeError(f"staged files {storage.url(staged.key)} are gone; retry the workflow")
     get_run_logger().info("registered model %s (%s) at %s", spec.name, model_id, storage.url(key))
@@ -247,7 +265,11 @@ def resolve_cloud_model(spec: AddCloudModelSpec) -> CloudTarget:
         cm = s.get(CloudModel, spec.cloud_model_id) if spec.cloud_model_id else None
         if spec.cloud_model_id and cm is None:
             raise ValueError(f"cloud model {spec.cloud_model_id} does not exist")
-        target = CloudTarget(uri=spec.uri or cm.uri, provider=provider.name, base_url=provider.base_url,
+        if cm is not None and cm.provider_id != provider.id:
+            raise ValueError(f"cloud model {spec.cloud_model_id} does not belong to provider {provider.name}")
+        if cm is None and not spec.uri:
+            raise ValueError("uri is required when no cloud model is selected")
+        target = CloudTarget(uri=cm.uri if cm else spec.uri, provider=provider.name, base_url=provider.base_url,
                              context_length=cm.context_length if cm else None, cloud_model=cm.name if cm else None)
     get_run_logger().info("cloud model %s at %s (%s)", target.uri, target.provider, target.base_url)
     return target

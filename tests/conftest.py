@@ -52,3 +52,37 @@ def db(session_dir: Path):
 
     migrate()
     return True
+
+
+def write_tiny_gguf(path: Path) -> Path:
+    """A tiny llama GGUF: context 512, 2 blocks, one Q8_0 weight (256 elements) and two fp32 tensors."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter
+    from gguf.quants import quantize
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_context_length(512)
+    writer.add_block_count(2)
+    writer.add_embedding_length(64)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_license("mit")
+    writer.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    writer.add_token_list(["<s>", "</s>", "a", "b"])
+    rng = np.random.default_rng(0)
+    writer.add_tensor("blk.0.attn_q.weight", quantize(rng.random((4, 64), dtype=np.float32), GGMLQuantizationType.Q8_0),
+                      raw_dtype=GGMLQuantizationType.Q8_0)
+    writer.add_tensor("token_embd.weight", rng.random((4, 64), dtype=np.float32))
+    writer.add_tensor("output_norm.weight", np.ones(64, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_file(session_dir: Path) -> Path:
+    """A tiny GGUF file (256 + 256 + 64 = 576 parameters, quantization Q8_0)."""
+    return write_tiny_gguf(session_dir / "gguf" / "tiny-Q8_0.gguf")

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx", "max_sequence_length")
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "F8_E4M3": 1, "F8_E5M2": 1}
-SAFETENSORS_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I8": "int8",
-                     "U8": "uint8", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx",
+                "max_sequence_length")
+SAFETENSORS_DTYPE = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                     "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+                     "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+GGUF_FLOATS = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+
+
+class ModelMetadataError(ValueError):
+    """The folder is not a model weft can read."""
 
 
 class ModelMetadata(BaseModel):
@@ -37,12 +43,19 @@ class ModelMetadata(BaseModel):
 def extract_metadata(path: Path) -> ModelMetadata:
     """Metadata of a Hugging Face folder (config.json + safetensors/bin) or a `.gguf` file/folder."""
     path = Path(path)
-    ggufs = [path] if path.is_file() else sorted(path.glob("*.gguf"))
-    if path.is_dir() and (path / "config.json").exists():
+    if not path.exists():
+        raise ModelMetadataError(f"{path} does not exist")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelMetadataError(f"{path} is a file but not a .gguf model")
+        return _from_gguf(path, root=path)
+    has_weights = any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+    if has_weights:
         return _from_hf_folder(path)
-    if ggufs:
+    if ggufs := sorted(path.glob("*.gguf")):
         return _from_gguf(ggufs[0], root=path)
-    raise ValueError(f"{path} has neither a config.json with weights nor a .gguf file")
+    what = "a config.json but no" if (path / "config.json").exists() else "no config.json and no"
+    raise ModelMetadataError(f"{path} has {what} model weights (*.safetensors, pytorch_model*.bin or *.gguf)")
 
 
 def _files(root: Path) -> tuple[list[str], int]:
@@ -53,24 +66,26 @@ def _files(root: Path) -> tuple[list[str], int]:
 
 
 def _from_hf_folder(root: Path) -> ModelMetadata:
-    config: dict[str, Any] = json.loads((root / "config.json").read_text())
+    config_file = root / "config.json"
+    config: dict[str, Any] = json.loads(config_file.read_text()) if config_file.exists() else {}
     text = config.get("text_config") or {}
-    get = lambda *keys: next((c[k] for k in keys for c in (config, text) if c.get(k) is not None), None)  # noqa: E731
+
+    def get(*keys: str) -> Any:
+        return next((c[k] for k in keys for c in (config, text) if c.get(k) is not None), None)
+
     params, dtype, fmt = _count_safetensors(root)
     if params == 0:
         params, dtype, fmt = _count_torch_bin(root)
-    if params == 0:
-        raise ValueError(f"{root} has a config.json but no *.safetensors or *.bin weights")
     files, size = _files(root)
-    quant = config.get("quantization_config", {}).get("quant_method") if config.get("quantization_config") else None
+    quant = (config.get("quantization_config") or {}).get("quant_method")
+    config_dtype = config.get("dtype") or config.get("torch_dtype") or text.get("dtype") or text.get("torch_dtype")
     return ModelMetadata(
         architecture=(config.get("architectures") or [None])[0], model_type=config.get("model_type"),
-        parameter_count=params, context_length=get(*CONTEXT_KEYS),
-        dtype=config.get("dtype") or config.get("torch_dtype") or dtype, num_layers=get("num_hidden_layers", "n_layer"),
-        hidden_size=get("hidden_size", "n_embd", "d_model"), num_attention_heads=get("num_attention_heads", "n_head"),
-        num_key_value_heads=get("num_key_value_heads"), vocab_size=get("vocab_size"), size_bytes=size,
-        license=_card_license(root), has_chat_template=_has_chat_template(root), format=fmt, quantization=quant,
-        files=files,
+        parameter_count=params, context_length=get(*CONTEXT_KEYS), dtype=config_dtype or dtype,
+        num_layers=get("num_hidden_layers", "n_layer", "num_layers"), hidden_size=get("hidden_size", "n_embd", "d_model"),
+        num_attention_heads=get("num_attention_heads", "n_head"), num_key_value_heads=get("num_key_value_heads"),
+        vocab_size=get("vocab_size"), size_bytes=size, license=_card_license(root),
+        has_chat_template=_has_chat_template(root), format=fmt, quantization=quant, files=files,
     )
 
 
@@ -78,7 +93,7 @@ def _count_safetensors(root: Path) -> tuple[int, str | None, str]:
     """Exact parameter count from the safetensors headers (no tensor is loaded)."""
     from safetensors import safe_open
 
-    total, dtypes = 0, set()
+    total, dtypes = 0, Counter()
     for file in sorted(root.glob("*.safetensors")):
         with safe_open(str(file), framework="numpy") as f:
             for name in f.keys():
@@ -87,24 +102,23 @@ def _count_safetensors(root: Path) -> tuple[int, str | None, str]:
                 for dim in sl.get_shape():
                     numel *= dim
                 total += numel
-                dtypes.add(sl.get_dtype())
-    dtype = SAFETENSORS_DTYPE.get(next(iter(dtypes)), None) if len(dtypes) == 1 else None
-    return total, dtype, "safetensors"
+                dtypes[sl.get_dtype()] += numel
+    top = dtypes.most_common(1)[0][0] if dtypes else None
+    return total, SAFETENSORS_DTYPE.get(top, top), "safetensors"
 
 
 def _count_torch_bin(root: Path) -> tuple[int, str | None, str]:
-    files = sorted(root.glob("pytorch_model*.bin"))
-    if not files:
-        return 0, None, "pytorch"
+    """Fallback for pytorch_model*.bin: `torch.load(weights_only=True)` on the meta device."""
     import torch
 
-    total, dtype = 0, None
-    for file in files:
+    total, dtypes = 0, Counter()
+    for file in sorted(root.glob("pytorch_model*.bin")):
         state = torch.load(file, map_location="meta", weights_only=True)
         for tensor in state.values():
-            total += tensor.numel()
-            dtype = str(tensor.dtype).removeprefix("torch.")
-    return total, dtype, "pytorch"
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel()
+                dtypes[str(tensor.dtype).removeprefix("torch.")] += tensor.numel()
+    return total, (dtypes.most_common(1)[0][0] if dtypes else None), "pytorch"
 
 
 def _card_license(root: Path) -> str | None:
@@ -115,7 +129,7 @@ def _card_license(root: Path) -> str | None:
 
     try:
         return ModelCard.load(readme).data.license
-    except Exception:
+    except (ValueError, OSError):  # a README without valid card metadata
         return None
 
 
@@ -133,26 +147,29 @@ def _from_gguf(file: Path, root: Path) -> ModelMetadata:
 
     def field(key: str) -> Any:
         f = reader.fields.get(key)
-        if f is None or not f.data:
-            return None
-        value = f.parts[f.data[0]]
-        if f.types and f.types[0].name == "STRING":
-            return bytes(value).decode("utf-8", errors="replace")
-        return value.tolist()[0] if hasattr(value, "tolist") else value
+        return f.contents() if f is not None and f.data else None
+
+    def count(key: str) -> int | None:  # some architectures store per-layer lists
+        value = field(key)
+        return max(value) if isinstance(value, list) and value else value
 
     arch = field("general.architecture")
-    params = sum(int(t.n_elements) for t in reader.tensors)
-    quant_types = {t.tensor_type.name for t in reader.tensors}
-    weight_quant = sorted(q for q in quant_types if q not in ("F32", "F16", "BF16"))
+    params, by_type = 0, Counter()
+    for t in reader.tensors:
+        params += int(t.n_elements)
+        by_type[t.tensor_type.name] += int(t.n_elements)
+    quants = Counter({k: v for k, v in by_type.items() if k not in GGUF_FLOATS})
+    quant = quants.most_common(1)[0][0] if quants else None
+    top = by_type.most_common(1)[0][0] if by_type else None
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
     files, size = _files(root)
     return ModelMetadata(
         architecture=arch, model_type=arch, parameter_count=params,
-        context_length=field(f"{arch}.context_length"), dtype="/".join(sorted(quant_types)),
-        num_layers=field(f"{arch}.block_count"), hidden_size=field(f"{arch}.embedding_length"),
-        num_attention_heads=field(f"{arch}.attention.head_count"),
-        num_key_value_heads=field(f"{arch}.attention.head_count_kv"),
-        vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else None,
+        context_length=count(f"{arch}.context_length"), dtype=quant or GGUF_FLOATS.get(top, top),
+        num_layers=count(f"{arch}.block_count"), hidden_size=count(f"{arch}.embedding_length"),
+        num_attention_heads=count(f"{arch}.attention.head_count"),
+        num_key_value_heads=count(f"{arch}.attention.head_count_kv"),
+        vocab_size=field(f"{arch}.vocab_size") or (len(tokens.data) if tokens is not None else None),
         size_bytes=size, license=field("general.license"),
-        has_chat_template=field("tokenizer.chat_template") is not None, format="gguf",
-        quantization=weight_quant[0] if weight_quant else None, files=files,
+        has_chat_template=bool(field("tokenizer.chat_template")), format="gguf", quantization=quant, files=files,
     )

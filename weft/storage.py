@@ -21,7 +21,7 @@ class Storage:
         settings = get_settings()
         self.root = (root or settings.storage_root).rstrip("/")
         self.fs, self.base = url_to_fs(self.root, **(options or settings.storage_options))
-        if self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol:
+        if "file" in self.fs.protocol:
             self.fs.makedirs(self.base, exist_ok=True)
 
     def path(self, key: str) -> str:
@@ -37,6 +37,7 @@ class Storage:
         """Copy a stream to `key` in chunks; the object appears only when complete."""
         tmp = self.path(f"{key}.partial-{uuid.uuid4().hex[:8]}")
         written = 0
+        self.fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
         try:
             with self.fs.open(tmp, "wb") as out:
                 while chunk := stream.read(CHUNK):
@@ -65,13 +66,17 @@ class Storage:
                 rel = file.relative_to(local_dir).as_posix()
                 with file.open("rb") as fh:
                     total += self.write_stream(f"{tmp}/{rel}", fh)
-            if self.exists(key):
-                self.delete(key)
-            self.fs.mv(self.path(tmp), self.path(key), recursive=True)
+            self.move(tmp, key)
         except BaseException:
             self.delete(tmp)
             raise
         return total
+
+    def move(self, src: str, dst: str) -> None:
+        """Move a file or folder, replacing what is at `dst`."""
+        self.delete(dst)
+        self.fs.makedirs(self.path(dst).rsplit("/", 1)[0], exist_ok=True)
+        self.fs.mv(self.path(src), self.path(dst), recursive=True)
 
     def get_dir(self, key: str, local_dir: Path) -> Path:
         local_dir.mkdir(parents=True, exist_ok=True)
