@@ -95,6 +95,7 @@ def main() -> None:
         print(f"  ratio       median {statistics.median(step) / statistics.median(base):.2f}x")
 
         via_api, direct = [], []
+        owner_id = api.get("/api/v1/auth/me", headers=headers).json()["id"]
         from prefect.deployments import run_deployment
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -115,7 +116,7 @@ def main() -> None:
                 fr = run_deployment("add_cloud_model/default", timeout=0, as_subflow=False, parameters={
                     "spec": {"provider_type": "cloud_model", "provider_id": OPENAI, "name": f"direct-{i}",
                              "uri": f"openai/direct-{i}", "modality": "llm"},
-                    "owner_id": api.get("/api/v1/auth/me", headers=headers).json()["id"]})
+                    "owner_id": owner_id})
             direct.append((running_at(stack.settings.prefect_api, str(fr.id)) - t_trigger).total_seconds())
         print(f"\ntrigger -> RUNNING of add_cloud_model ({args.runs} runs, worker polling every "
               f"{stack.settings.worker_query_seconds:g} s):")

@@ -109,7 +109,7 @@ def fetch_model(source: Source, workflow_id: str) -> Staged:
             size = storage.put_dir(path, key)
     else:
         size = download_url(source.uri, key, credential_secret(source.credential_block))
-    log.info("fetched %d files, %.1f MB into %s", len(storage.list(key)), size / 1e6, storage.url(key))
+    log.info("fetched %d files, %s into %s", len(storage.list(key)), hardware.human_bytes(size), storage.url(key))
     return Staged(key=key, local_path=str(storage.local_path(key)) if storage.local_path(key) else None)
 
 
@@ -151,7 +151,7 @@ def download_url(url: str, key: str, token: str | None) -> int:
                 extract_archive(archive, folder)
                 size = storage.put_dir(folder, key)
         update_progress_artifact(progress, 100.0)
-    get_run_logger().info("downloaded %s (%.1f MB)", name, reader.read_bytes / 1e6)
+    get_run_logger().info("downloaded %s (%s)", name, hardware.human_bytes(reader.read_bytes))
     return size
 
 
@@ -205,9 +205,10 @@ def extract_metadata(staged: Staged) -> ModelMetadata:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             metadata = model_metadata.extract_metadata(storage.get_dir(staged.key, Path(tmp)))
-    get_run_logger().info("%s: %s parameters, context %s, %s, %.1f MB, license %s, chat template %s",
-                          metadata.architecture, hardware.human_size(metadata.parameter_count), metadata.context_length,
-                          metadata.dtype, metadata.size_bytes / 1e6, metadata.license, metadata.has_chat_template)
+    get_run_logger().info("%s: %s parameters (%d), context %s, %s, %d files, %s, license %s, chat template %s",
+                          metadata.architecture, hardware.human_size(metadata.parameter_count),
+                          metadata.parameter_count, metadata.context_length, metadata.dtype, len(metadata.files),
+                          hardware.human_bytes(metadata.size_bytes), metadata.license, metadata.has_chat_template)
     return metadata
 
 
@@ -217,8 +218,9 @@ def estimate_hardware(metadata: ModelMetadata) -> hardware.HardwareEstimate:
     est = hardware.estimate(metadata.parameter_count, num_layers=metadata.num_layers, hidden_size=metadata.hidden_size,
                             num_attention_heads=metadata.num_attention_heads,
                             num_key_value_heads=metadata.num_key_value_heads, context_length=metadata.context_length)
-    get_run_logger().info("serve fp16 %.2f GB / int4 %.2f GB; train LoRA %.2f GB / QLoRA %.2f GB",
-                          est.serve_fp16_gb, est.serve_int4_gb, est.train_lora_gb, est.train_qlora_gb)
+    get_run_logger().info("GPU memory: serve fp16 %.4g GB / int8 %.4g GB / int4 %.4g GB; "
+                          "train LoRA %.4g GB / QLoRA %.4g GB", est.serve_fp16_gb, est.serve_int8_gb,
+                          est.serve_int4_gb, est.train_lora_gb, est.train_qlora_gb)
     return est
 
 

@@ -155,6 +155,7 @@ def file_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}", root
     server.shutdown()
+    server.server_close()
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

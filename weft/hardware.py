@@ -102,3 +102,11 @@ def human_size(parameters: int) -> str:
             text = f"{value:.0f}" if value >= 100 else f"{value:.1f}".removesuffix(".0")
             return f"{text}{unit}"
     return str(parameters)
+
+
+def human_bytes(nbytes: float) -> str:
+    """2_500_000 -> '2.5 MB' (decimal units, for logs)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{int(nbytes)} B"
