@@ -55,6 +55,15 @@ def test_pytorch_bin_fallback(tmp_path: Path):
     assert meta.has_chat_template is True and meta.license is None
 
 
+def test_single_safetensors_file_without_config(tmp_path: Path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(3, 5, dtype=torch.bfloat16)}, tmp_path / "model.safetensors")
+    meta = extract_metadata(tmp_path)
+    assert (meta.parameter_count, meta.dtype, meta.architecture, meta.context_length) == (15, "bfloat16", None, None)
+
+
 def test_folder_without_weights_is_a_clear_error(tmp_path: Path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelMetadataError, match="config.json but no model weights"):

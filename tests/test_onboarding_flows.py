@@ -81,7 +81,8 @@ def test_disk_model_registers_then_rerun_is_cached(owner: str, tiny_model_dir: P
 
     with session_scope() as s:  # started outside the API: the flow made the workflow record itself
         wf = s.get(Workflow, workflow_id)
-        steps = {st.step_number: st.data for st in s.exec(select(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id))}
+        rows = s.exec(select(WorkflowStep).where(WorkflowStep.workflow_id == workflow_id))
+        steps = {row.step_number: row.data for row in rows}
         model = s.get(Model, model_id)
     assert (wf.user_id, wf.workflow_type, wf.status, wf.flow_run_id, wf.total_steps) == (
         owner, "add_local_model", "RUNNING", workflow_id, 4)
@@ -111,6 +112,20 @@ def test_disk_model_registers_then_rerun_is_cached(owner: str, tiny_model_dir: P
     assert len(models_of(workflow_id)) == 1
     with session_scope() as s:
         assert s.get(Workflow, workflow_id).status == "RUNNING"  # the flow leaves status to the API
+
+
+def test_disk_single_gguf_and_unknown_owner(owner: str, tiny_gguf_file: Path):
+    state = run_local(local_spec("disk", str(tiny_gguf_file), name="disk gguf"), owner)
+    assert state.is_completed(), state.message
+    model_id = state.result()
+    assert get_storage().list(f"models/{model_id}") == [tiny_gguf_file.name]
+    with session_scope() as s:
+        assert s.get(Model, model_id).details["quantization"] == "Q8_0"
+
+    from flows.add_local_model import add_local_model
+
+    nobody = add_local_model(spec=local_spec("disk", str(tiny_gguf_file)), owner_id="no-such-user", return_state=True)
+    assert nobody.is_failed() and "owner_id no-such-user is not a weft user" in nobody.message
 
 
 def test_hugging_face_offline_fails_clearly_then_succeeds_from_the_cache(owner: str, tiny_model_dir: Path):
@@ -159,6 +174,15 @@ def file_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files silently and remembers the Authorization headers it saw."""
+
+    authorizations: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        if auth := self.headers.get("Authorization"):
+            QuietHandler.authorizations.append(auth)
+        super().do_GET()
+
     def log_message(self, *args) -> None:
         pass
 
@@ -182,6 +206,51 @@ def test_url_gguf_is_streamed_with_progress(owner: str, tiny_gguf_file: Path, fi
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     assert [a.type for a in artifacts] == ["progress"] and artifacts[0].data == 100.0
+
+
+def flow_logs(flow_run_id: UUID, contains: str, timeout: float = 10) -> list[str]:
+    """The run's log messages, once one containing `contains` has arrived (logs arrive late)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = [log.message for log in client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+        if any(contains in m for m in logs) or time.monotonic() > deadline:
+            return logs
+
+
+def test_credential_token_is_sent_but_never_logged(owner: str, tiny_gguf_file: Path, file_server):
+    from prefect.blocks.system import Secret
+
+    from weft.tables import Credential
+
+    base, root = file_server
+    shutil.copy(tiny_gguf_file, root / "private.gguf")
+    token = f"hf_secret_{uuid.uuid4().hex}"
+    Secret(value=token).save("weft-test-onboarding-token", overwrite=True)
+    with session_scope() as s:
+        stranger = User(email=f"x-{uuid.uuid4().hex[:8]}@example.com", username=f"x-{uuid.uuid4().hex[:8]}",
+                        password_hash="x")
+        s.add(stranger)
+        s.flush()
+        mine = Credential(user_id=owner, name="hf", provider_type="hugging_face", block_name="weft-test-onboarding-token")
+        theirs = Credential(user_id=stranger.id, name="hf", provider_type="hugging_face",
+                            block_name="weft-test-onboarding-token")
+        s.add_all([mine, theirs])
+    spec = local_spec("url", f"{base}/private.gguf", name="private")
+
+    refused = run_local(spec.model_copy(update={"proprietary_credential_id": theirs.id}), owner)
+    assert refused.is_failed() and f"credential {theirs.id} does not exist" in refused.message
+
+    QuietHandler.authorizations.clear()
+    state = run_local(spec.model_copy(update={"proprietary_credential_id": mine.id}), owner)
+    assert state.is_completed(), state.message
+    assert QuietHandler.authorizations == [f"Bearer {token}"]
+    logs = flow_logs(state.state_details.flow_run_id, "registered model")
+    assert any("with a credential" in m for m in logs) and not any(token in m for m in logs)
 
 
 def test_url_archive_of_a_model_folder(owner: str, tiny_model_dir: Path, file_server):

@@ -82,7 +82,8 @@ def _from_hf_folder(root: Path) -> ModelMetadata:
     return ModelMetadata(
         architecture=(config.get("architectures") or [None])[0], model_type=config.get("model_type"),
         parameter_count=params, context_length=get(*CONTEXT_KEYS), dtype=config_dtype or dtype,
-        num_layers=get("num_hidden_layers", "n_layer", "num_layers"), hidden_size=get("hidden_size", "n_embd", "d_model"),
+        num_layers=get("num_hidden_layers", "n_layer", "num_layers"),
+        hidden_size=get("hidden_size", "n_embd", "d_model"),
         num_attention_heads=get("num_attention_heads", "n_head"), num_key_value_heads=get("num_key_value_heads"),
         vocab_size=get("vocab_size"), size_bytes=size, license=_card_license(root),
         has_chat_template=_has_chat_template(root), format=fmt, quantization=quant, files=files,
