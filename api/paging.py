@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
+from sqlalchemy import func
+from sqlmodel import Session, select
 
 from api.errors import ApiError
 
@@ -30,3 +33,10 @@ Paging = Annotated[PageParams, Depends(page_params)]
 
 def page_response(data: list[Any], total: int, page: PageParams) -> dict[str, Any]:
     return {"data": data, "meta": {"total": total, "limit": page.limit, "offset": page.offset}}
+
+
+def paginate(session: Session, stmt, page: PageParams, serialize: Callable[[Any], Any]) -> dict[str, Any]:
+    """Count `stmt`, fetch one page of it (keep its ORDER BY) and serialize each row."""
+    total = session.exec(select(func.count()).select_from(stmt.order_by(None).subquery())).one()
+    rows = session.exec(stmt.offset(page.offset).limit(page.limit))
+    return page_response([serialize(row) for row in rows], total, page)

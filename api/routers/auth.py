@@ -8,7 +8,7 @@ from sqlmodel import select
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError, not_found
-from api.paging import Paging, page_response
+from api.paging import Paging, paginate
 from api.schemas import (ApiKeyCreated, ApiKeyIn, ApiKeyOut, LoginIn, MeOut, RegisterIn, RegisterOut, TokenIn,
                          TokenOut, UserOut)
 from api.security import create_access_token, hash_api_key, hash_password, new_api_key, verify_password
@@ -72,11 +72,8 @@ def create_api_key(body: ApiKeyIn, user: CurrentUser, session: SessionDep) -> Ap
 
 @router.get("/api-keys")
 def list_api_keys(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
-    stmt = select(ApiKey).where(ApiKey.user_id == user.id)
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    rows = session.exec(stmt.order_by(ApiKey.created_at).offset(page.offset).limit(page.limit))
-    return page_response([ApiKeyOut.model_validate(r, from_attributes=True).model_dump(mode="json") for r in rows],
-                         total, page)
+    stmt = select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.created_at)
+    return paginate(session, stmt, page, lambda r: ApiKeyOut.model_validate(r, from_attributes=True).model_dump(mode="json"))
 
 
 @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -6,12 +6,11 @@ from fastapi import APIRouter, status
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
-from sqlalchemy import func
 from sqlmodel import select
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError, not_found
-from api.paging import Paging, page_response
+from api.paging import Paging, paginate
 from api.schemas import CredentialIn, CredentialOut
 from weft.tables import Credential, new_id
 
@@ -35,11 +34,9 @@ def create_credential(body: CredentialIn, user: CurrentUser, session: SessionDep
 
 @router.get("")
 def list_credentials(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
-    stmt = select(Credential).where(Credential.user_id == user.id)
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    rows = session.exec(stmt.order_by(Credential.created_at).offset(page.offset).limit(page.limit))
-    return page_response([CredentialOut.model_validate(r, from_attributes=True).model_dump(mode="json") for r in rows],
-                         total, page)
+    stmt = select(Credential).where(Credential.user_id == user.id).order_by(Credential.created_at)
+    return paginate(session, stmt, page,
+                    lambda r: CredentialOut.model_validate(r, from_attributes=True).model_dump(mode="json"))
 
 
 @router.delete("/{credential_id}", status_code=status.HTTP_204_NO_CONTENT)

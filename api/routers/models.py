@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func
 from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import not_found
-from api.paging import Paging, page_response
+from api.paging import Paging, paginate
 from api.schemas import ModelOut, ModelSummary
 from weft.tables import Model
 
@@ -25,10 +24,8 @@ def list_models(user: CurrentUser, session: SessionDep, page: Paging, type: str 
             stmt = stmt.where(column == value)
     if name:
         stmt = stmt.where(col(Model.name).contains(name))
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    rows = session.exec(stmt.order_by(col(Model.created_at).desc()).offset(page.offset).limit(page.limit))
-    return page_response([ModelSummary.model_validate(m, from_attributes=True).model_dump(mode="json") for m in rows],
-                         total, page)
+    return paginate(session, stmt.order_by(col(Model.created_at).desc()), page,
+                    lambda m: ModelSummary.model_validate(m, from_attributes=True).model_dump(mode="json"))
 
 
 @router.get("/{model_id}", response_model=ModelOut)

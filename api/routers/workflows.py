@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks, Body, Query
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError, not_found
-from api.paging import Paging, page_response
+from api.paging import Paging, paginate
 from weft import runs
 from weft.db import get_engine
 from weft.specs import REGISTRY, StepContext, WorkflowType, get_type
@@ -152,9 +152,8 @@ def list_workflows(user: CurrentUser, session: SessionDep, page: Paging,
     refresh_status(session, list(session.exec(stmt.where(col(Workflow.status).not_in(runs.TERMINAL)))))
     if status:
         stmt = stmt.where(Workflow.status == status.upper())
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    rows = session.exec(stmt.order_by(col(Workflow.created_at).desc()).offset(page.offset).limit(page.limit))
-    return page_response([summary(session, wf).model_dump(mode="json") for wf in rows], total, page)
+    return paginate(session, stmt.order_by(col(Workflow.created_at).desc()), page,
+                    lambda wf: summary(session, wf).model_dump(mode="json"))
 
 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowView)
