@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from pathlib import Path
 from typing import BinaryIO
 
-import fsspec
 from fsspec.core import url_to_fs
 
 from weft.settings import get_settings
@@ -45,13 +45,12 @@ class Storage:
                     written += len(chunk)
             self.fs.mv(tmp, self.path(key))
         except BaseException:
-            self.fs.rm(tmp) if self.fs.exists(tmp) else None
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
             raise
         return written
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        import io
-
         self.write_stream(key, io.BytesIO(data))
 
     def read_bytes(self, key: str) -> bytes:
@@ -101,5 +100,3 @@ class Storage:
 def get_storage() -> Storage:
     return Storage()
 
-
-__all__ = ["Storage", "get_storage", "fsspec"]
