@@ -120,3 +120,23 @@ class Model(SQLModel, table=True):
     parameters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Dataset(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    name: str
+    description: str | None = None
+    file_name: str
+    file_type: str  # jsonl | json | csv | parquet
+    storage_key: str
+    size_bytes: int = 0
+    fingerprint: str | None = Field(default=None, index=True, description="sha256 of the bytes")
+    record_count: int | None = None
+    status: str = "processing"  # processing | ready | error
+    error: str | None = None
+    analysis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    analysis_workflow_id: str | None = None
+    splits: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

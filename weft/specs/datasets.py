@@ -1,0 +1,75 @@
+"""Spec of the dataset-analysis workflow."""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register, step_context
+
+
+class ChooseDataset(StepModel):
+    dataset_id: str
+
+    @field_validator("dataset_id")
+    @classmethod
+    def _dataset_ready(cls, value: str, info: ValidationInfo):
+        ctx = step_context(info)
+        if ctx.session is not None:
+            from weft.tables import Dataset
+
+            ds = ctx.session.get(Dataset, value)
+            if ds is None or ds.user_id != ctx.user_id:
+                raise ValueError(f"dataset {value} does not exist")
+            if ds.status != "ready":
+                raise ValueError(f"dataset {value} is {ds.status}, not ready" + (f": {ds.error}" if ds.error else ""))
+        return value
+
+
+class AnalysisOptions(StepModel):
+    model_id: str | None = Field(default=None, description="registered model whose tokenizer measures token lengths")
+    validation_split: float = Field(default=0.0, ge=0.0, le=0.5, description="0 = do not write a split")
+    near_duplicate_threshold: float = Field(default=0.8, ge=0.5, le=1.0)
+    outlier_iqr_k: float = Field(default=3.0, gt=0.0, le=20.0)
+    token_sample_size: int = Field(default=20_000, ge=100, le=1_000_000)
+    seed: int = Field(default=0, ge=0)
+
+    @field_validator("model_id")
+    @classmethod
+    def _model_has_weights(cls, value: str | None, info: ValidationInfo):
+        ctx = step_context(info)
+        if value and ctx.session is not None:
+            from weft.tables import Model
+
+            model = ctx.session.get(Model, value)
+            if model is None or model.user_id != ctx.user_id:
+                raise ValueError(f"model {value} does not exist")
+            if not model.storage_uri:
+                raise ValueError(f"model {value} has no files (a cloud model has no local tokenizer)")
+        return value
+
+
+class AnalyzeDatasetSpec(AnalysisOptions, ChooseDataset):
+    """Everything the analyze_dataset flow needs."""
+
+
+ANALYZE_DATASET = register(
+    WorkflowType(
+        name="analyze_dataset",
+        title="Analyze dataset",
+        steps=(StepDef(1, "Select dataset", ChooseDataset), StepDef(2, "Analysis options", AnalysisOptions)),
+        spec=AnalyzeDatasetSpec,
+        flow_name="analyze_dataset",
+        stages=(
+            Stage("load_dataset", "Load dataset"),
+            Stage("profile_records", "Read in chunks: schema and field statistics"),
+            Stage("detect_format", "Detect instruction format"),
+            Stage("token_lengths", "Token-length distribution"),
+            Stage("find_duplicates", "Exact and near duplicates"),
+            Stage("find_outliers", "Length outliers"),
+            Stage("check_expectations", "Data-quality checks (great_expectations)"),
+            Stage("recommend", "Recommendations"),
+            Stage("write_split", "Train/validation split"),
+            Stage("save_analysis", "Save analysis and report"),
+        ),
+    )
+)
