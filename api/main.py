@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
-from api.routers import auth, credentials, models, providers, status, workflows
+from api.routers import auth, credentials, datasets, models, providers, status, workflows
 from weft import __version__
 from weft.db import migrate
 
@@ -26,7 +26,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RateLimiter)
     app.include_router(status.root)
-    for module in (auth, workflows, models, credentials, providers, status):
+    for module in (auth, workflows, models, datasets, credentials, providers, status):
         app.include_router(module.router, prefix="/api/v1")
     return app
 

@@ -1,0 +1,138 @@
+"""Datasets (document 000): streamed upload, list, get, delete, analyze, analysis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, BackgroundTasks, Body, Request, status
+from pydantic import BaseModel
+from sqlmodel import col, select
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from api.deps import CurrentUser, SessionDep
+from api.errors import ApiError, not_found
+from api.paging import Paging, paginate
+from api.routers.workflows import post_step, step_endpoint
+from weft.datasets.formats import UnsupportedFileType, file_type_of
+from weft.datasets.uploads import TooLarge, store_upload, validate_dataset
+from weft.settings import get_settings
+from weft.specs import get_type
+from weft.storage import get_storage
+from weft.tables import Dataset, new_id
+from weft.workflows import WorkflowView
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+MULTIPART_SLACK = 64 * 1024  # form fields and part headers around the file
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    file_path: str
+    file_type: str
+    size_bytes: int
+    fingerprint: str | None
+    record_count: int | None
+    status: str
+    error: str | None
+    created_at: Any
+    updated_at: Any
+
+    @classmethod
+    def of(cls, ds: Dataset) -> "DatasetOut":
+        return cls(file_path=get_storage().url(ds.storage_key), **ds.model_dump(exclude={"storage_key"}))
+
+
+def owned(session, user_id: str, dataset_id: str) -> Dataset:
+    ds = session.get(Dataset, dataset_id)
+    if ds is None or ds.user_id != user_id:
+        raise not_found("dataset", dataset_id)
+    return ds
+
+
+def too_large(cap: int) -> ApiError:
+    return ApiError(413, "PAYLOAD_TOO_LARGE", f"the file is larger than WEFT_MAX_UPLOAD_MB ({cap // 2**20} MB)",
+                    {"max_bytes": cap})
+
+
+@router.post("/upload", status_code=status.HTTP_201_CREATED, response_model=DatasetOut)
+async def upload_dataset(request: Request, user: CurrentUser, session: SessionDep,
+                         background: BackgroundTasks) -> DatasetOut:
+    """multipart: name, description, file (.jsonl, .json, .csv, .parquet). Validation runs after the reply."""
+    cap = get_settings().max_upload_mb * 2**20
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap + MULTIPART_SLACK:
+        raise too_large(cap)  # refused before reading the body
+    form = await request.form(max_files=1, max_fields=10)
+    file, name = form.get("file"), form.get("name")
+    if not isinstance(file, UploadFile) or not file.filename:
+        raise ApiError(422, "VALIDATION_ERROR", "a multipart 'file' is required", {"field": "file"})
+    if not isinstance(name, str) or not name.strip():
+        raise ApiError(422, "VALIDATION_ERROR", "a 'name' is required", {"field": "name"})
+    try:
+        file_type = file_type_of(file.filename)
+    except UnsupportedFileType as exc:
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", str(exc), {"file": file.filename}) from exc
+    dataset_id = new_id()
+    key = f"datasets/{dataset_id}/{dataset_id}.{file_type}"
+    try:
+        size, sha256 = await run_in_threadpool(store_upload, file.file, key, cap)
+    except TooLarge as exc:
+        raise too_large(cap) from exc
+    finally:
+        await file.close()
+    description = form.get("description")
+    ds = Dataset(id=dataset_id, user_id=user.id, name=name.strip(), file_name=file.filename, file_type=file_type,
+                 description=description if isinstance(description, str) else None, storage_key=key,
+                 size_bytes=size, fingerprint=sha256, status="processing")
+    session.add(ds)
+    session.commit()
+    background.add_task(validate_dataset, ds.id)
+    return DatasetOut.of(ds)
+
+
+@router.get("")
+def list_datasets(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
+    stmt = select(Dataset).where(Dataset.user_id == user.id).order_by(col(Dataset.created_at).desc())
+    return paginate(session, stmt, page, lambda ds: DatasetOut.of(ds).model_dump(mode="json"))
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, user: CurrentUser, session: SessionDep) -> DatasetOut:
+    return DatasetOut.of(owned(session, user.id, dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(dataset_id: str, user: CurrentUser, session: SessionDep) -> None:
+    ds = owned(session, user.id, dataset_id)
+    get_storage().delete(f"datasets/{ds.id}")
+    session.delete(ds)
+    session.commit()
+
+
+@router.post("/{dataset_id}/analyze")
+def analyze_dataset(dataset_id: str, user: CurrentUser, session: SessionDep,
+                    options: dict[str, Any] | None = Body(default=None)) -> dict:
+    """Start the analyze_dataset workflow with default (or the given) options."""
+    ds = owned(session, user.id, dataset_id)
+    wt = get_type("analyze_dataset")
+    first = post_step(wt, {"workflow_total_steps": 2, "step_number": 1, "dataset_id": ds.id}, user.id, session)
+    view = post_step(wt, {**(options or {}), "workflow_id": first.workflow_id, "step_number": 2,
+                          "trigger_workflow": True}, user.id, session)
+    return {"id": ds.id, "workflow_id": view.workflow_id, "status": view.status, "flow_run_id": view.flow_run_id,
+            "analysis": ds.analysis}
+
+
+@router.get("/{dataset_id}/analysis")
+def get_analysis(dataset_id: str, user: CurrentUser, session: SessionDep) -> dict:
+    ds = owned(session, user.id, dataset_id)
+    if ds.analysis is None:
+        raise ApiError(404, "NOT_FOUND", f"dataset {dataset_id} has not been analysed yet",
+                       {"resource": "analysis", "id": dataset_id})
+    return {"id": ds.id, "workflow_id": ds.analysis_workflow_id, "analysis": ds.analysis, "splits": ds.splits}
+
+
+router.add_api_route("/analyze-workflow", step_endpoint("analyze_dataset"), methods=["POST"],
+                     response_model=WorkflowView, name="analyze_dataset_step", summary="Analyze dataset (step API)")
