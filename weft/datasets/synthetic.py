@@ -40,17 +40,17 @@ def _step(rng: random.Random) -> str:
             f"Nm within {rng.randint(1, 90)} minutes using procedure {rng.randint(1000, 99999)}")
 
 
-def _record(rng: random.Random, steps: int | None = None) -> dict:
+def _record(rng: random.Random, steps: int | None = None, step_range: tuple[int, int] = (3, 15)) -> dict:
     return {"procedure": rng.choice(PROCEDURES), "vehicle_type": rng.choice(VEHICLES),
-            "steps": [_step(rng) for _ in range(steps or rng.randint(3, 15))],
+            "steps": [_step(rng) for _ in range(steps or rng.randint(*step_range))],
             "tools": rng.sample(TOOLS, rng.randint(1, 4))}
 
 
 def records(base: int, *, exact_duplicates: int = 0, near_duplicates: int = 0, missing_tools: int = 0,
-            missing_vehicle_type: int = 0, outliers: int = 0, seed: int = 7):
+            missing_vehicle_type: int = 0, outliers: int = 0, seed: int = 7, step_range: tuple[int, int] = (3, 15)):
     """Yield `base` distinct records plus the planted ones, shuffled in deterministically."""
     rng = random.Random(seed)
-    clean = [_record(rng) for _ in range(base)]
+    clean = [_record(rng, step_range=step_range) for _ in range(base)]
     pool = list(range(base))
     rng.shuffle(pool)
     take = iter(pool)
