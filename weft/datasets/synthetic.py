@@ -65,8 +65,8 @@ def records(base: int, *, exact_duplicates: int = 0, near_duplicates: int = 0, m
         if i % 2:  # same record after normalisation: case and spacing differ
             dup["procedure"] = "  " + dup["procedure"].upper()
         extra.append(dup)
-    long_ones = [i for i in untouched[exact_duplicates:] if len(clean[i]["steps"]) >= 10]
-    for i in range(near_duplicates):  # one number changed in a long record: Jaccard of 3-grams ~0.97
+    long_ones = sorted(untouched[exact_duplicates:], key=lambda i: -len(clean[i]["steps"]))
+    for i in range(near_duplicates):  # one number changed in one of the longest records: Jaccard ~0.95+
         near = copy.deepcopy(clean[long_ones[i]])
         near["steps"][-1] = near["steps"][-1].rsplit(" ", 1)[0] + f" {rng.randint(100000, 999999)}"
         extra.append(near)

@@ -307,3 +307,29 @@ def test_workflow_list_pages(api, alice):
     assert page["meta"]["limit"] == 2 and page["meta"]["offset"] == 1 and page["meta"]["total"] >= 3
     assert len(page["data"]) == 2
     assert_error(api.get("/api/v1/workflows", params={"limit": 0}, headers=alice), 422)
+
+
+def test_dataset_upload_then_analyze_through_the_api(api, alice, tmp_path):
+    from weft.datasets.synthetic import write_jsonl
+
+    path = tmp_path / "procedures.jsonl"
+    planted = write_jsonl(path, 300, exact_duplicates=3, missing_tools=2)
+    r = api.post("/api/v1/datasets/upload", headers=alice, data={"name": "service procedures"},
+                 files={"file": ("procedures.jsonl", path.read_bytes(), "application/jsonl")})
+    assert r.status_code == 201, r.text
+    dataset_id = r.json()["id"]
+    deadline = time.monotonic() + 30
+    while api.get(f"/api/v1/datasets/{dataset_id}", headers=alice).json()["status"] == "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert api.get(f"/api/v1/datasets/{dataset_id}/analysis", headers=alice).status_code == 404
+    started = api.post(f"/api/v1/datasets/{dataset_id}/analyze", headers=alice)
+    assert started.status_code == 200, started.text
+    body = started.json()
+    assert body["id"] == dataset_id and body["workflow_id"] and body["status"] == "PENDING"
+    done = wait_status(api, alice, body["workflow_id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED", done
+    assert {s["id"]: s["status"] for s in done["steps"]}["write_split"] == "not_run"
+    analysis = api.get(f"/api/v1/datasets/{dataset_id}/analysis", headers=alice).json()["analysis"]
+    assert analysis["record_count"] == planted.records
+    assert analysis["quality_issues"]["duplicates"] == 3 and analysis["quality_issues"]["missing_values"] == 2
