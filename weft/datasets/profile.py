@@ -107,6 +107,16 @@ def column_text(arr: pa.Array) -> pa.Array | None:
     return None
 
 
+def hash_strings(values: pa.Array) -> np.ndarray:
+    """Deterministic 64-bit hashes of a string array: each distinct value is hashed once."""
+    encoded = pc.dictionary_encode(values)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    dictionary = np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    return pd.util.hash_array(dictionary)[indices] if len(dictionary) else np.zeros(len(values), np.uint64)
+
+
 class FieldAccumulator:
     def __init__(self) -> None:
         self.types: set[str] = set()
@@ -144,7 +154,7 @@ class FieldAccumulator:
             self._lengths(lengths)
         if kind in ("string", "number", "boolean"):
             valid = arr.drop_null()
-            self.hashes.append(pd.util.hash_array(np.asarray(valid.to_numpy(zero_copy_only=False), dtype=object)))
+            self.hashes.append(hash_strings(valid if kind == "string" else pc.cast(valid, pa.string())))
             if len(self.counter) < COUNTER_CAP:
                 counts = pc.value_counts(valid)
                 self.counter.update(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
@@ -194,8 +204,7 @@ class MinHasher:
         n = len(normalized)
         words = pc.split_pattern_regex(normalized, r"[^a-z0-9]+", )
         counts = pc.list_value_length(words).to_numpy(zero_copy_only=False).astype(np.int64)
-        flat = pc.list_flatten(words)
-        hashes = pd.util.hash_array(np.asarray(flat.to_numpy(zero_copy_only=False), dtype=object))
+        hashes = hash_strings(pc.list_flatten(words))
         record = np.repeat(np.arange(n), counts)
         if len(hashes) >= 3:  # 3-grams within a record; records with < 3 words use their words
             tri = hashes[:-2] * np.uint64(0x9E3779B97F4A7C15) ^ hashes[1:-1] * np.uint64(0xC2B2AE3D27D4EB4F) ^ hashes[2:]
@@ -222,7 +231,10 @@ def profile_batches(batches: Iterable[pa.RecordBatch], *, expected_rows: int | N
                     on_progress: Callable[[int], None] | None = None) -> tuple[Profile, ProfileArrays]:
     """Profile every record of `batches` in one pass."""
     fields: dict[str, FieldAccumulator] = {}
-    lengths, exact, sigs = [], [], []
+    capacity = max(expected_rows or 0, 1024)  # per-record arrays, preallocated (no copy at the end)
+    lengths = np.zeros(capacity, np.int64)
+    exact = np.zeros(capacity, np.uint64)
+    sigs = np.zeros((capacity, NUM_PERM), np.uint32)
     hasher = MinHasher(seed=seed + 1)
     rng = np.random.default_rng(seed)
     sample_keys = np.empty(0)
@@ -243,10 +255,14 @@ def profile_batches(batches: Iterable[pa.RecordBatch], *, expected_rows: int | N
         texts = [t for name in batch.schema.names if (t := column_text(batch.column(name))) is not None]
         joined = pc.binary_join_element_wise(*[pc.fill_null(t, "") for t in texts], " | ") if texts else \
             pa.array([""] * n)
-        lengths.append(pc.utf8_length(joined).to_numpy(zero_copy_only=False).astype(np.int64))
+        if rows + n > len(lengths):
+            grow = max(rows + n, 2 * len(lengths))
+            lengths, exact = np.resize(lengths, grow), np.resize(exact, grow)
+            sigs = np.resize(sigs, (grow, NUM_PERM))
+        lengths[rows:rows + n] = pc.utf8_length(joined).to_numpy(zero_copy_only=False)
         normalized = pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(joined), r"\s+", " "))
-        exact.append(pd.util.hash_array(np.asarray(normalized.to_numpy(zero_copy_only=False), dtype=object)))
-        sigs.append(hasher.signatures(normalized))
+        exact[rows:rows + n] = hash_strings(normalized)
+        sigs[rows:rows + n] = hasher.signatures(normalized)
         keys = rng.random(n)  # a uniform sample: keep the records with the largest random keys
         threshold = np.partition(sample_keys, -sample_size)[-sample_size] if len(sample_keys) >= sample_size else -1
         picked = np.flatnonzero(keys > threshold)
@@ -274,9 +290,5 @@ def profile_batches(batches: Iterable[pa.RecordBatch], *, expected_rows: int | N
         missing_values=sum(missing_by_field.values()), missing_by_field=missing_by_field,
         sample=sample, sampled=rows > sample_size,
     )
-    arrays = ProfileArrays(
-        lengths=np.concatenate(lengths) if lengths else np.empty(0, np.int64),
-        exact_hashes=np.concatenate(exact) if exact else np.empty(0, np.uint64),
-        signatures=np.concatenate(sigs) if sigs else np.empty((0, NUM_PERM), np.uint32),
-    )
+    arrays = ProfileArrays(lengths=lengths[:rows], exact_hashes=exact[:rows], signatures=sigs[:rows])
     return profile, arrays
