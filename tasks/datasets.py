@@ -167,8 +167,7 @@ def check_expectations(ref: DatasetRef, profiled: Profiled) -> dict[str, Any]:
     p = profiled.profile
     validator = ChunkValidator(p.format, p.columns, p.text_columns)
     with local_copy(ref.storage_key) as path:
-        for batch in iter_batches(path, ref.file_type):
-            validator.validate(batch.to_pandas())
+        validator.validate_batches(iter_batches(path, ref.file_type))
     report = validator.report()
     get_run_logger().info("data checks %s: %d of %d expectations passed", "passed" if report.success else "FAILED",
                           sum(r.success for r in report.results), len(report.results))

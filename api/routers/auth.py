@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 from sqlalchemy import func, or_
-from sqlmodel import select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError, not_found
-from api.paging import Paging, paginate
+from api.paging import Page, Paging, paginate
 from api.schemas import (ApiKeyCreated, ApiKeyIn, ApiKeyOut, LoginIn, MeOut, RegisterIn, RegisterOut, TokenIn,
                          TokenOut, UserOut)
 from api.security import create_access_token, hash_api_key, hash_password, new_api_key, verify_password
@@ -17,28 +18,34 @@ from weft.tables import ApiKey, Model, User, Workflow
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-def bad_credentials() -> ApiError:
-    return ApiError(401, "UNAUTHORIZED", "wrong email/username or password")
+def conflict(field: str) -> ApiError:
+    return ApiError(409, "CONFLICT", f"{field} is already registered", {"field": field})
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=RegisterOut)
 def register(body: RegisterIn, session: SessionDep) -> RegisterOut:
-    taken = session.exec(select(User).where(or_(User.email == body.email.lower(), User.username == body.username))).first()
+    """Create a user and return a token for it; a taken email or username is 409."""
+    email = body.email.lower()
+    taken = session.exec(select(User).where(or_(User.email == email, User.username == body.username))).first()
     if taken:
-        field = "email" if taken.email == body.email.lower() else "username"
-        raise ApiError(409, "CONFLICT", f"{field} is already registered", {"field": field})
-    user = User(email=body.email.lower(), username=body.username, full_name=body.full_name,
+        raise conflict("email" if taken.email == email else "username")
+    user = User(email=email, username=body.username, full_name=body.full_name,
                 password_hash=hash_password(body.password))
     session.add(user)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError as exc:  # a concurrent registration won the race
+        session.rollback()
+        raise conflict("email or username") from exc
     token, expires = create_access_token(user.id)
-    return RegisterOut(access_token=token, expires_in=expires, user=UserOut.model_validate(user, from_attributes=True))
+    return RegisterOut(access_token=token, expires_in=expires, user=UserOut.model_validate(user))
 
 
-def authenticate(session, login: str, password: str) -> User:
+def authenticate(session: Session, login: str, password: str) -> User:
+    """The user whose email or username is `login` and whose password matches; 401 otherwise."""
     user = session.exec(select(User).where(or_(User.email == login.lower(), User.username == login))).first()
     if user is None or not verify_password(password, user.password_hash):
-        raise bad_credentials()
+        raise ApiError(401, "UNAUTHORIZED", "wrong email/username or password")
     return user
 
 
@@ -50,19 +57,24 @@ def login(body: LoginIn, session: SessionDep) -> TokenOut:
 
 @router.post("/token", response_model=TokenOut)
 def token(body: TokenIn, session: SessionDep) -> TokenOut:
+    """An access token for an email or username and password (document 000)."""
     token, expires = create_access_token(authenticate(session, body.username, body.password).id)
     return TokenOut(access_token=token, expires_in=expires)
 
 
 @router.get("/me", response_model=MeOut)
 def me(user: CurrentUser, session: SessionDep) -> MeOut:
-    count = lambda table: session.exec(select(func.count()).select_from(table).where(table.user_id == user.id)).one()  # noqa: E731
+    """The caller, with how many models and workflows they own."""
+    def count(table: type[Model] | type[Workflow]) -> int:
+        return session.exec(select(func.count()).select_from(table).where(table.user_id == user.id)).one()
+
     return MeOut(id=user.id, email=user.email, username=user.username, full_name=user.full_name,
                  created_at=user.created_at, model_count=count(Model), workflow_count=count(Workflow))
 
 
 @router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
 def create_api_key(body: ApiKeyIn, user: CurrentUser, session: SessionDep) -> ApiKeyCreated:
+    """A new key, returned this once; only its sha256 is stored."""
     key = new_api_key()
     row = ApiKey(user_id=user.id, name=body.name, key_hash=hash_api_key(key), expires_at=body.expires_at)
     session.add(row)
@@ -70,14 +82,16 @@ def create_api_key(body: ApiKeyIn, user: CurrentUser, session: SessionDep) -> Ap
     return ApiKeyCreated(id=row.id, name=row.name, key=key, created_at=row.created_at, expires_at=row.expires_at)
 
 
-@router.get("/api-keys")
+@router.get("/api-keys", response_model=Page[ApiKeyOut])
 def list_api_keys(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
-    stmt = select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.created_at)
-    return paginate(session, stmt, page, lambda r: ApiKeyOut.model_validate(r, from_attributes=True).model_dump(mode="json"))
+    """The caller's keys, without their values."""
+    stmt = select(ApiKey).where(ApiKey.user_id == user.id).order_by(col(ApiKey.created_at), col(ApiKey.id))
+    return paginate(session, stmt, page, ApiKeyOut.model_validate)
 
 
-@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_api_key(key_id: str, user: CurrentUser, session: SessionDep) -> None:
+    """Revoke a key: requests with it are 401 from now on."""
     row = session.get(ApiKey, key_id)
     if row is None or row.user_id != user.id:
         raise not_found("api key", key_id)

@@ -1,54 +1,81 @@
-"""Proprietary credentials: the secret lives in a Prefect Secret block, never in weft's tables."""
+"""Proprietary credentials: the secret lives in a Prefect Secret block, never in weft's tables.
+
+The endpoints are sync (run in the threadpool), so the sync face of Prefect's block API is used;
+an `async def` endpoint would `await Secret(value=...).asave(name)` instead.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+import logging
+
+from fastapi import APIRouter, Response, status
 from prefect.blocks.system import Secret
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
-from sqlmodel import select
+from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError, not_found
-from api.paging import Paging, paginate
+from api.paging import Page, Paging, paginate
 from api.schemas import CredentialIn, CredentialOut
 from weft.tables import Credential, new_id
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/credentials", tags=["credentials"])
+
+
+def block_name_for(credential_id: str) -> str:
+    return f"weft-credential-{credential_id}"
+
+
+def prefect_unavailable(action: str) -> ApiError:
+    return ApiError(503, "SERVICE_UNAVAILABLE", f"could not {action} the secret in Prefect; is the server up?")
+
+
+def delete_block(name: str) -> None:
+    """Delete a Secret block; one already gone is fine."""
+    try:
+        Secret.delete(name)
+    except ValueError:  # Prefect's "Unable to find block document named ..."
+        log.info("secret block %s was already gone", name)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CredentialOut)
 def create_credential(body: CredentialIn, user: CurrentUser, session: SessionDep) -> CredentialOut:
-    cred_id = new_id()
-    block_name = f"weft-credential-{cred_id}"
+    """Store the secret in the Prefect Secret block `weft-credential-<id>`; the response never echoes it."""
+    row = Credential(id=new_id(), user_id=user.id, name=body.name, provider_type=body.provider_type, block_name="")
+    row.block_name = block_name_for(row.id)
     try:
-        Secret(value=body.secret).save(block_name)
+        Secret(value=body.secret).save(row.block_name)
     except Exception as exc:
-        raise ApiError(503, "SERVICE_UNAVAILABLE", "could not store the secret in Prefect") from exc
-    row = Credential(id=cred_id, user_id=user.id, name=body.name, provider_type=body.provider_type,
-                     block_name=block_name)
+        log.exception("could not save secret block %s", row.block_name)
+        raise prefect_unavailable("store") from exc
     session.add(row)
-    session.commit()
-    return CredentialOut.model_validate(row, from_attributes=True)
+    try:
+        session.commit()
+    except Exception:
+        session.rollback()
+        delete_block(row.block_name)  # leave no orphan secret behind
+        raise
+    return CredentialOut.model_validate(row)
 
 
-@router.get("")
+@router.get("", response_model=Page[CredentialOut])
 def list_credentials(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
-    stmt = select(Credential).where(Credential.user_id == user.id).order_by(Credential.created_at)
-    return paginate(session, stmt, page,
-                    lambda r: CredentialOut.model_validate(r, from_attributes=True).model_dump(mode="json"))
+    """The caller's credentials, without their secrets."""
+    stmt = (select(Credential).where(Credential.user_id == user.id)
+            .order_by(col(Credential.created_at), col(Credential.id)))
+    return paginate(session, stmt, page, CredentialOut.model_validate)
 
 
-@router.delete("/{credential_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{credential_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_credential(credential_id: str, user: CurrentUser, session: SessionDep) -> None:
+    """Delete the credential and its Secret block."""
     row = session.get(Credential, credential_id)
     if row is None or row.user_id != user.id:
         raise not_found("credential", credential_id)
-    with get_client(sync_client=True) as client:
-        try:
-            document = client.read_block_document_by_name(row.block_name, "secret")
-            client.delete_block_document(document.id)
-        except ObjectNotFound:
-            pass
+    try:
+        delete_block(row.block_name)
+    except Exception as exc:
+        log.exception("could not delete secret block %s", row.block_name)
+        raise prefect_unavailable("delete") from exc
     session.delete(row)
     session.commit()

@@ -1,4 +1,8 @@
-"""The model registry (document 000: List Models, Get Model)."""
+"""The model registry (document 000: List Models, Get Model).
+
+Models are added by the step-workflow API (`POST /api/v1/models/local-model-workflow`, ...), which
+the workflows router serves; this router only reads.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +11,34 @@ from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import not_found
-from api.paging import Paging, paginate
+from api.paging import Page, Paging, paginate
 from api.schemas import ModelOut, ModelSummary
 from weft.tables import Model
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-@router.get("")
-def list_models(user: CurrentUser, session: SessionDep, page: Paging, type: str | None = Query(None),
-                status: str | None = Query(None), modality: str | None = Query(None),
-                name: str | None = Query(None, description="substring of the name")) -> dict:
+@router.get("", response_model=Page[ModelSummary])
+def list_models(user: CurrentUser, session: SessionDep, page: Paging,
+                type: str | None = Query(None, description="base | fine-tuned | cloud"),
+                status: str | None = Query(None, description="e.g. active"),
+                modality: str | None = Query(None, description="e.g. llm"),
+                name: str | None = Query(None, description="substring of the name, case-insensitive")) -> dict:
+    """The caller's models, newest first."""
     stmt = select(Model).where(Model.user_id == user.id)
     for column, value in ((Model.type, type), (Model.status, status), (Model.modality, modality)):
         if value:
             stmt = stmt.where(column == value)
     if name:
-        stmt = stmt.where(col(Model.name).contains(name))
-    return paginate(session, stmt.order_by(col(Model.created_at).desc()), page,
-                    lambda m: ModelSummary.model_validate(m, from_attributes=True).model_dump(mode="json"))
+        stmt = stmt.where(col(Model.name).icontains(name, autoescape=True))
+    stmt = stmt.order_by(col(Model.created_at).desc(), col(Model.id))
+    return paginate(session, stmt, page, ModelSummary.model_validate)
 
 
 @router.get("/{model_id}", response_model=ModelOut)
 def get_model(model_id: str, user: CurrentUser, session: SessionDep) -> ModelOut:
+    """One model with its metrics, parameters and extracted metadata; another user's model is 404."""
     model = session.get(Model, model_id)
     if model is None or model.user_id != user.id:
         raise not_found("model", model_id)
-    return ModelOut.model_validate(model, from_attributes=True)
+    return ModelOut.model_validate(model)

@@ -25,6 +25,12 @@ class TokenStats(BaseModel):
 
 def token_lengths(tokenizer_dir: Path, sample: list[Any], *, chat: bool) -> tuple[np.ndarray, bool]:
     """Token counts of each sampled record (chat records go through the model's chat template)."""
+    fast = Path(tokenizer_dir) / "tokenizer.json"
+    if not chat and fast.exists():  # the Rust tokenizer alone: same ids, without importing transformers
+        from tokenizers import Tokenizer
+
+        encodings = Tokenizer.from_file(str(fast)).encode_batch(list(sample))
+        return np.array([len(e.ids) for e in encodings], dtype=np.int64), False
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
