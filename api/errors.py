@@ -81,7 +81,8 @@ class RequestContext:
                           request_id_of(scope))
             if started:  # the body is already on its way: nothing more to tell the client
                 raise
-            await error_response(request, 500, "SERVICE_ERROR", "internal error; see the server log")(scope, receive, send)
+            response = error_response(request, 500, "SERVICE_ERROR", "internal error; see the server log")
+            await response(scope, receive, send)
 
 
 def _field(loc: tuple | list) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,21 +14,23 @@ from api.routers import auth, credentials, datasets, models, providers, status, 
 from weft import __version__
 from weft.db import migrate
 
+API_PREFIX = "/api/v1"
+
 
 @asynccontextmanager
-async def lifespan(_: FastAPI):
-    await run_in_threadpool(migrate)
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    await run_in_threadpool(migrate)  # Alembic to head and the provider catalog seeded
     yield
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="weft", version=__version__, lifespan=lifespan,
                   description="Model operations for LLMs on Prefect: step-numbered workflows, models, runs.")
-    install_error_handlers(app)
-    app.add_middleware(RateLimiter)
+    install_error_handlers(app)  # adds the request-id / 500 middleware first, so it sits inside the limiter
+    app.add_middleware(RateLimiter)  # outermost: every response, 429 and 500 included, gets the headers
     app.include_router(status.root)
     for module in (auth, workflows, models, datasets, credentials, providers, status):
-        app.include_router(module.router, prefix="/api/v1")
+        app.include_router(module.router, prefix=API_PREFIX)
     return app
 
 

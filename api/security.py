@@ -34,7 +34,8 @@ def create_access_token(user_id: str) -> tuple[str, int]:
 def decode_access_token(token: str) -> str | None:
     """The user id of a valid, unexpired token, else None."""
     try:
-        claims = jwt.decode(token, get_settings().signing_key(), algorithms=["HS256"], options={"require": ["exp", "sub"]})
+        claims = jwt.decode(token, get_settings().signing_key(), algorithms=["HS256"],
+                            options={"require": ["exp", "sub"]})
     except jwt.PyJWTError:
         return None
     return claims.get("sub")

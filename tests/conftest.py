@@ -86,3 +86,29 @@ def write_tiny_gguf(path: Path) -> Path:
 def tiny_gguf_file(session_dir: Path) -> Path:
     """A tiny GGUF file (256 + 256 + 64 = 576 parameters, quantization Q8_0)."""
     return write_tiny_gguf(session_dir / "gguf" / "tiny-Q8_0.gguf")
+
+
+@pytest.fixture(scope="module")
+def client(db):
+    """The API in-process (lifespan included); one app, so one rate-limit table, per test module."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    with TestClient(create_app()) as c:
+        yield c
+
+
+@pytest.fixture
+def auth_headers(client):
+    """A factory: register a fresh user and return its `Authorization: Bearer` headers."""
+    import uuid
+
+    def make(username: str | None = None, password: str = "long-enough-pw") -> dict[str, str]:
+        username = username or f"u{uuid.uuid4().hex[:10]}"
+        r = client.post("/api/v1/auth/register", json={"email": f"{username}@example.com", "username": username,
+                                                         "password": password})
+        assert r.status_code == 201, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    return make

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Literal
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 from sqlalchemy import text
+from sqlmodel import Session
 
 from api.deps import SessionDep
 from weft import __version__
@@ -13,34 +17,69 @@ from weft.storage import get_storage
 
 root = APIRouter(tags=["status"])
 router = APIRouter(tags=["status"])
+PREFECT_TIMEOUT_SECONDS = 2.0
+
+State = Literal["operational", "degraded"]
 
 
-@root.get("/")
-def health() -> dict:
-    return {"status": "healthy", "message": "Welcome to weft", "version": __version__,
-            "timestamp": datetime.now(timezone.utc).isoformat()}
+class Health(BaseModel):
+    status: str
+    message: str
+    version: str
+    timestamp: datetime
 
 
-def prefect_healthy() -> str | None:
+class Issue(BaseModel):
+    component: str
+    message: str
+
+
+class Status(BaseModel):
+    api: State
+    database: State
+    storage: State
+    prefect: State
+    issues: list[Issue]
+
+
+@root.get("/", response_model=Health)
+def health() -> Health:
+    """Liveness: the API process answers."""
+    return Health(status="healthy", message="Welcome to weft", version=__version__,
+                  timestamp=datetime.now(timezone.utc))
+
+
+def check_database(session: Session) -> str | None:
+    session.connection().execute(text("SELECT 1")).one()
+    return None
+
+
+def check_storage() -> str | None:
+    storage = get_storage()
+    return None if storage.exists("") else f"storage root {storage.root} is not reachable"
+
+
+def check_prefect() -> str | None:
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True, httpx_settings={"timeout": 2}) as client:
+    with get_client(sync_client=True, httpx_settings={"timeout": PREFECT_TIMEOUT_SECONDS}) as client:
         error = client.api_healthcheck()
-    return None if error is None else str(error)
+        return None if error is None else f"Prefect API at {client.api_url} is unhealthy: {error}"
 
 
-@router.get("/status")
-def api_status(session: SessionDep) -> dict:
-    checks = {"database": lambda: session.exec(text("SELECT 1")).one() and None,
-              "storage": lambda: get_storage().exists("") and None,
-              "prefect": prefect_healthy}
-    body: dict = {"api": "operational", "issues": []}
+@router.get("/status", response_model=Status)
+def api_status(session: SessionDep) -> Status:
+    """Check each component for real; a failing one is `degraded` with its reason in `issues`."""
+    checks: dict[str, Callable[[], str | None]] = {
+        "database": lambda: check_database(session), "storage": check_storage, "prefect": check_prefect}
+    states: dict[str, State] = {}
+    issues: list[Issue] = []
     for name, check in checks.items():
         try:
             problem = check()
         except Exception as exc:
             problem = f"{type(exc).__name__}: {exc}"
-        body[name] = "operational" if problem is None else "degraded"
-        if problem:
-            body["issues"].append({"component": name, "message": problem})
-    return body
+        states[name] = "operational" if problem is None else "degraded"
+        if problem is not None:
+            issues.append(Issue(component=name, message=problem))
+    return Status(api="operational", issues=issues, **states)

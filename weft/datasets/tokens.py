@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+BATCH = 512
+
 
 class TokenStats(BaseModel):
     model_id: str
@@ -29,19 +31,25 @@ def token_lengths(tokenizer_dir: Path, sample: list[Any], *, chat: bool) -> tupl
     if not chat and fast.exists():  # the Rust tokenizer alone: same ids, without importing transformers
         from tokenizers import Tokenizer
 
-        encodings = Tokenizer.from_file(str(fast)).encode_batch(list(sample))
-        return np.array([len(e.ids) for e in encodings], dtype=np.int64), False
+        tokenizer = Tokenizer.from_file(str(fast))
+        counts = [len(e.ids) for start in range(0, len(sample), BATCH)
+                  for e in tokenizer.encode_batch(list(sample[start:start + BATCH]))]
+        return np.array(counts, dtype=np.int64), False
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     templated = chat and bool(getattr(tokenizer, "chat_template", None))
-    if templated:
-        texts = [tokenizer.apply_chat_template(messages, tokenize=False) for messages in sample]
-        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    else:
-        texts = ["\n".join(m.get("content", "") for m in s) if chat else s for s in sample]
-        ids = tokenizer(texts)["input_ids"]
-    return np.array([len(x) for x in ids], dtype=np.int64), templated
+    counts: list[int] = []
+    for start in range(0, len(sample), BATCH):  # encodings are large: keep only their lengths
+        part = sample[start:start + BATCH]
+        if templated:
+            texts = [tokenizer.apply_chat_template(messages, tokenize=False) for messages in part]
+            ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        else:
+            texts = ["\n".join(m.get("content", "") for m in s) if chat else s for s in part]
+            ids = tokenizer(texts)["input_ids"]
+        counts += [len(x) for x in ids]
+    return np.array(counts, dtype=np.int64), templated
 
 
 def token_stats(model_id: str, tokenizer_dir: Path, sample: list[Any], *, chat: bool, context_length: int | None,
