@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session, select
 
-from api.errors import ApiError
+from api.errors import ApiError, not_found
 from api.security import decode_access_token, hash_api_key
 from weft.db import get_engine
 from weft.tables import ApiKey, User
+
+T = TypeVar("T")
 
 
 def get_session() -> Iterator[Session]:
@@ -70,3 +72,11 @@ def current_user(session: SessionDep, api_key: Annotated[str | None, Depends(api
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def get_owned(session: Session, table: type[T], row_id: str, user_id: str, kind: str) -> T:
+    """The row `row_id` of `table` if `user_id` owns it; anyone else's (or none) is a 404."""
+    row = session.get(table, row_id)
+    if row is None or row.user_id != user_id:
+        raise not_found(kind, row_id)
+    return row

@@ -7,8 +7,8 @@ from sqlalchemy import func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from api.deps import CurrentUser, SessionDep
-from api.errors import ApiError, not_found
+from api.deps import CurrentUser, SessionDep, get_owned
+from api.errors import ApiError
 from api.paging import Page, Paging, paginate
 from api.schemas import (ApiKeyCreated, ApiKeyIn, ApiKeyOut, LoginIn, MeOut, RegisterIn, RegisterOut, TokenIn,
                          TokenOut, UserOut)
@@ -92,8 +92,6 @@ def list_api_keys(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
 @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_api_key(key_id: str, user: CurrentUser, session: SessionDep) -> None:
     """Revoke a key: requests with it are 401 from now on."""
-    row = session.get(ApiKey, key_id)
-    if row is None or row.user_id != user.id:
-        raise not_found("api key", key_id)
+    row = get_owned(session, ApiKey, key_id, user.id, "api key")
     session.delete(row)
     session.commit()

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Response, status
 from prefect.blocks.system import Secret
 from sqlmodel import col, select
 
-from api.deps import CurrentUser, SessionDep
-from api.errors import ApiError, not_found
+from api.deps import CurrentUser, SessionDep, get_owned
+from api.errors import ApiError
 from api.paging import Page, Paging, paginate
 from api.schemas import CredentialIn, CredentialOut
 from weft.tables import Credential, new_id
@@ -69,9 +69,7 @@ def list_credentials(user: CurrentUser, session: SessionDep, page: Paging) -> di
 @router.delete("/{credential_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_credential(credential_id: str, user: CurrentUser, session: SessionDep) -> None:
     """Delete the credential and its Secret block."""
-    row = session.get(Credential, credential_id)
-    if row is None or row.user_id != user.id:
-        raise not_found("credential", credential_id)
+    row = get_owned(session, Credential, credential_id, user.id, "credential")
     try:
         delete_block(row.block_name)
     except Exception as exc:

@@ -10,8 +10,8 @@ from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.deps import CurrentUser, SessionDep
-from api.errors import ApiError, not_found
+from api.deps import CurrentUser, SessionDep, get_owned
+from api.errors import ApiError
 from api.paging import Paging, paginate
 from api.routers.workflows import post_step, step_endpoint
 from weft.datasets.formats import UnsupportedFileType, file_type_of
@@ -46,10 +46,7 @@ class DatasetOut(BaseModel):
 
 
 def owned(session, user_id: str, dataset_id: str) -> Dataset:
-    ds = session.get(Dataset, dataset_id)
-    if ds is None or ds.user_id != user_id:
-        raise not_found("dataset", dataset_id)
-    return ds
+    return get_owned(session, Dataset, dataset_id, user_id, "dataset")
 
 
 def too_large(cap: int) -> ApiError:

@@ -9,8 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
-from api.deps import CurrentUser, SessionDep
-from api.errors import not_found
+from api.deps import CurrentUser, SessionDep, get_owned
 from api.paging import Page, Paging, paginate
 from api.schemas import ModelOut, ModelSummary
 from weft.tables import Model
@@ -38,7 +37,4 @@ def list_models(user: CurrentUser, session: SessionDep, page: Paging,
 @router.get("/{model_id}", response_model=ModelOut)
 def get_model(model_id: str, user: CurrentUser, session: SessionDep) -> ModelOut:
     """One model with its metrics, parameters and extracted metadata; another user's model is 404."""
-    model = session.get(Model, model_id)
-    if model is None or model.user_id != user.id:
-        raise not_found("model", model_id)
-    return ModelOut.model_validate(model)
+    return ModelOut.model_validate(get_owned(session, Model, model_id, user.id, "model"))

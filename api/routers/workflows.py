@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError, not_found
 from api.paging import Paging, paginate
 from weft import runs
@@ -42,10 +42,7 @@ def invalid(exc: ValidationError, message: str) -> ApiError:
 
 
 def owned_workflow(session: Session, user_id: str, workflow_id: str) -> Workflow:
-    wf = session.get(Workflow, workflow_id)
-    if wf is None or wf.user_id != user_id:
-        raise not_found("workflow", workflow_id)
-    return wf
+    return get_owned(session, Workflow, workflow_id, user_id, "workflow")
 
 
 def start_run(session: Session, wt: WorkflowType, wf: Workflow, spec: dict[str, Any]) -> None:

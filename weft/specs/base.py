@@ -62,6 +62,13 @@ class StepContext(BaseModel):
     previous: dict[str, Any] = {}
     session: Any = None
 
+    def owned(self, table: type, row_id: str, kind: str) -> Any:
+        """The caller's row `row_id` of `table`, or a validation error naming what is missing."""
+        row = self.session.get(table, row_id)
+        if row is None or row.user_id != self.user_id:
+            raise ValueError(f"{kind} {row_id} does not exist")
+        return row
+
 
 def step_context(info) -> StepContext:
     """The StepContext of a validator call (an empty one when validated outside the API)."""

@@ -17,9 +17,7 @@ class ChooseDataset(StepModel):
         if ctx.session is not None:
             from weft.tables import Dataset
 
-            ds = ctx.session.get(Dataset, value)
-            if ds is None or ds.user_id != ctx.user_id:
-                raise ValueError(f"dataset {value} does not exist")
+            ds = ctx.owned(Dataset, value, "dataset")
             if ds.status != "ready":
                 raise ValueError(f"dataset {value} is {ds.status}, not ready" + (f": {ds.error}" if ds.error else ""))
         return value
@@ -40,9 +38,7 @@ class AnalysisOptions(StepModel):
         if value and ctx.session is not None:
             from weft.tables import Model
 
-            model = ctx.session.get(Model, value)
-            if model is None or model.user_id != ctx.user_id:
-                raise ValueError(f"model {value} does not exist")
+            model = ctx.owned(Model, value, "model")
             if not model.storage_uri:
                 raise ValueError(f"model {value} has no files (a cloud model has no local tokenizer)")
         return value

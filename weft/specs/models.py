@@ -56,9 +56,7 @@ class LocalCredential(StepModel):
         if value and ctx.session is not None:
             from weft.tables import Credential
 
-            cred = ctx.session.get(Credential, value)
-            if cred is None or cred.user_id != ctx.user_id:
-                raise ValueError(f"credential {value} does not exist")
+            ctx.owned(Credential, value, "credential")
         return value
 
 
