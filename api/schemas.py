@@ -155,3 +155,10 @@ class ModelOut(ModelSummary):
     storage_uri: str | None
     workflow_id: str | None
     deployments: list[dict[str, Any]] = Field(default_factory=list)
+    scan: dict[str, Any] | None = Field(default=None, description="the last security scan (see /security-scan)")
+    scan_verified: bool = False
+    scan_override: dict[str, Any] | None = None
+
+
+class ScanOverrideIn(BaseModel):
+    reason: str = Field(min_length=5, max_length=1000, description="why this model may be deployed anyway")

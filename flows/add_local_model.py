@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import workflow_ref
+from flows.model_security_scan import scan_model
 from tasks.models import (estimate_hardware, extract_metadata, fetch_model, register_local_model,
                           validate_source)
 from weft.specs.models import AddLocalModelSpec
@@ -13,10 +14,13 @@ from weft.specs.models import AddLocalModelSpec
 @flow(name="add_local_model", log_prints=True)
 def add_local_model(spec: AddLocalModelSpec, workflow_id: str | None = None, cache_version: int = 0,
                     owner_id: str | None = None) -> str:
-    """Validate source → fetch into registry storage → extract metadata → estimate hardware → register."""
+    """Validate source → fetch into registry storage → extract metadata → estimate hardware → register →
+    security scan (the model is deployable only once its scan is SAFE)."""
     ref = workflow_ref("add_local_model", spec, workflow_id, owner_id)
     source = validate_source(spec, ref.owner_id)
     staged = fetch_model(source, ref.workflow_id)
     metadata = extract_metadata(staged)
     estimate = estimate_hardware(metadata)
-    return register_local_model(spec, staged, metadata, estimate, ref.workflow_id, ref.owner_id)
+    model_id = register_local_model(spec, staged, metadata, estimate, ref.workflow_id, ref.owner_id)
+    scan_model(model_id)
+    return model_id

@@ -114,7 +114,9 @@ def test_local_model_sequence_registers_the_model(api, alice, tiny_model_dir: Pa
     assert body["workflow_type"] == "add_local_model" and body["flow_run_id"]
     assert body["total_steps"] == 6 and body["current_step"] == 4 and body["next_step"] is None
     assert [s["id"] for s in body["steps"]] == ["validate_source", "fetch_model", "extract_metadata",
-                                                "estimate_hardware", "register_model"]
+                                                "estimate_hardware", "register_model", "list_model_files",
+                                                "scan_pickles", "validate_safetensors", "detect_code", "check_gguf",
+                                                "roll_up_scan"]
     done = wait_status(api, alice, body["workflow_id"], {"COMPLETED", "FAILED"})
     assert done["status"] == "COMPLETED", done
     assert {s["status"] for s in done["steps"]} == {"completed"}
@@ -132,6 +134,7 @@ def test_local_model_sequence_registers_the_model(api, alice, tiny_model_dir: Pa
         expected = sum(int(__import__("numpy").prod(f.get_slice(k).get_shape())) for k in f.keys())
     assert details["parameter_count"] == expected
     assert model["hardware"] and model["workflow_id"] == body["workflow_id"]
+    assert model["scan"]["status"] == "SAFE" and model["scan_verified"] is True
 
 
 @pytest.mark.parametrize("manual", [False, True])

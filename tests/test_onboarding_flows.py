@@ -22,12 +22,14 @@ from sqlmodel import select
 
 from weft.db import session_scope
 from weft.hardware import human_size
+from weft.specs import get_type
 from weft.storage import get_storage
 from weft.tables import Model, User, Workflow, WorkflowStep
 
 OPENAI = "6f1b5a3e-0a0b-4c59-9d0e-000000000001"
 GPT_4O = "6f1b5a3e-0a0b-4c59-9d0e-100000000001"
 LOCAL_STAGES = ["validate_source", "fetch_model", "extract_metadata", "estimate_hardware", "register_model"]
+ALL_STAGES = [stage.id for stage in get_type("add_local_model").stages]  # the five above, then the scan
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +106,12 @@ def test_disk_model_registers_then_rerun_is_cached(owner: str, tiny_model_dir: P
     assert storage.list(f"models/{model_id}") == expected_files == model.details["files"]
     assert storage.read_bytes(f"models/{model_id}/config.json") == (tiny_model_dir / "config.json").read_bytes()
     assert not storage.exists(f"staging/{workflow_id}/model")
-    assert set(task_states(state.state_details.flow_run_id, 5).values()) == {"Completed"}
+    assert set(task_states(state.state_details.flow_run_id, len(ALL_STAGES)).values()) == {"Completed"}
+    assert model.scan["status"] == "SAFE" and model.scan_verified  # the scan is onboarding's last step
 
     again = run_local(local_spec("disk", str(tiny_model_dir)), owner, workflow_id=workflow_id)
     assert again.is_completed() and again.result() == model_id
-    assert task_states(again.state_details.flow_run_id, 5) == {name: "Cached" for name in LOCAL_STAGES}
+    assert task_states(again.state_details.flow_run_id, len(ALL_STAGES)) == {name: "Cached" for name in ALL_STAGES}
     assert len(models_of(workflow_id)) == 1
     with session_scope() as s:
         assert s.get(Workflow, workflow_id).status == "RUNNING"  # the flow leaves status to the API
@@ -147,7 +150,7 @@ def test_hugging_face_offline_fails_clearly_then_succeeds_from_the_cache(owner: 
 
     done = run_local(local_spec("hugging_face", repo, name="hf tiny"), owner, workflow_id=workflow_id)
     assert done.is_completed(), done.message
-    states = task_states(done.state_details.flow_run_id, 5)
+    states = task_states(done.state_details.flow_run_id, len(ALL_STAGES))
     assert states["validate_source"] == "Cached"
     assert {states[n] for n in LOCAL_STAGES[1:]} == {"Completed"}
     [model] = models_of(workflow_id)
@@ -205,7 +208,9 @@ def test_url_gguf_is_streamed_with_progress(owner: str, tiny_gguf_file: Path, fi
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
-    assert [a.type for a in artifacts] == ["progress"] and artifacts[0].data == 100.0
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert len(progress) == 1 and progress[0].data == 100.0
+    assert "Status: SAFE" in next(a.data for a in artifacts if a.type == "markdown")  # the scan's report
 
 
 def flow_logs(flow_run_id: UUID, contains: str, timeout: float = 10) -> list[str]:

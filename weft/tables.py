@@ -118,6 +118,10 @@ class Model(SQLModel, table=True):
     hardware: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     parameters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    scan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    scan_verified: bool = False  # the last security scan's status is SAFE
+    scan_override: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True),
+                                                 description="{user_id, reason, at}: deploy despite the scan")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

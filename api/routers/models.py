@@ -1,7 +1,7 @@
 """The model registry (document 000: List Models, Get Model).
 
 Models are added by the step-workflow API (`POST /api/v1/models/local-model-workflow`, ...), which
-the workflows router serves; this router only reads.
+the workflows router serves; this router reads them, their security scan, and records scan overrides.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
+from api.errors import ApiError
 from api.paging import Page, Paging, paginate
-from api.schemas import ModelOut, ModelSummary
-from weft.tables import Model
+from api.schemas import ModelOut, ModelSummary, ScanOverrideIn
+from weft.tables import Model, utcnow
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -32,6 +33,32 @@ def list_models(user: CurrentUser, session: SessionDep, page: Paging,
         stmt = stmt.where(col(Model.name).icontains(name, autoescape=True))
     stmt = stmt.order_by(col(Model.created_at).desc(), col(Model.id))
     return paginate(session, stmt, page, ModelSummary.model_validate)
+
+
+@router.get("/{model_id}/security-scan")
+def get_security_scan(model_id: str, user: CurrentUser, session: SessionDep) -> dict:
+    """The last security scan of the model (status, issues by severity, findings)."""
+    model = get_owned(session, Model, model_id, user.id, "model")
+    if model.scan is None:
+        raise ApiError(404, "NOT_FOUND", f"model {model_id} has not been scanned yet",
+                       {"resource": "security-scan", "id": model_id})
+    return {"model_id": model.id, "scan_verified": model.scan_verified, "scan_override": model.scan_override,
+            **model.scan}
+
+
+@router.post("/{model_id}/security-scan/override", response_model=ModelOut)
+def override_security_scan(model_id: str, body: ScanOverrideIn, user: CurrentUser, session: SessionDep) -> ModelOut:
+    """Record that this user allows deploying a model whose scan is not SAFE, and why."""
+    model = get_owned(session, Model, model_id, user.id, "model")
+    if model.scan is None or model.scan_verified:
+        state = "has not been scanned" if model.scan is None else "is already SAFE"
+        raise ApiError(409, "CONFLICT", f"model {model_id} {state}: there is nothing to override",
+                       {"scan_verified": model.scan_verified})
+    model.scan_override = {"user_id": user.id, "username": user.username, "reason": body.reason,
+                           "scan_status": model.scan["status"], "at": utcnow().isoformat()}
+    session.add(model)
+    session.commit()
+    return ModelOut.model_validate(model)
 
 
 @router.get("/{model_id}", response_model=ModelOut)

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from weft.paths import resolve_disk_uri
 from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register, step_context
+from weft.specs.scanning import SCAN_STAGES
 
 Modality = Literal["llm", "mllm", "embedding", "text_to_speech", "speech_to_text", "image"]
 HF_REPO = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
@@ -109,6 +110,7 @@ ADD_LOCAL_MODEL = register(
             Stage("extract_metadata", "Extract metadata"),
             Stage("estimate_hardware", "Estimate hardware"),
             Stage("register_model", "Register model"),
+            *SCAN_STAGES,
         ),
         compensate=remove_onboarding_leftovers,
     )

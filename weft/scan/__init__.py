@@ -1,0 +1,1 @@
+"""Model security scanning: pickles (modelscan + picklescan), safetensors and GGUF headers, shipped code."""

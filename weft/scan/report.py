@@ -1,0 +1,39 @@
+"""The scan result as the reference product stores it, and its markdown rendering."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from weft.scan.checks import SEVERITIES, Issue
+
+
+class ScanResult(BaseModel):
+    status: str  # SAFE | LOW | MEDIUM | HIGH | CRITICAL
+    total_issues: int
+    total_scanned: int
+    total_issues_by_severity: dict[str, int]
+    scanned_files: list[str]
+    total_skipped_files: int
+    model_issues: list[Issue]
+    file_hashes: dict[str, str] = {}
+
+
+def roll_up(issues: list[Issue], scanned: list[str], skipped: int, hashes: dict[str, str]) -> ScanResult:
+    by_severity = {s: sum(i.severity == s for i in issues) for s in SEVERITIES}
+    worst = max((SEVERITIES.index(i.severity) for i in issues), default=None)
+    ordered = sorted(issues, key=lambda i: (-SEVERITIES.index(i.severity), i.source, i.title))
+    return ScanResult(status="SAFE" if worst is None else SEVERITIES[worst], total_issues=len(issues),
+                      total_scanned=len(scanned), total_issues_by_severity=by_severity, scanned_files=scanned,
+                      total_skipped_files=skipped, model_issues=ordered, file_hashes=hashes)
+
+
+def markdown(name: str, result: ScanResult) -> str:
+    lines = [f"# Security scan: {name}", "", f"**Status: {result.status}** — {result.total_issues} issues in "
+             f"{result.total_scanned} scanned files ({result.total_skipped_files} skipped)", "",
+             "| severity | count |", "| --- | --- |"]
+    lines += [f"| {s} | {n} |" for s, n in result.total_issues_by_severity.items()]
+    if result.model_issues:
+        lines += ["", "| severity | file | finding | scanner |", "| --- | --- | --- | --- |"]
+        lines += [f"| {i.severity} | `{i.source}` | {i.title}: {i.description} | {i.scanner} |"
+                  for i in result.model_issues]
+    return "\n".join(lines)

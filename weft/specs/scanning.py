@@ -1,0 +1,43 @@
+"""Spec of the model security-scan workflow (document 004: one step with trigger_workflow)."""
+
+from __future__ import annotations
+
+from pydantic import ValidationInfo, field_validator
+
+from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register, step_context
+
+SCAN_STAGES = (
+    Stage("list_model_files", "List files with sha256"),
+    Stage("scan_pickles", "Scan pickles (modelscan + picklescan)"),
+    Stage("validate_safetensors", "Validate safetensors headers"),
+    Stage("detect_code", "Flag shipped code / trust_remote_code"),
+    Stage("check_gguf", "Check GGUF headers"),
+    Stage("roll_up_scan", "Roll up and record"),
+)
+
+
+class ScanSpec(StepModel):
+    model_id: str
+
+    @field_validator("model_id")
+    @classmethod
+    def _model_has_files(cls, value: str, info: ValidationInfo):
+        ctx = step_context(info)
+        if ctx.session is not None:
+            from weft.tables import Model
+
+            if not ctx.owned(Model, value, "model").storage_uri:
+                raise ValueError(f"model {value} has no files to scan (a cloud model)")
+        return value
+
+
+MODEL_SECURITY_SCAN = register(
+    WorkflowType(
+        name="model_security_scan",
+        title="Model security scan",
+        steps=(StepDef(1, "Select model", ScanSpec),),
+        spec=ScanSpec,
+        flow_name="model_security_scan",
+        stages=SCAN_STAGES,
+    )
+)
