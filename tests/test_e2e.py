@@ -336,3 +336,20 @@ def test_dataset_upload_then_analyze_through_the_api(api, alice, tmp_path):
     analysis = api.get(f"/api/v1/datasets/{dataset_id}/analysis", headers=alice).json()["analysis"]
     assert analysis["record_count"] == planted.records
     assert analysis["quality_issues"]["duplicates"] == 3 and analysis["quality_issues"]["missing_values"] == 2
+
+
+def test_security_scan_through_the_step_api(api, alice):
+    models = api.get("/api/v1/models", params={"type": "base", "limit": 100}, headers=alice).json()["data"]
+    model_id = next(m["id"] for m in models if m["name"] == "tiny llama")
+    body = api.post("/api/v1/models/security-scan", headers=alice, json={
+        "workflow_total_steps": 3, "step_number": 1, "trigger_workflow": True, "model_id": model_id}).json()
+    assert body["workflow_type"] == "model_security_scan" and body["flow_run_id"], body
+    done = wait_status(api, alice, body["workflow_id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED", done
+    assert {s["id"]: s["status"] for s in done["steps"]}["scan_pickles"] == "cached"  # same files as onboarding
+    scan = api.get(f"/api/v1/models/{model_id}/security-scan", headers=alice).json()
+    assert scan["status"] == "SAFE" and scan["total_issues"] == 0 and "model.safetensors" in scan["scanned_files"]
+    cloud = next(m["id"] for m in api.get("/api/v1/models", params={"type": "cloud"}, headers=alice).json()["data"])
+    r = api.post("/api/v1/models/security-scan", headers=alice, json={
+        "workflow_total_steps": 3, "step_number": 1, "trigger_workflow": True, "model_id": cloud})
+    assert r.status_code == 422 and "no files" in r.text
