@@ -7,7 +7,6 @@ import os
 import pickle
 import shutil
 import uuid
-import zipfile
 from pathlib import Path
 
 import pytest
