@@ -1,0 +1,1 @@
+"""Fine-tuning with transformers + peft + trl: validated configs, storage checkpoints, resumable runs."""
