@@ -144,3 +144,23 @@ class Dataset(SQLModel, table=True):
     splits: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Adapter(SQLModel, table=True):
+    """A trained peft adapter and its lineage (base model, dataset, config, metrics)."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    name: str
+    base_model_id: str = Field(index=True)
+    dataset_id: str | None = Field(default=None, index=True)
+    dataset_fingerprint: str | None = None
+    model_id: str | None = Field(default=None, description="the fine-tuned model registered with it")
+    workflow_id: str | None = Field(default=None, index=True)
+    method: str
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    storage_key: str
+    size_bytes: int = 0
+    sha256: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)

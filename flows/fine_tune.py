@@ -1,0 +1,21 @@
+"""Fine-tune a registered model on a registered dataset with LoRA, DoRA or QLoRA."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.common import workflow_ref
+from tasks.training import prepare_dataset, preflight, register_adapter, resolve_inputs, train_adapter
+from weft.specs.training import FineTuneSpec
+
+
+@flow(name="fine_tune", log_prints=True)
+def fine_tune(spec: FineTuneSpec, workflow_id: str | None = None, cache_version: int = 0,
+              owner_id: str | None = None) -> str:
+    """Resolve → prepare records → pre-flight estimate → train (resumable) → register adapter and model."""
+    ref = workflow_ref("fine_tune", spec, workflow_id, owner_id)
+    inputs = resolve_inputs(spec)
+    prepared = prepare_dataset(inputs, ref.workflow_id)
+    estimate = preflight(inputs, prepared, spec)
+    trained = train_adapter(inputs, prepared, estimate, spec, ref.workflow_id)
+    return register_adapter(inputs, trained, spec, ref.workflow_id, ref.owner_id)
