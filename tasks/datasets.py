@@ -4,9 +4,6 @@ after it work on its per-record arrays, kept in storage next to the dataset."""
 from __future__ import annotations
 
 import io
-import tempfile
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,20 +44,6 @@ class FormatInfo(BaseModel):
     coverage: dict[str, float]  # share of records with a value in each format column
 
 
-@contextmanager
-def local_copy(key: str):
-    """The stored file as a local path: in place for file:// storage, else a temporary download."""
-    storage = get_storage()
-    local = storage.local_path(key)
-    if local is not None:
-        yield local
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(key).name
-        storage.fs.get(storage.path(key), str(path))
-        yield path
-
-
 @task(**step_options("load_dataset"))
 def load_dataset(spec: AnalyzeDatasetSpec) -> DatasetRef:
     """Resolve the dataset record; it must be validated (`ready`)."""
@@ -91,7 +74,7 @@ def profile_records(ref: DatasetRef, spec: AnalyzeDatasetSpec) -> Profiled:
             log.info("profiled %d / %d records", rows, ref.record_count)
             seen["next"] = rows + step
 
-    with local_copy(ref.storage_key) as path:
+    with get_storage().local(ref.storage_key) as path:
         profile, arrays = profile_batches(iter_batches(path, ref.file_type), expected_rows=ref.record_count,
                                           sample_size=spec.token_sample_size, seed=spec.seed, on_progress=on_progress)
     update_progress_artifact(progress, 100.0)
@@ -130,10 +113,7 @@ def measure_token_lengths(profiled: Profiled, spec: AnalyzeDatasetSpec) -> Token
         if model is None or not model.storage_uri:
             raise ValueError(f"model {spec.model_id} has no stored files to take a tokenizer from")
         context = (model.details or {}).get("context_length")
-    storage = get_storage()
-    key = f"models/{model.id}"
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = storage.local_path(key) or storage.get_dir(key, Path(tmp))
+    with get_storage().local(f"models/{model.id}") as folder:
         stats = token_stats(model.id, folder, profiled.profile.sample, chat=profiled.profile.format == "chat",
                             context_length=context, sampled=profiled.profile.sampled)
     log.info("tokens p50 %.0f p95 %.0f max %d; %d over the %s-token context", stats.p50, stats.p95, stats.max,
@@ -166,7 +146,7 @@ def check_expectations(ref: DatasetRef, profiled: Profiled) -> dict[str, Any]:
 
     p = profiled.profile
     validator = ChunkValidator(p.format, p.columns, p.text_columns)
-    with local_copy(ref.storage_key) as path:
+    with get_storage().local(ref.storage_key) as path:
         validator.validate_batches(iter_batches(path, ref.file_type))
     report = validator.report()
     get_run_logger().info("data checks %s: %d of %d expectations passed", "passed" if report.success else "FAILED",
@@ -185,7 +165,7 @@ def recommend(analysis: dict[str, Any]) -> list[str]:
 @task(**step_options("write_split"))
 def write_split(ref: DatasetRef, spec: AnalyzeDatasetSpec) -> Splits:
     """A seeded train/validation split written back to storage."""
-    with local_copy(ref.storage_key) as path:
+    with get_storage().local(ref.storage_key) as path:
         splits = write_splits(path, ref.file_type, get_storage(), f"datasets/{ref.id}/splits", spec.validation_split,
                               spec.seed)
     get_run_logger().info("split: %d train / %d validation records", splits.train_records, splits.validation_records)

@@ -44,7 +44,6 @@ class Staged(BaseModel):
     """Where the fetched model lies in registry storage."""
 
     key: str
-    local_path: str | None  # for file:// storage: the folder on disk
 
 
 def model_id_for(workflow_id: str) -> str:
@@ -110,7 +109,7 @@ def fetch_model(source: Source, workflow_id: str) -> Staged:
     else:
         size = download_url(source.uri, key, credential_secret(source.credential_block))
     log.info("fetched %d files, %s into %s", len(storage.list(key)), hardware.human_bytes(size), storage.url(key))
-    return Staged(key=key, local_path=str(storage.local_path(key)) if storage.local_path(key) else None)
+    return Staged(key=key)
 
 
 def hf_snapshot(repo_id: str, token: str | None) -> Path:
@@ -199,12 +198,8 @@ def extract_archive(archive: Path, target: Path) -> None:
 @task(**step_options("extract_metadata"))
 def extract_metadata(staged: Staged) -> ModelMetadata:
     """Architecture, parameter count, context length, dtype, size, license, chat template."""
-    storage = get_storage()
-    if staged.local_path:
-        metadata = model_metadata.extract_metadata(Path(staged.local_path))
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            metadata = model_metadata.extract_metadata(storage.get_dir(staged.key, Path(tmp)))
+    with get_storage().local(staged.key) as folder:
+        metadata = model_metadata.extract_metadata(folder)
     get_run_logger().info("%s: %s parameters (%d), context %s, %s, %d files, %s, license %s, chat template %s",
                           metadata.architecture, hardware.human_size(metadata.parameter_count),
                           metadata.parameter_count, metadata.context_length, metadata.dtype, len(metadata.files),

@@ -4,7 +4,6 @@ files' sha256s: scanning an unchanged model again is a cache hit, whichever work
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +48,6 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def model_folder(key: str, tmp: str) -> Path:
-    storage = get_storage()
-    return storage.local_path(key) or storage.get_dir(key, Path(tmp))
-
-
 @task(**step_options("list_model_files"))
 def list_model_files(model_id: str) -> ModelFiles:
     """Every file of the stored model with its sha256 and the check it needs."""
@@ -63,8 +57,7 @@ def list_model_files(model_id: str) -> ModelFiles:
             raise ValueError(f"model {model_id} has no stored files to scan")
         name = model.name
     key = f"models/{model_id}"
-    with tempfile.TemporaryDirectory() as tmp:
-        root = model_folder(key, tmp)
+    with get_storage().local(key) as root:
         paths = sorted(p for p in root.rglob("*") if p.is_file())
         files = {p.relative_to(root).as_posix(): sha256_of(p) for p in paths}
     kinds = {rel: kind_of(Path(rel)) for rel in files}
@@ -74,8 +67,7 @@ def list_model_files(model_id: str) -> ModelFiles:
 
 def scan_kind(files: ModelFiles, kind: str) -> list[Issue]:
     issues: list[Issue] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = model_folder(files.key, tmp)
+    with get_storage().local(files.key) as root:
         for rel, k in files.kinds.items():
             if k == kind:
                 found = run_isolated(kind, root / rel, rel)
@@ -105,8 +97,8 @@ def check_gguf(files: ModelFiles) -> list[Issue]:
 @task(**scan_step("detect_code"))
 def detect_code(files: ModelFiles) -> list[Issue]:
     """Python files and auto_map entries that need trust_remote_code."""
-    with tempfile.TemporaryDirectory() as tmp:
-        issues = code_issues(model_folder(files.key, tmp))
+    with get_storage().local(files.key) as root:
+        issues = code_issues(root)
     get_run_logger().info("%d code findings", len(issues))
     return issues
 

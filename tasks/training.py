@@ -46,11 +46,6 @@ class Prepared(BaseModel):
     format: str
 
 
-def local_folder(key: str, tmp: str) -> Path:
-    storage = get_storage()
-    return storage.local_path(key) or storage.get_dir(key, Path(tmp))
-
-
 @task(**step_options("resolve_inputs"))
 def resolve_inputs(spec: FineTuneSpec) -> Inputs:
     with session_scope() as s:
@@ -60,8 +55,7 @@ def resolve_inputs(spec: FineTuneSpec) -> Inputs:
         if ds is None or ds.status != "ready":
             raise ValueError(f"dataset {spec.dataset_id} is not ready")
         key = f"models/{model.id}"
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = local_folder(key, tmp)
+        with get_storage().local(key) as folder:
             digest = hashlib.sha256()
             for name in TOKENIZER_FILES:
                 if (folder / name).exists():
@@ -93,10 +87,7 @@ def prepare_dataset(inputs: Inputs, workflow_id: str) -> Prepared:
     storage = get_storage()
     key = f"runs/{workflow_id}/train-{inputs.dataset_fingerprint[:12]}-{inputs.tokenizer_fingerprint[:12]}.jsonl"
     count, fmt = 0, None
-    with tempfile.TemporaryDirectory() as tmp:
-        source = storage.local_path(inputs.dataset_key) or Path(tmp) / "data"
-        if not storage.local_path(inputs.dataset_key):
-            storage.fs.get(storage.path(inputs.dataset_key), str(source))
+    with tempfile.TemporaryDirectory() as tmp, storage.local(inputs.dataset_key) as source:
         out = Path(tmp) / "train.jsonl"
         with out.open("w") as fh:
             for batch in iter_batches(source, inputs.file_type):
@@ -168,8 +159,8 @@ def train_adapter(inputs: Inputs, prepared: Prepared, estimate: Estimate, spec: 
         update_progress_artifact(progress, min(100.0, 100 * line["step"] / max(1, estimate.steps)))
 
     rows = [json.loads(line) for line in storage.read_bytes(prepared.key).splitlines() if line.strip()]
-    with tempfile.TemporaryDirectory() as tmp:
-        result = train(local_folder(inputs.model_key, tmp), rows, spec.config, Path(tmp) / "work",
+    with tempfile.TemporaryDirectory() as tmp, storage.local(inputs.model_key) as base:
+        result = train(base, rows, spec.config, Path(tmp) / "work",
                        CheckpointStore(storage, f"runs/{workflow_id}/checkpoints"), on_log=on_log)
         if result.fallback_reason:
             log.warning("qlora fell back to lora: %s", result.fallback_reason)

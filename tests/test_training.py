@@ -45,15 +45,16 @@ def test_adapter_trains_loads_and_checkpoints_land_in_storage(tiny_model_dir: Pa
     assert peft.peft_config["default"].use_dora is (method == "dora")
 
 
-def test_qlora_without_bitsandbytes_falls_back_with_a_reason(tiny_model_dir: Path, tmp_path: Path):
+def test_qlora_runs_or_falls_back_with_a_reason(tiny_model_dir: Path, tmp_path: Path):
     from weft.training.trainer import four_bit_unavailable
 
     store = CheckpointStore(Storage((tmp_path / "bucket").as_uri()), "ckpt")
     reason = four_bit_unavailable()
-    if reason is None:
-        pytest.skip("bitsandbytes works here: the GPU suite covers qlora")
     result = train(tiny_model_dir, ROWS, config(method="qlora", max_steps=2), tmp_path / "work", store)
-    assert result.method == "lora" and "bitsandbytes" in result.fallback_reason
+    if reason is None:  # bitsandbytes works on this machine: the real 4-bit path ran
+        assert result.method == "qlora" and result.fallback_reason is None
+    else:
+        assert result.method == "lora" and "bitsandbytes" in result.fallback_reason
 
 
 class Crash(Exception):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -87,6 +90,21 @@ class Storage:
             return []
         base = self.path(key).rstrip("/")
         return sorted(p[len(base) + 1 :] for p in self.fs.find(base))
+
+    @contextmanager
+    def local(self, key: str) -> Iterator[Path]:
+        """`key` (a file or a folder) as a local path: in place for file://, else a temporary download."""
+        path = self.local_path(key)
+        if path is not None:
+            yield path
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / Path(key).name
+            if self.fs.isdir(self.path(key)):
+                self.get_dir(key, target)
+            else:
+                self.fs.get(self.path(key), str(target))
+            yield target
 
     def local_path(self, key: str) -> Path | None:
         """The on-disk path for `file://` storage (lets loaders read in place), else None."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
-from pathlib import Path
 from typing import BinaryIO
 
 from weft.datasets.formats import validate_file
@@ -44,12 +42,7 @@ def validate_dataset(dataset_id: str) -> None:
     with session_scope() as s:
         ds = s.get(Dataset, dataset_id)
         key, file_type = ds.storage_key, ds.file_type
-    storage = get_storage()
-    local = storage.local_path(key)
-    with tempfile.TemporaryDirectory() as tmp:
-        if local is None:
-            local = Path(tmp) / Path(key).name
-            storage.fs.get(storage.path(key), str(local))
+    with get_storage().local(key) as local:
         result = validate_file(local, file_type)
     with session_scope() as s:
         ds = s.get(Dataset, dataset_id)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 
 class StepModel(BaseModel):
@@ -75,6 +75,19 @@ def step_context(info) -> StepContext:
     ctx = info.context if info is not None else None
     return ctx if isinstance(ctx, StepContext) else StepContext()
 
+
+def stored_model(value: str | None, info: ValidationInfo) -> str | None:
+    """`value` names one of the caller's models whose files are in storage (not a cloud model)."""
+    ctx = step_context(info)
+    if value and ctx.session is not None:
+        from weft.tables import Model
+
+        if not ctx.owned(Model, value, "model").storage_uri:
+            raise ValueError(f"model {value} has no files in storage (a cloud model)")
+    return value
+
+
+StoredModelId = Annotated[str, AfterValidator(stored_model)]
 
 REGISTRY: dict[str, WorkflowType] = {}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register, step_context
+from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, WorkflowType, register, step_context
 
 
 class ChooseDataset(StepModel):
@@ -24,24 +24,12 @@ class ChooseDataset(StepModel):
 
 
 class AnalysisOptions(StepModel):
-    model_id: str | None = Field(default=None, description="registered model whose tokenizer measures token lengths")
+    model_id: StoredModelId | None = Field(default=None, description="registered model whose tokenizer measures token lengths")
     validation_split: float = Field(default=0.0, ge=0.0, le=0.5, description="0 = do not write a split")
     near_duplicate_threshold: float = Field(default=0.8, ge=0.5, le=1.0)
     outlier_iqr_k: float = Field(default=3.0, gt=0.0, le=20.0)
     token_sample_size: int = Field(default=20_000, ge=100, le=1_000_000)
     seed: int = Field(default=0, ge=0)
-
-    @field_validator("model_id")
-    @classmethod
-    def _model_has_weights(cls, value: str | None, info: ValidationInfo):
-        ctx = step_context(info)
-        if value and ctx.session is not None:
-            from weft.tables import Model
-
-            model = ctx.owned(Model, value, "model")
-            if not model.storage_uri:
-                raise ValueError(f"model {value} has no files (a cloud model has no local tokenizer)")
-        return value
 
 
 class AnalyzeDatasetSpec(AnalysisOptions, ChooseDataset):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationInfo, field_validator
-
-from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register, step_context
+from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, WorkflowType, register
 
 SCAN_STAGES = (
     Stage("list_model_files", "List files with sha256"),
@@ -17,18 +15,7 @@ SCAN_STAGES = (
 
 
 class ScanSpec(StepModel):
-    model_id: str
-
-    @field_validator("model_id")
-    @classmethod
-    def _model_has_files(cls, value: str, info: ValidationInfo):
-        ctx = step_context(info)
-        if ctx.session is not None:
-            from weft.tables import Model
-
-            if not ctx.owned(Model, value, "model").storage_uri:
-                raise ValueError(f"model {value} has no files to scan (a cloud model)")
-        return value
+    model_id: StoredModelId
 
 
 MODEL_SECURITY_SCAN = register(

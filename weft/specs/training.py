@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register, step_context
+from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, WorkflowType, register, step_context
 from weft.training.config import TrainConfig
 
 
 class ChooseBaseAndData(StepModel):
-    base_model: str = Field(description="id of a registered model with files")
+    base_model: StoredModelId = Field(description="id of a registered model with files")
     dataset_id: str
-
-    @field_validator("base_model")
-    @classmethod
-    def _base_has_files(cls, value: str, info: ValidationInfo):
-        ctx = step_context(info)
-        if ctx.session is not None:
-            from weft.tables import Model
-
-            if not ctx.owned(Model, value, "model").storage_uri:
-                raise ValueError(f"model {value} has no weights to fine-tune (a cloud model)")
-        return value
 
     @field_validator("dataset_id")
     @classmethod
