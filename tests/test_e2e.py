@@ -353,3 +353,47 @@ def test_security_scan_through_the_step_api(api, alice):
     r = api.post("/api/v1/models/security-scan", headers=alice, json={
         "workflow_total_steps": 3, "step_number": 1, "trigger_workflow": True, "model_id": cloud})
     assert r.status_code == 422 and "no files" in r.text
+
+
+def test_training_job_through_the_jobs_api(api, alice, tmp_path):
+    import json as _json
+
+    rows = [{"messages": [{"role": "user", "content": f"code {i}"}, {"role": "assistant", "content": f"part {i % 3}"}]}
+            for i in range(24)]
+    r = api.post("/api/v1/datasets/upload", headers=alice, data={"name": "codes"},
+                 files={"file": ("codes.jsonl", "\n".join(_json.dumps(x) for x in rows).encode(), "application/jsonl")})
+    dataset_id = r.json()["id"]
+    deadline = time.monotonic() + 30
+    while api.get(f"/api/v1/datasets/{dataset_id}", headers=alice).json()["status"] == "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    config = {"base_model": "tiny llama", "dataset_id": dataset_id, "algorithm": "lora", "rank": 4, "alpha": 8,
+              "batch_size": 4, "max_steps": 4, "checkpoint_steps": 2, "logging_steps": 1, "learning_rate": 1e-3,
+              "max_seq_length": 64, "provider": "local"}
+    bad = api.post("/api/v1/jobs", headers=alice, json={"config": {**config, "learning_rate": 3.0}})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_CONFIG"
+    assert "learning_rate" in bad.text
+    created = api.post("/api/v1/jobs", headers=alice, json={"config": config})
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert job["status"] == "pending" and job["estimated_duration_minutes"] is not None
+    deadline = time.monotonic() + 240
+    while (view := api.get(f"/api/v1/jobs/{job['job_id']}", headers=alice).json())["status"] not in (
+            "completed", "failed"):
+        assert time.monotonic() < deadline, view
+        time.sleep(1)
+    assert view["status"] == "completed", view
+    assert view["progress"] == 1.0 and view["metrics"]["train_loss"] > 0
+    assert view["artifact"]["hash"].startswith("sha256:") and view["artifact"]["size_bytes"] > 0
+    assert view["adapter_id"] and view["model_id"]
+    deadline = time.monotonic() + 30  # Prefect ships logs in batches: the last ones land after Completed
+    while not any("step 4/4" in m["message"] for m in
+                  api.get(f"/api/v1/jobs/{job['job_id']}/logs", params={"lines": 500}, headers=alice).json()["logs"]):
+        assert time.monotonic() < deadline, "no training step in the job's logs"
+        time.sleep(1)
+    listed = api.get("/api/v1/jobs", params={"status": "completed"}, headers=alice).json()
+    assert job["job_id"] in {j["job_id"] for j in listed["jobs"]}
+    adapters = api.get("/api/v1/adapters", headers=alice).json()["data"]
+    assert view["adapter_id"] in {a["id"] for a in adapters}
+    model = api.get(f"/api/v1/models/{view['model_id']}", headers=alice).json()
+    assert model["type"] == "fine-tuned" and model["parameters"]["adapter_type"] == "lora"

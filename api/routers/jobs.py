@@ -1,0 +1,106 @@
+"""Training jobs (document 003) and adapters. A job is a fine_tune workflow (job id = workflow id)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, BackgroundTasks, Body, Query
+from sqlmodel import col, select
+
+from api.deps import CurrentUser, SessionDep, get_owned
+from api.errors import ApiError
+from api.paging import Paging, paginate
+from api.routers.workflows import cancel_workflow, post_step
+from weft import jobs, runs
+from weft.specs import get_type
+from weft.tables import Adapter, Workflow
+from weft.workflows import merged_data, refresh_status, stored_steps
+
+router = APIRouter(tags=["jobs"])
+
+
+def job_view(session, wf: Workflow, detail: bool = False) -> dict[str, Any]:
+    data = merged_data(stored_steps(session, wf.id))
+    model, adapter = jobs.outputs(session, wf.id)
+    view: dict[str, Any] = {
+        "job_id": wf.id, "config": {"base_model": data.get("base_model"), "dataset_id": data.get("dataset_id"),
+                                    "name": data.get("name"), **(data.get("config") or {})},
+        "status": wf.status.lower(), "created_at": wf.created_at, "flow_run_id": wf.flow_run_id,
+        "progress": 1.0 if wf.status == "COMPLETED" else (jobs.progress_of(wf.flow_run_id) if wf.flow_run_id else 0.0),
+        "metrics": adapter.metrics if adapter else {}, "reason": wf.reason,
+        "model_id": model.id if model else None, "adapter_id": adapter.id if adapter else None,
+    }
+    if detail and adapter:
+        view["artifact"] = {"path": adapter.storage_key, "size_bytes": adapter.size_bytes,
+                            "hash": f"sha256:{adapter.sha256}"}
+    return view
+
+
+def owned_job(session, user_id: str, job_id: str) -> Workflow:
+    wf = get_owned(session, Workflow, job_id, user_id, "job")
+    if wf.workflow_type != "fine_tune":
+        raise ApiError(404, "JOB_NOT_FOUND", f"job {job_id} not found", {"job_id": job_id})
+    return wf
+
+
+@router.post("/jobs", status_code=201)
+def create_job(user: CurrentUser, session: SessionDep, body: dict[str, Any] = Body(...)) -> dict:
+    """Start a fine-tune from a document-003 `config` (base_model, algorithm, rank, ..., dataset_id)."""
+    config = body.get("config") if isinstance(body, dict) else None
+    if not isinstance(config, dict):
+        raise ApiError(400, "INVALID_CONFIG", "the body must be {\"config\": {...}}", {"field": "config"})
+    try:
+        step1, step2 = jobs.job_steps(session, user.id, config)
+        wt = get_type("fine_tune")
+        first = post_step(wt, {"workflow_total_steps": 2, "step_number": 1, **step1}, user.id, session)
+        view = post_step(wt, {"workflow_id": first.workflow_id, "step_number": 2, "trigger_workflow": True,
+                              **step2}, user.id, session)
+    except jobs.InvalidConfig as exc:
+        raise ApiError(400, "INVALID_CONFIG", str(exc), exc.details) from exc
+    except ApiError as exc:
+        if exc.code != "VALIDATION_ERROR":
+            raise
+        raise ApiError(400, "INVALID_CONFIG", exc.message, exc.details) from exc
+    import torch
+
+    return {"job_id": view.workflow_id, "status": view.status.lower(), "created_at": view.created_at,
+            "estimated_duration_minutes": jobs.estimated_minutes(session, {**step1, **view.data},
+                                                                 torch.cuda.is_available()),
+            "flow_run_id": view.flow_run_id}
+
+
+@router.get("/jobs")
+def list_jobs(user: CurrentUser, session: SessionDep, status: str | None = Query(None),
+              limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0)) -> dict:
+    stmt = select(Workflow).where(Workflow.user_id == user.id, Workflow.workflow_type == "fine_tune")
+    refresh_status(session, list(session.exec(stmt.where(col(Workflow.status).not_in(runs.TERMINAL)))))
+    if status:
+        stmt = stmt.where(Workflow.status == status.upper())
+    rows = list(session.exec(stmt.order_by(col(Workflow.created_at).desc())))
+    return {"jobs": [job_view(session, wf) for wf in rows[offset:offset + limit]], "total": len(rows)}
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> dict:
+    wf = owned_job(session, user.id, job_id)
+    refresh_status(session, [wf])
+    return job_view(session, wf, detail=True)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, user: CurrentUser, session: SessionDep, background: BackgroundTasks) -> dict:
+    owned_job(session, user.id, job_id)
+    view = cancel_workflow(job_id, user, session, background)
+    return {"success": True, "job_id": job_id, "status": view.status.lower()}
+
+
+@router.get("/jobs/{job_id}/logs")
+def job_logs(job_id: str, user: CurrentUser, session: SessionDep, lines: int = Query(100, ge=1, le=10_000)) -> dict:
+    wf = owned_job(session, user.id, job_id)
+    return {"logs": [line.model_dump() for line in jobs.logs_of(wf.flow_run_id, lines)] if wf.flow_run_id else []}
+
+
+@router.get("/adapters")
+def list_adapters(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
+    stmt = select(Adapter).where(Adapter.user_id == user.id).order_by(col(Adapter.created_at).desc())
+    return paginate(session, stmt, page, lambda a: a.model_dump(mode="json"))

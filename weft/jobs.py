@@ -1,0 +1,121 @@
+"""Training jobs (document 003) are fine_tune workflows: the job id is the workflow id. This module
+translates a job `config` into the workflow's steps and reads a job's progress, logs and outputs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
+from sqlmodel import Session, or_, select
+
+from weft.tables import Adapter, Dataset, Model
+
+ALGORITHMS = {"lora": "lora", "qlora": "qlora", "dora": "dora"}
+QUANTIZATION = {None: None, "none": None, "int4": "nf4", "nf4": "nf4", "4bit": "nf4", "int8": "int8"}
+CONFIG_FIELDS = ("rank", "alpha", "dropout", "target_modules", "learning_rate", "batch_size",
+                 "gradient_accumulation_steps", "num_epochs", "max_steps", "warmup_steps", "validation_split",
+                 "checkpoint_steps", "max_seq_length", "seed")
+LOG_PAGE = 200
+FLOPS_PER_SECOND = {"cpu": 5e10, "gpu": 1e14}  # sustained training throughput assumed for the estimate
+
+
+class InvalidConfig(ValueError):
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def resolve_base_model(session: Session, user_id: str, ref: str) -> Model:
+    """A registered model by id, name or uri (document 003 passes a hub name)."""
+    model = session.get(Model, ref)
+    if model is None or model.user_id != user_id:
+        model = session.exec(select(Model).where(Model.user_id == user_id, Model.storage_uri.is_not(None),
+                                                 or_(Model.name == ref, Model.uri == ref))).first()
+    if model is None or not model.storage_uri:
+        raise InvalidConfig(f"base_model {ref!r} is not a registered model with weights: add it first "
+                            "(POST /api/v1/models/local-model-workflow)", {"field": "base_model"})
+    return model
+
+
+def job_steps(session: Session, user_id: str, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Steps 1 and 2 of the fine_tune workflow for a document-003 job config."""
+    if "base_model" not in config:
+        raise InvalidConfig("base_model is required", {"field": "base_model"})
+    model = resolve_base_model(session, user_id, str(config["base_model"]))
+    dataset_id = config.get("dataset_id")
+    if dataset_id is None:
+        raise InvalidConfig("dataset_id is required (upload the file with POST /api/v1/datasets/upload)",
+                            {"field": "dataset_id"})
+    algorithm = str(config.get("algorithm", config.get("method", "lora"))).lower()
+    if algorithm not in ALGORITHMS:
+        raise InvalidConfig(f"algorithm must be one of {sorted(ALGORITHMS)}", {"field": "algorithm"})
+    quantization = config.get("quantization")
+    if quantization not in QUANTIZATION:
+        raise InvalidConfig(f"quantization must be one of {sorted(k for k in QUANTIZATION if k)}",
+                            {"field": "quantization"})
+    train = {k: config[k] for k in CONFIG_FIELDS if k in config}
+    train["method"] = ALGORITHMS[algorithm]
+    if QUANTIZATION[quantization]:
+        train["quantization"] = QUANTIZATION[quantization]
+    name = config.get("name") or config.get("project_name") or f"{model.name}-{algorithm}"
+    return {"base_model": model.id, "dataset_id": dataset_id}, {"name": name, "config": train}
+
+
+def estimated_minutes(session: Session, spec: dict[str, Any], gpu: bool) -> float | None:
+    """6 x parameters x tokens per step x steps over an assumed sustained FLOP rate."""
+    model, ds = session.get(Model, spec["base_model"]), session.get(Dataset, spec["dataset_id"])
+    params, records = (model.details or {}).get("parameter_count"), ds.record_count if ds else None
+    if not params or not records:
+        return None
+    c = spec["config"]
+    per_step = c["batch_size"] * c["gradient_accumulation_steps"]
+    steps = c.get("max_steps") or math.ceil(records * (1 - c["validation_split"]) / per_step * c["num_epochs"])
+    flops = 6 * params * per_step * c["max_seq_length"] * steps
+    return round(flops / FLOPS_PER_SECOND["gpu" if gpu else "cpu"] / 60, 1)
+
+
+def outputs(session: Session, workflow_id: str) -> tuple[Model | None, Adapter | None]:
+    adapter = session.exec(select(Adapter).where(Adapter.workflow_id == workflow_id)).first()
+    return (session.get(Model, adapter.model_id) if adapter else None), adapter
+
+
+def progress_of(flow_run_id: str) -> float:
+    """The training progress artifact of the run, 0..1."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]), type=ArtifactFilterType(any_=["progress"])))
+    values = [float(a.data) for a in artifacts if isinstance(a.data, (int, float))]
+    return round(min(values) / 100, 4) if values else 0.0
+
+
+class LogLine(BaseModel):
+    timestamp: str
+    level: str
+    message: str
+
+
+def logs_of(flow_run_id: str, lines: int) -> list[LogLine]:
+    """The run's last `lines` log lines, read from the Prefect server (weft keeps no copy)."""
+    import logging
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
+    logs: list[Any] = []
+    with get_client(sync_client=True) as client:
+        while len(logs) < lines:  # the server pages at most 200 lines
+            page = client.read_logs(log_filter=log_filter, limit=min(LOG_PAGE, lines - len(logs)), offset=len(logs),
+                                    sort=LogSort.TIMESTAMP_DESC)
+            logs += page
+            if len(page) < LOG_PAGE:
+                break
+    return [LogLine(timestamp=log.timestamp.isoformat(), level=logging.getLevelName(log.level), message=log.message)
+            for log in reversed(logs)]
+
