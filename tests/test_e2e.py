@@ -397,3 +397,39 @@ def test_training_job_through_the_jobs_api(api, alice, tmp_path):
     assert view["adapter_id"] in {a["id"] for a in adapters}
     model = api.get(f"/api/v1/models/{view['model_id']}", headers=alice).json()
     assert model["type"] == "fine-tuned" and model["parameters"]["adapter_type"] == "lora"
+
+
+def sse_events(api, headers, path: str, last_event_id: int | None, stop_after: int | None) -> list[tuple[int, str]]:
+    events: list[tuple[int, str]] = []
+    extra = {"Accept": "text/event-stream", **({"Last-Event-ID": str(last_event_id)} if last_event_id else {})}
+    with api.stream("GET", path, headers={**headers, **extra}, timeout=120) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        event_id = None
+        for line in response.iter_lines():
+            if line.startswith("id: "):
+                event_id = int(line[4:])
+            elif line.startswith("data: ") and event_id is not None:
+                events.append((event_id, line[6:]))
+                event_id = None
+                if stop_after and len(events) >= stop_after:
+                    break
+            elif line.startswith("event: end"):
+                break
+    return events
+
+
+def test_job_logs_stream_as_sse_and_resume_without_duplicates(api, alice):
+    dataset_id = next(d["id"] for d in api.get("/api/v1/datasets", headers=alice).json()["data"] if d["name"] == "codes")
+    config = {"base_model": "tiny llama", "dataset_id": dataset_id, "algorithm": "lora", "rank": 4, "alpha": 8,
+              "batch_size": 2, "max_steps": 12, "checkpoint_steps": 6, "logging_steps": 1, "learning_rate": 1e-3,
+              "max_seq_length": 64}
+    job = api.post("/api/v1/jobs", headers=alice, json={"config": config}).json()
+    path = f"/api/v1/jobs/{job['job_id']}/logs"
+    first = sse_events(api, alice, path, None, stop_after=3)  # read while the run starts, then drop the line
+    assert [i for i, _ in first] == [1, 2, 3]
+    assert all(text.startswith("[") and "] [" in text for _, text in first)
+    rest = sse_events(api, alice, path, last_event_id=first[-1][0], stop_after=None)
+    ids = [i for i, _ in rest]
+    assert ids == list(range(4, 4 + len(ids)))  # resumed right after the last seen line: nothing repeated
+    assert any("step 12/12" in text for _, text in rest)
+    assert api.get(f"/api/v1/jobs/{job['job_id']}", headers=alice).json()["status"] == "completed"

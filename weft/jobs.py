@@ -4,12 +4,15 @@ translates a job `config` into the workflow's steps and reads a job's progress, 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
 from sqlmodel import Session, or_, select
 
+from weft import runs
 from weft.tables import Adapter, Dataset, Model
 
 ALGORITHMS = {"lora": "lora", "qlora": "qlora", "dora": "dora"}
@@ -97,25 +100,56 @@ class LogLine(BaseModel):
     timestamp: str
     level: str
     message: str
+    source: str
 
 
-def logs_of(flow_run_id: str, lines: int) -> list[LogLine]:
-    """The run's last `lines` log lines, read from the Prefect server (weft keeps no copy)."""
+def log_line(log: Any) -> LogLine:
     import logging
 
+    return LogLine(timestamp=log.timestamp.isoformat(), level=logging.getLevelName(log.level), message=log.message,
+                   source=log.name)
+
+
+def read_logs(flow_run_id: str, *, offset: int, limit: int, newest_first: bool) -> list[LogLine]:
+    """Log lines of a run from the Prefect server (weft keeps no copy), paged 200 at a time."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
 
     log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
-    logs: list[Any] = []
+    sort = LogSort.TIMESTAMP_DESC if newest_first else LogSort.TIMESTAMP_ASC
+    lines: list[LogLine] = []
     with get_client(sync_client=True) as client:
-        while len(logs) < lines:  # the server pages at most 200 lines
-            page = client.read_logs(log_filter=log_filter, limit=min(LOG_PAGE, lines - len(logs)), offset=len(logs),
-                                    sort=LogSort.TIMESTAMP_DESC)
-            logs += page
+        while len(lines) < limit:
+            page = client.read_logs(log_filter=log_filter, limit=min(LOG_PAGE, limit - len(lines)),
+                                    offset=offset + len(lines), sort=sort)
+            lines += [log_line(log) for log in page]
             if len(page) < LOG_PAGE:
                 break
-    return [LogLine(timestamp=log.timestamp.isoformat(), level=logging.getLevelName(log.level), message=log.message)
-            for log in reversed(logs)]
+    return lines
+
+
+def logs_of(flow_run_id: str, lines: int) -> list[LogLine]:
+    """The run's last `lines` log lines, oldest first."""
+    return list(reversed(read_logs(flow_run_id, offset=0, limit=lines, newest_first=True)))
+
+
+def log_events(flow_run_id: str, after: int, poll: float = 0.5, idle_timeout: float = 300.0) -> Iterator[str]:
+    """Server-Sent Events of the run's logs: `id` is the line's 1-based position, so a client that
+    reconnects with Last-Event-ID gets every later line once. Ends when the run has finished and its
+    late log batches have arrived, or after `idle_timeout` seconds without a line."""
+    sent, idle, quiet_after_end = after, 0.0, 0
+    while idle < idle_timeout and quiet_after_end < 6:
+        finished = runs.run_statuses([flow_run_id])[flow_run_id][0] in runs.TERMINAL
+        batch = read_logs(flow_run_id, offset=sent, limit=LOG_PAGE, newest_first=False)
+        for line in batch:
+            sent += 1
+            clock = line.timestamp[11:19]
+            message = line.message.replace("\n", "\ndata: ")  # a multi-line message stays one event
+            yield f"id: {sent}\ndata: [{clock}] [{line.level}] {message}\n\n"
+        idle = 0.0 if batch else idle + poll
+        quiet_after_end = quiet_after_end + 1 if finished and not batch else 0
+        if not batch:
+            time.sleep(poll)
+    yield "event: end\ndata: {}\n\n"
 

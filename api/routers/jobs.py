@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Body, Query
+from fastapi import APIRouter, BackgroundTasks, Body, Query, Request
+from fastapi.responses import StreamingResponse
 from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
@@ -94,10 +95,21 @@ def cancel_job(job_id: str, user: CurrentUser, session: SessionDep, background: 
     return {"success": True, "job_id": job_id, "status": view.status.lower()}
 
 
-@router.get("/jobs/{job_id}/logs")
-def job_logs(job_id: str, user: CurrentUser, session: SessionDep, lines: int = Query(100, ge=1, le=10_000)) -> dict:
+@router.get("/jobs/{job_id}/logs", response_model=None)
+def job_logs(job_id: str, request: Request, user: CurrentUser, session: SessionDep,
+             lines: int | None = Query(None, ge=1, le=10_000), limit: int | None = Query(None, ge=1, le=10_000)):
+    """JSON (`?lines=` / `?limit=`, documents 003 and 002) or, for `Accept: text/event-stream`, a live
+    stream of `data: [HH:MM:SS] [LEVEL] message` events that resumes after `Last-Event-ID`."""
     wf = owned_job(session, user.id, job_id)
-    return {"logs": [line.model_dump() for line in jobs.logs_of(wf.flow_run_id, lines)] if wf.flow_run_id else []}
+    if "text/event-stream" in request.headers.get("accept", ""):
+        if not wf.flow_run_id:
+            raise ApiError(409, "CONFLICT", f"job {job_id} has not started", {"status": wf.status})
+        last = request.headers.get("last-event-id", "0")
+        after = int(last) if last.isdigit() else 0
+        return StreamingResponse(jobs.log_events(wf.flow_run_id, after), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    logs = jobs.logs_of(wf.flow_run_id, lines or limit or 100) if wf.flow_run_id else []
+    return {"job_id": job_id, "logs": [line.model_dump() for line in logs], "count": len(logs)}
 
 
 @router.get("/adapters")
