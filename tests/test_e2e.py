@@ -433,3 +433,12 @@ def test_job_logs_stream_as_sse_and_resume_without_duplicates(api, alice):
     assert ids == list(range(4, 4 + len(ids)))  # resumed right after the last seen line: nothing repeated
     assert any("step 12/12" in text for _, text in rest)
     assert api.get(f"/api/v1/jobs/{job['job_id']}", headers=alice).json()["status"] == "completed"
+
+    pushed = api.post(path, headers=alice, json={"level": "warn", "message": "kernel says hello", "source": "kernel"})
+    assert pushed.status_code == 201
+    assert api.post(path, headers=alice, json={"level": "loud", "message": "x"}).status_code == 422
+    deadline = time.monotonic() + 10
+    while not any(line["message"] == "kernel says hello" and line["level"] == "WARNING"
+                  for line in api.get(path, params={"limit": 20}, headers=alice).json()["logs"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)

@@ -134,6 +134,21 @@ def logs_of(flow_run_id: str, lines: int) -> list[LogLine]:
     return list(reversed(read_logs(flow_run_id, offset=0, limit=lines, newest_first=True)))
 
 
+LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40, "critical": 50}
+
+
+def push_log(flow_run_id: str, level: str, message: str, source: str) -> None:
+    """Add a line (e.g. from a training kernel) to the run's logs on the Prefect server."""
+    from datetime import datetime, timezone
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import LogCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_logs([LogCreate(name=f"weft.push.{source}", level=LEVELS[level.lower()], message=message,
+                                      timestamp=datetime.now(timezone.utc), flow_run_id=UUID(flow_run_id))])
+
+
 def log_events(flow_run_id: str, after: int, poll: float = 0.5, idle_timeout: float = 300.0) -> Iterator[str]:
     """Server-Sent Events of the run's logs: `id` is the line's 1-based position, so a client that
     reconnects with Last-Event-ID gets every later line once. Ends when the run has finished and its

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Body, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
@@ -110,6 +111,22 @@ def job_logs(job_id: str, request: Request, user: CurrentUser, session: SessionD
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     logs = jobs.logs_of(wf.flow_run_id, lines or limit or 100) if wf.flow_run_id else []
     return {"job_id": job_id, "logs": [line.model_dump() for line in logs], "count": len(logs)}
+
+
+class LogPush(BaseModel):
+    level: str = Field(default="info", pattern="^(?i)(debug|info|warn|warning|error|critical)$")
+    message: str = Field(min_length=1, max_length=10_000)
+    source: str = Field(default="kernel", pattern=r"^[\w.-]{1,50}$")
+
+
+@router.post("/jobs/{job_id}/logs", status_code=201)
+def push_job_log(job_id: str, body: LogPush, user: CurrentUser, session: SessionDep) -> dict:
+    """Push a log line (document 002) into the job's run logs on the Prefect server."""
+    wf = owned_job(session, user.id, job_id)
+    if not wf.flow_run_id:
+        raise ApiError(409, "CONFLICT", f"job {job_id} has not started", {"status": wf.status})
+    jobs.push_log(wf.flow_run_id, body.level, body.message, body.source)
+    return {"job_id": job_id, "level": body.level.lower(), "message": body.message, "source": body.source}
 
 
 @router.get("/adapters")
