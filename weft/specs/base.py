@@ -87,7 +87,20 @@ def stored_model(value: str | None, info: ValidationInfo) -> str | None:
     return value
 
 
+def ready_dataset(value: str, info: ValidationInfo) -> str:
+    """`value` names one of the caller's datasets that passed its upload validation."""
+    ctx = step_context(info)
+    if ctx.session is not None:
+        from weft.tables import Dataset
+
+        ds = ctx.owned(Dataset, value, "dataset")
+        if ds.status != "ready":
+            raise ValueError(f"dataset {value} is {ds.status}, not ready" + (f": {ds.error}" if ds.error else ""))
+    return value
+
+
 StoredModelId = Annotated[str, AfterValidator(stored_model)]
+ReadyDatasetId = Annotated[str, AfterValidator(ready_dataset)]
 
 REGISTRY: dict[str, WorkflowType] = {}
 

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field
 
-from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, WorkflowType, register, step_context
+from weft.specs.base import ReadyDatasetId, Stage, StepDef, StepModel, StoredModelId, WorkflowType, register
 
 
 class ChooseDataset(StepModel):
-    dataset_id: str
-
-    @field_validator("dataset_id")
-    @classmethod
-    def _dataset_ready(cls, value: str, info: ValidationInfo):
-        ctx = step_context(info)
-        if ctx.session is not None:
-            from weft.tables import Dataset
-
-            ds = ctx.owned(Dataset, value, "dataset")
-            if ds.status != "ready":
-                raise ValueError(f"dataset {value} is {ds.status}, not ready" + (f": {ds.error}" if ds.error else ""))
-        return value
+    dataset_id: ReadyDatasetId
 
 
 class AnalysisOptions(StepModel):

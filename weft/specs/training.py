@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field
 
-from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, WorkflowType, register, step_context
+from weft.specs.base import ReadyDatasetId, Stage, StepDef, StepModel, StoredModelId, WorkflowType, register
 from weft.training.config import TrainConfig
 
 
 class ChooseBaseAndData(StepModel):
     base_model: StoredModelId = Field(description="id of a registered model with files")
-    dataset_id: str
-
-    @field_validator("dataset_id")
-    @classmethod
-    def _dataset_ready(cls, value: str, info: ValidationInfo):
-        ctx = step_context(info)
-        if ctx.session is not None:
-            from weft.tables import Dataset
-
-            if ctx.owned(Dataset, value, "dataset").status != "ready":
-                raise ValueError(f"dataset {value} is not ready")
-        return value
+    dataset_id: ReadyDatasetId
 
 
 class AdapterSettings(StepModel):
