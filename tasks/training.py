@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel
 
 from tasks.common import step_options
@@ -23,6 +23,7 @@ from weft.specs.training import FineTuneSpec
 from weft.storage import get_storage
 from weft.tables import Adapter, Dataset, Model, utcnow
 from weft.training.checkpoints import CheckpointStore
+from weft.training.progress import format_line, loss_curve_png, summary_markdown
 from weft.training.trainer import train
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
@@ -154,24 +155,35 @@ def train_adapter(inputs: Inputs, prepared: Prepared, estimate: Estimate, spec: 
     progress = create_progress_artifact(0.0, description=f"training {spec.name}")
 
     def on_log(line: dict[str, Any]) -> None:
-        log.info("step %s/%s %s", line["step"], estimate.steps,
-                 " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items() if k != "step"))
-        update_progress_artifact(progress, min(100.0, 100 * line["step"] / max(1, estimate.steps)))
+        log.info(format_line(line))
+        update_progress_artifact(progress, min(100.0, 100 * line["step"] / max(1, line.get("max_steps") or estimate.steps)))
 
     rows = [json.loads(line) for line in storage.read_bytes(prepared.key).splitlines() if line.strip()]
+    checkpoints = CheckpointStore(storage, f"runs/{workflow_id}/checkpoints")
+    if complete := checkpoints.steps():
+        log.info("resuming from checkpoint-%d, the last complete checkpoint in storage", complete[-1])
     with tempfile.TemporaryDirectory() as tmp, storage.local(inputs.model_key) as base:
-        result = train(base, rows, spec.config, Path(tmp) / "work",
-                       CheckpointStore(storage, f"runs/{workflow_id}/checkpoints"), on_log=on_log)
+        result = train(base, rows, spec.config, Path(tmp) / "work", checkpoints, on_log=on_log)
         if result.fallback_reason:
             log.warning("qlora fell back to lora: %s", result.fallback_reason)
-        key = f"runs/{workflow_id}/adapter"
+        metrics = dict(result.metrics)
+        if result.resumed_from_step is not None:
+            metrics["resumed_from_step"] = float(result.resumed_from_step)
         adapter = Path(result.adapter_dir)
+        png = loss_curve_png(result.log_history)
+        (adapter / "loss_curve.png").write_bytes(png)
+        create_markdown_artifact(summary_markdown(spec.name, result.method, metrics, png, result.fallback_reason,
+                                                  result.resumed_from_step),
+                                 key=f"fine-tune-{workflow_id[:8]}", description="final metrics and loss curve")
+        log.info("trained %d steps: %s", result.global_step,
+                 " ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items())))
+        key = f"runs/{workflow_id}/adapter"
         size = storage.put_dir(adapter, key)
         digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
     update_progress_artifact(progress, 100.0)
     return Trained(method=result.method, fallback_reason=result.fallback_reason,
                    resumed_from_step=result.resumed_from_step, global_step=result.global_step,
-                   metrics=result.metrics, adapter_key=key, sha256=digest, size_bytes=size)
+                   metrics=metrics, adapter_key=key, sha256=digest, size_bytes=size)
 
 
 @task(**step_options("register_adapter"))

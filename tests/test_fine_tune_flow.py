@@ -56,3 +56,25 @@ def test_fine_tune_registers_adapter_and_model(prefect_server, db, tiny_model_di
     workflow_id = str(state.state_details.flow_run_id)
     assert [s for s in storage.list(f"runs/{workflow_id}/checkpoints") if s.endswith("COMPLETE")] == [
         "checkpoint-2/COMPLETE", "checkpoint-4/COMPLETE"]
+    assert adapter.metrics["train_tokens_per_second"] > 0 and adapter.metrics["global_step"] == 4
+    assert storage.read_bytes(f"{adapter.storage_key}/loss_curve.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    summary = next(a for a in artifacts if a.type == "markdown" and a.key and a.key.startswith("fine-tune-"))
+    assert "train_tokens_per_second" in summary.data and "data:image/png;base64," in summary.data
+
+
+def test_progress_lines_round_trip():
+    from weft.training.progress import format_line, parse_line
+
+    line = format_line({"step": 5, "max_steps": 60, "loss": 1.2345, "learning_rate": 2e-4, "epoch": 0.25,
+                        "tokens_per_second": 812.4, "eta_seconds": 41.0, "num_tokens": 99})
+    assert line == "step 5/60 loss=1.2345 learning_rate=0.0002 epoch=0.25 tokens_per_second=812.4 eta_seconds=41"
+    assert parse_line(line) == {"step": 5, "max_steps": 60, "loss": 1.2345, "learning_rate": 2e-4, "epoch": 0.25,
+                                "tokens_per_second": 812.4, "eta_seconds": 41.0}
+    assert parse_line("prepared 24 messages records") is None

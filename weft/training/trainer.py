@@ -4,6 +4,7 @@ checkpoint mirrored to storage, resumed from the latest complete one."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def train(model_dir: Path, rows: list[dict[str, Any]], config: TrainConfig, work
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoTokenizer, TrainerCallback
+    from transformers import AutoTokenizer, PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     model, method, reason = load_base(model_dir, config)
@@ -80,14 +81,28 @@ def train(model_dir: Path, rows: list[dict[str, Any]], config: TrainConfig, work
         if config.validation_split > 0 and len(data) >= 10 else {"train": data}
 
     class Mirror(TrainerCallback):
-        """Uploads each checkpoint (then its completion marker) and forwards log lines."""
+        """Uploads each checkpoint (then its completion marker) and forwards log lines with
+        throughput and ETA measured since this process started training (a resume included)."""
+
+        started: tuple[float, int] | None = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.started is None:
+                self.started = (time.monotonic(), state.global_step)
 
         def on_save(self, args, state, control, **kwargs):
             checkpoints.upload(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if on_log and logs:
-                on_log({"step": state.global_step, "epoch": state.epoch, **logs})
+            if not (on_log and logs) or self.started is None:
+                return
+            elapsed, done = time.monotonic() - self.started[0], state.global_step - self.started[1]
+            line = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch, **logs}
+            if "num_tokens" in logs and elapsed > 0:
+                line["tokens_per_second"] = logs["num_tokens"] / elapsed
+            if done > 0:
+                line["eta_seconds"] = elapsed / done * (state.max_steps - state.global_step)
+            on_log(line)
 
     args = SFTConfig(
         output_dir=str(work_dir / "trainer"), per_device_train_batch_size=config.batch_size,
@@ -103,6 +118,7 @@ def train(model_dir: Path, rows: list[dict[str, Any]], config: TrainConfig, work
                              target_modules=config.target_modules, use_dora=method == "dora", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=splits["train"], eval_dataset=splits.get("test"),
                          processing_class=tokenizer, peft_config=peft_config, callbacks=[Mirror(), *(callbacks or [])])
+    trainer.remove_callback(PrinterCallback)  # log lines go through on_log, not stdout
     resume = checkpoints.download_latest(work_dir / "resume")
     resumed_from = int(resume.name.split("-")[1]) if resume else None
     if resume:
@@ -112,6 +128,11 @@ def train(model_dir: Path, rows: list[dict[str, Any]], config: TrainConfig, work
     trainer.model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
     metrics = {k: float(v) for k, v in output.metrics.items() if isinstance(v, (int, float))}
+    tokens = getattr(trainer, "_total_train_tokens", 0)  # trl's count of tokens trained in this process
+    metrics["train_tokens"] = float(tokens)
+    if metrics.get("train_runtime"):
+        metrics["train_tokens_per_second"] = tokens / metrics["train_runtime"]
+    metrics["global_step"] = float(trainer.state.global_step)
     if "test" in splits:
         metrics.update({k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
     return TrainResult(method=method, fallback_reason=reason, resumed_from_step=resumed_from,
