@@ -11,7 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlmodel import Session, select
 
 from api.errors import ApiError, not_found
-from api.security import decode_access_token, hash_api_key
+from api.security import API_KEY_PREFIX, decode_access_token, hash_api_key
 from weft.db import get_engine
 from weft.tables import ApiKey, User
 
@@ -68,6 +68,8 @@ def current_user(session: SessionDep, api_key: Annotated[str | None, Depends(api
         return user_of_api_key(session, api_key)
     if bearer is None or not bearer.credentials:
         raise unauthorized("missing credentials: send Authorization: Bearer <token> or X-API-Key: <key>")
+    if bearer.credentials.startswith(API_KEY_PREFIX):  # document 003 sends the API key as a bearer token
+        return user_of_api_key(session, bearer.credentials)
     return user_of_token(session, bearer.credentials)
 
 

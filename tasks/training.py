@@ -146,7 +146,8 @@ class Trained(BaseModel):
     size_bytes: int
 
 
-@task(**step_options("train_adapter"))
+# Under log_prints, datasets' function hashing ends up disassembling code into the run's logs.
+@task(**step_options("train_adapter", log_prints=False))
 def train_adapter(inputs: Inputs, prepared: Prepared, estimate: Estimate, spec: FineTuneSpec,
                   workflow_id: str) -> Trained:
     """Train, mirroring checkpoints to storage; a re-run of the workflow resumes from the last one."""

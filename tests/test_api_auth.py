@@ -115,6 +115,7 @@ def test_api_key_shown_once_stored_hashed_and_revocable(client, auth_headers):
     key, key_id = created.json()["key"], created.json()["id"]
     assert key.startswith("sk_weft_") and len(key) > 40 and key_id.startswith("apk_")
     assert me(client, {"X-API-Key": key})["id"] == me(client, headers)["id"]
+    assert me(client, {"Authorization": f"Bearer {key}"})["id"] == me(client, headers)["id"]  # document 003 style
 
     listed = client.get("/api/v1/auth/api-keys", headers=headers).json()
     assert listed["meta"] == {"total": 1, "limit": 20, "offset": 0}

@@ -391,6 +391,12 @@ def test_training_job_through_the_jobs_api(api, alice, tmp_path):
                   api.get(f"/api/v1/jobs/{job['job_id']}/logs", params={"lines": 500}, headers=alice).json()["logs"]):
         assert time.monotonic() < deadline, "no training step in the job's logs"
         time.sleep(1)
+    import torch
+
+    if not torch.cuda.is_available():  # no gpu worker: the run went to the cpu pool and its logs say why
+        messages = [m["message"] for m in api.get(f"/api/v1/jobs/{job['job_id']}/logs", params={"lines": 500},
+                                                  headers=alice).json()["logs"]]
+        assert any("no worker is online in the 'gpu' work pool" in m for m in messages), messages
     listed = api.get("/api/v1/jobs", params={"status": "completed"}, headers=alice).json()
     assert job["job_id"] in {j["job_id"] for j in listed["jobs"]}
     adapters = api.get("/api/v1/adapters", headers=alice).json()["data"]
@@ -442,3 +448,92 @@ def test_job_logs_stream_as_sse_and_resume_without_duplicates(api, alice):
                   for line in api.get(path, params={"limit": 20}, headers=alice).json()["logs"]):
         assert time.monotonic() < deadline
         time.sleep(0.5)
+
+
+def codes_dataset(api, headers) -> str:
+    return next(d["id"] for d in api.get("/api/v1/datasets", headers=headers).json()["data"] if d["name"] == "codes")
+
+
+def test_job_websocket_sends_status_metrics_and_logs(api, alice, stack):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    config = {"base_model": "tiny llama", "dataset_id": codes_dataset(api, alice), "algorithm": "dora", "rank": 4,
+              "alpha": 8, "batch_size": 2, "max_steps": 6, "checkpoint_steps": 3, "logging_steps": 1,
+              "learning_rate": 1e-3, "max_seq_length": 64}
+    job = api.post("/api/v1/jobs", headers=alice, json={"config": config}).json()
+    url = stack.api_url.replace("http://", "ws://") + f"/ws/jobs/{job['job_id']}"
+    with pytest.raises(InvalidStatus):
+        connect(url, additional_headers={"Authorization": "Bearer nonsense"}, open_timeout=10)
+    received: list[dict] = []
+    with connect(url, additional_headers=alice, open_timeout=10) as ws:
+        for raw in ws:  # the server closes the socket once the job has finished
+            received.append(__import__("json").loads(raw))
+    assert all(m["job_id"] == job["job_id"] and m["timestamp"] for m in received)
+    statuses = [m["status"] for m in received if m["type"] == "status"]
+    assert statuses[-1] == "completed" and "running" in statuses
+    metrics = [m["metrics"] for m in received if m["type"] == "metrics"]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    logs = [(m["timestamp"], m["message"]) for m in received if m["type"] == "log"]
+    assert len(logs) == len(set(logs))  # every line once, though processes ship their logs out of order
+    assert all({"loss", "learning_rate", "epoch"} <= set(m) for m in metrics)
+    assert any(m["type"] == "log" and m["message"].startswith("registered adapter") for m in received)
+
+
+def flow_run_processes(flow_run_id: str) -> list[int]:
+    """PIDs of the processes the worker started for a flow run (found by their PREFECT__FLOW_RUN_ID)."""
+    pids = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in environ.read_bytes():
+                pids.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(api, alice):
+    import signal
+
+    from weft.storage import get_storage
+    from weft.training.checkpoints import CheckpointStore
+    from weft.training.progress import parse_line
+
+    total = 300
+    config = {"base_model": "tiny llama", "dataset_id": codes_dataset(api, alice), "algorithm": "lora", "rank": 4,
+              "alpha": 8, "batch_size": 2, "max_steps": total, "checkpoint_steps": 10, "logging_steps": 1,
+              "learning_rate": 1e-3, "max_seq_length": 64}
+    job = api.post("/api/v1/jobs", headers=alice, json={"config": config}).json()
+    store = CheckpointStore(get_storage(), f"runs/{job['job_id']}/checkpoints")
+    deadline = time.monotonic() + 180
+    while not store.steps():
+        assert time.monotonic() < deadline, api.get(f"/api/v1/jobs/{job['job_id']}", headers=alice).json()
+        time.sleep(0.05)
+    pids = flow_run_processes(job["flow_run_id"])
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    wait_status(api, alice, job["job_id"], {"FAILED"})
+    last = store.steps()[-1]
+    assert 0 < last < total
+
+    retried = api.post(f"/api/v1/workflows/{job['job_id']}/retry", headers=alice)
+    assert retried.status_code == 200, retried.text
+    view = wait_status(api, alice, job["job_id"], {"COMPLETED", "FAILED"}, timeout=300)
+    assert view["status"] == "COMPLETED", view
+    stages = {s["id"]: s["status"] for s in view["steps"]}
+    assert stages["prepare_dataset"] == "cached" and stages["train_adapter"] == "completed"
+    job_view = api.get(f"/api/v1/jobs/{job['job_id']}", headers=alice).json()
+    assert job_view["metrics"]["resumed_from_step"] == last and job_view["metrics"]["global_step"] == total
+
+    deadline = time.monotonic() + 30  # the resumed run's logs: its first training step follows the checkpoint
+    while True:
+        lines = [line["message"] for line in api.get(f"/api/v1/jobs/{job['job_id']}/logs", params={"lines": 2000},
+                                                     headers=alice).json()["logs"]]
+        steps = [m["step"] for line in lines if (m := parse_line(line))]
+        if steps and steps[-1] == total:
+            break
+        assert time.monotonic() < deadline, steps[-5:]
+        time.sleep(1)
+    assert any(f"resuming from checkpoint-{last}" in line for line in lines)
+    assert steps[0] == last + 1 and steps == list(range(last + 1, total + 1))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from itertools import takewhile
 from typing import Any
 from uuid import UUID
 
@@ -19,8 +21,9 @@ ALGORITHMS = {"lora": "lora", "qlora": "qlora", "dora": "dora"}
 QUANTIZATION = {None: None, "none": None, "int4": "nf4", "nf4": "nf4", "4bit": "nf4", "int8": "int8"}
 CONFIG_FIELDS = ("rank", "alpha", "dropout", "target_modules", "learning_rate", "batch_size",
                  "gradient_accumulation_steps", "num_epochs", "max_steps", "warmup_steps", "validation_split",
-                 "checkpoint_steps", "max_seq_length", "seed")
+                 "checkpoint_steps", "max_seq_length", "logging_steps", "seed")
 LOG_PAGE = 200
+SETTLE_SECONDS = 3.0  # > Prefect's log batch interval (PREFECT_LOGGING_TO_API_BATCH_INTERVAL, 2 s)
 FLOPS_PER_SECOND = {"cpu": 5e10, "gpu": 1e14}  # sustained training throughput assumed for the estimate
 
 
@@ -139,32 +142,52 @@ LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40, "crit
 
 def push_log(flow_run_id: str, level: str, message: str, source: str) -> None:
     """Add a line (e.g. from a training kernel) to the run's logs on the Prefect server."""
-    from datetime import datetime, timezone
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import LogCreate
-
-    with get_client(sync_client=True) as client:
-        client.create_logs([LogCreate(name=f"weft.push.{source}", level=LEVELS[level.lower()], message=message,
-                                      timestamp=datetime.now(timezone.utc), flow_run_id=UUID(flow_run_id))])
+    runs.log_to_run(flow_run_id, LEVELS[level.lower()], message, name=f"weft.push.{source}")
 
 
-def log_events(flow_run_id: str, after: int, poll: float = 0.5, idle_timeout: float = 300.0) -> Iterator[str]:
-    """Server-Sent Events of the run's logs: `id` is the line's 1-based position, so a client that
-    reconnects with Last-Event-ID gets every later line once. Ends when the run has finished and its
-    late log batches have arrived, or after `idle_timeout` seconds without a line."""
-    sent, idle, quiet_after_end = after, 0.0, 0
+class Update(BaseModel):
+    """A change in a followed run: its status, or its next log line (`position` is 1-based)."""
+
+    status: str | None = None
+    reason: str | None = None
+    position: int = 0
+    line: LogLine | None = None
+
+
+def follow(flow_run_id: str, after: int = 0, poll: float = 0.5, idle_timeout: float = 300.0) -> Iterator[Update]:
+    """The run's status changes and every log line after position `after`, as they reach the Prefect
+    server. Ends once the run has finished and its late log batches have arrived, or after
+    `idle_timeout` seconds without a line.
+
+    Positions count lines in timestamp order, and processes ship their logs in batches (every 2 s by
+    default), so a line may reach the server after later-stamped ones from another process. Lines
+    are therefore released only once they are `SETTLE_SECONDS` old (all of them once the run has
+    ended): that keeps positions stable, so a reconnect after position N neither repeats nor skips."""
+    sent, idle, quiet_after_end, last_status = after, 0.0, 0, None
     while idle < idle_timeout and quiet_after_end < 6:
-        finished = runs.run_statuses([flow_run_id])[flow_run_id][0] in runs.TERMINAL
+        status, reason = runs.run_statuses([flow_run_id])[flow_run_id]
+        if status != last_status:
+            last_status = status
+            yield Update(status=status, reason=reason)
         batch = read_logs(flow_run_id, offset=sent, limit=LOG_PAGE, newest_first=False)
+        if status not in runs.TERMINAL:
+            cutoff = datetime.now(timezone.utc) - timedelta(seconds=SETTLE_SECONDS)
+            batch = list(takewhile(lambda line: datetime.fromisoformat(line.timestamp) <= cutoff, batch))
         for line in batch:
             sent += 1
-            clock = line.timestamp[11:19]
-            message = line.message.replace("\n", "\ndata: ")  # a multi-line message stays one event
-            yield f"id: {sent}\ndata: [{clock}] [{line.level}] {message}\n\n"
+            yield Update(position=sent, line=line)
         idle = 0.0 if batch else idle + poll
-        quiet_after_end = quiet_after_end + 1 if finished and not batch else 0
+        quiet_after_end = quiet_after_end + 1 if status in runs.TERMINAL and not batch else 0
         if not batch:
             time.sleep(poll)
-    yield "event: end\ndata: {}\n\n"
 
+
+def log_events(flow_run_id: str, after: int) -> Iterator[str]:
+    """Server-Sent Events of the run's logs: `id` is the line's 1-based position, so a client that
+    reconnects with Last-Event-ID gets every later line once."""
+    for update in follow(flow_run_id, after):
+        if update.line is not None:
+            clock = update.line.timestamp[11:19]
+            message = update.line.message.replace("\n", "\ndata: ")  # a multi-line message stays one event
+            yield f"id: {update.position}\ndata: [{clock}] [{update.line.level}] {message}\n\n"
+    yield "event: end\ndata: {}\n\n"

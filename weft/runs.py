@@ -6,6 +6,7 @@ workflow statuses. All calls are synchronous (the API calls them from its thread
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 from uuid import UUID
@@ -14,6 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling
 from pydantic import BaseModel
 
@@ -58,18 +60,57 @@ class RunView(BaseModel):
     stages: list[StageView] = []
 
 
+def online_workers(pool: str) -> int:
+    """How many workers of `pool` have sent a heartbeat recently."""
+    from prefect.client.schemas.filters import WorkerFilter, WorkerFilterStatus
+
+    with get_client(sync_client=True) as client:
+        try:
+            return len(client.read_workers_for_work_pool(
+                pool, worker_filter=WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"]))))
+        except ObjectNotFound:
+            return 0
+
+
+def choose_deployment(wt: WorkflowType) -> tuple[str, str | None]:
+    """The deployment to run on: the first pool of `wt.pools` with an online worker (the last pool
+    when none has one, so the run waits there); with a note when it is not the preferred pool."""
+    if not wt.pools:
+        return wt.deployment, None
+    chosen = next((pool for pool in wt.pools if online_workers(pool)), wt.pools[-1])
+    if chosen == wt.pools[0]:
+        return wt.deployment_on(chosen), None
+    return wt.deployment_on(chosen), (f"no worker is online in the {wt.pools[0]!r} work pool: "
+                                      f"running on the {chosen!r} pool instead")
+
+
 def trigger(wt: WorkflowType, workflow_id: str, spec: dict[str, Any], *, run_number: int,
             cache_version: int, owner_id: str) -> str:
-    """Create the flow run of `wt`'s deployment; the idempotency key makes double triggers one run."""
+    """Create the flow run of `wt`'s deployment (on the preferred pool with a worker; a fallback is
+    written to the run's logs); the idempotency key makes double triggers one run."""
+    deployment, fallback = choose_deployment(wt)
     flow_run: FlowRun = run_deployment(
-        name=wt.deployment,
+        name=deployment,
         parameters={"spec": spec, "workflow_id": workflow_id, "cache_version": cache_version, "owner_id": owner_id},
         timeout=0,
         idempotency_key=f"weft:{workflow_id}:{run_number}",
         tags=["weft", wt.name],
         as_subflow=False,
     )
+    if fallback:
+        log_to_run(str(flow_run.id), logging.WARNING, fallback)
     return str(flow_run.id)
+
+
+def log_to_run(flow_run_id: str, level: int, message: str, name: str = "weft.api") -> None:
+    """Add a line to a run's logs on the Prefect server."""
+    from datetime import datetime, timezone
+
+    from prefect.client.schemas.actions import LogCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_logs([LogCreate(name=name, level=level, message=message, timestamp=datetime.now(timezone.utc),
+                                      flow_run_id=UUID(flow_run_id))])
 
 
 def status_of(flow_run: FlowRun) -> tuple[str, str | None]:

@@ -51,9 +51,9 @@ def start_run(session: Session, wt: WorkflowType, wf: Workflow, spec: dict[str, 
         flow_run_id = runs.trigger(wt, wf.id, spec, run_number=wf.run_count, cache_version=wf.cache_version,
                                    owner_id=wf.user_id)
     except Exception as exc:  # the Prefect server is down or the deployment is not registered
-        log.exception("could not start %s for workflow %s", wt.deployment, wf.id)
+        log.exception("could not start %s for workflow %s", wt.flow_name, wf.id)
         raise ApiError(503, "SERVICE_UNAVAILABLE", f"could not start the {wt.name} flow run: {exc}",
-                       {"deployment": wt.deployment}) from exc
+                       {"flow": wt.flow_name}) from exc
     wf.flow_run_id, wf.status, wf.reason, wf.updated_at = flow_run_id, "PENDING", None, utcnow()
     session.add(wf)
     session.commit()

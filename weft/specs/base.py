@@ -44,10 +44,16 @@ class WorkflowType:
     stages: tuple[Stage, ...]
     deployment_name: str = "default"
     compensate: Callable[[str], None] | None = field(default=None, compare=False)
+    # Work pools in order of preference, each with a deployment named after it (prefect.yaml);
+    # empty: the single `deployment_name` deployment.
+    pools: tuple[str, ...] = ()
 
     @property
     def deployment(self) -> str:
         return f"{self.flow_name}/{self.deployment_name}"
+
+    def deployment_on(self, pool: str) -> str:
+        return f"{self.flow_name}/{pool}"
 
     def step(self, number: int) -> StepDef | None:
         return next((s for s in self.steps if s.number == number), None)

@@ -30,6 +30,7 @@ FINE_TUNE = register(
                StepDef(2, "Adapter and training config", AdapterSettings)),
         spec=FineTuneSpec,
         flow_name="fine_tune",
+        pools=("gpu", "cpu"),
         stages=(
             Stage("resolve_inputs", "Resolve base model and dataset"),
             Stage("prepare_dataset", "Prepare records for the chat template"),

@@ -94,8 +94,8 @@ def train(model_dir: Path, rows: list[dict[str, Any]], config: TrainConfig, work
             checkpoints.upload(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not (on_log and logs) or self.started is None:
-                return
+            if not (on_log and logs) or self.started is None or not {"loss", "eval_loss"} & set(logs):
+                return  # the end-of-training summary comes back as metrics instead
             elapsed, done = time.monotonic() - self.started[0], state.global_step - self.started[1]
             line = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch, **logs}
             if "num_tokens" in logs and elapsed > 0:
