@@ -537,3 +537,43 @@ def test_killed_training_resumes_from_its_last_checkpoint(api, alice):
         time.sleep(1)
     assert any(f"resuming from checkpoint-{last}" in line for line in lines)
     assert steps[0] == last + 1 and steps == list(range(last + 1, total + 1))
+
+
+def test_document_000_workflow_create_start_with_a_dataset_path(api, alice, bob, tmp_path):
+    import json as _json
+
+    data = tmp_path / "maintenance.jsonl"
+    data.write_text("\n".join(_json.dumps({"instruction": f"service code {i}?", "output": f"SC-{i % 4}"})
+                              for i in range(20)))
+    body = {"name": "Service Advisor", "description": "codes", "workflow_type": "fine-tuning",
+            "config": {"task": "vertical-tune", "model": {"name": "tiny llama", "revision": "main"},
+                       "dataset": {"primary": str(data), "validation_split": 0.0},
+                       "fine_tuning": {"method": "LoRA", "parameters": {
+                           "epochs": 1, "learning_rate": 1e-3, "rank": 4, "alpha": 8, "batch_size": 4,
+                           "max_seq_length": 64, "logging_steps": 1}}}}
+    before = step_rows()
+    for bad in ({**body, "workflow_type": "knitting"},
+                {**body, "config": {**body["config"], "dataset": {"primary": "/etc/passwd.jsonl"}}},
+                {**body, "config": {**body["config"], "fine_tuning": {"method": "QLoRA", "parameters": {
+                    "learning_rate": 5.0}}}}):
+        r = api.post("/api/v1/workflows", headers=alice, json=bad)
+        assert 400 <= r.status_code < 500 and "error" in r.json(), r.text
+    assert step_rows() == before  # a refused create stores nothing, not even its first step
+
+    created = api.post("/api/v1/workflows", headers=alice, json=body)
+    assert created.status_code == 201, created.text
+    wf = created.json()
+    assert (wf["name"], wf["workflow_type"], wf["status"]) == ("Service Advisor", "fine-tuning", "pending")
+    assert api.post(f"/api/v1/workflows/{wf['id']}/start", headers=bob).status_code == 404
+    started = api.post(f"/api/v1/workflows/{wf['id']}/start", headers=alice)
+    assert started.status_code == 200, started.text
+    again = api.post(f"/api/v1/workflows/{wf['id']}/start", headers=alice).json()
+    assert again["flow_run_id"] == started.json()["flow_run_id"]  # starting twice is one run
+    view = wait_status(api, alice, wf["id"], {"COMPLETED", "FAILED"}, timeout=240)
+    assert view["status"] == "COMPLETED", view
+    job = api.get(f"/api/v1/jobs/{wf['id']}", headers=alice).json()
+    assert job["config"]["num_epochs"] == 1 and job["metrics"]["global_step"] == 5  # 20 records / batch 4
+    dataset = api.get(f"/api/v1/datasets/{job['config']['dataset_id']}", headers=alice).json()
+    assert dataset["status"] == "ready" and dataset["record_count"] == 20
+    listed = api.get("/api/v1/workflows", headers=alice).json()["data"]
+    assert next(w for w in listed if w["id"] == wf["id"])["name"] == "Service Advisor"

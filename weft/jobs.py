@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, or_, select
 
 from weft import runs
+from weft.datasets.uploads import import_local_file
 from weft.tables import Adapter, Dataset, Model
 
 ALGORITHMS = {"lora": "lora", "qlora": "qlora", "dora": "dora"}
@@ -51,8 +52,13 @@ def job_steps(session: Session, user_id: str, config: dict[str, Any]) -> tuple[d
         raise InvalidConfig("base_model is required", {"field": "base_model"})
     model = resolve_base_model(session, user_id, str(config["base_model"]))
     dataset_id = config.get("dataset_id")
+    if dataset_id is None and config.get("dataset_path"):
+        try:
+            dataset_id = import_local_file(session, user_id, str(config["dataset_path"])).id
+        except ValueError as exc:
+            raise InvalidConfig(f"dataset_path: {exc}", {"field": "dataset_path"}) from exc
     if dataset_id is None:
-        raise InvalidConfig("dataset_id is required (upload the file with POST /api/v1/datasets/upload)",
+        raise InvalidConfig("dataset_id or dataset_path is required (upload a file with POST /api/v1/datasets/upload)",
                             {"field": "dataset_id"})
     algorithm = str(config.get("algorithm", config.get("method", "lora"))).lower()
     if algorithm not in ALGORITHMS:
@@ -67,6 +73,27 @@ def job_steps(session: Session, user_id: str, config: dict[str, Any]) -> tuple[d
         train["quantization"] = QUANTIZATION[quantization]
     name = config.get("name") or config.get("project_name") or f"{model.name}-{algorithm}"
     return {"base_model": model.id, "dataset_id": dataset_id}, {"name": name, "config": train}
+
+
+def job_config_of_workflow(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Document 000's fine-tuning workflow `config` (model, dataset, fine_tuning) as a document-003 job config."""
+    model, dataset = config.get("model") or {}, config.get("dataset") or {}
+    tuning = config.get("fine_tuning") or {}
+    if not isinstance(model, dict) or not isinstance(dataset, dict) or not isinstance(tuning, dict):
+        raise InvalidConfig("config.model, config.dataset and config.fine_tuning must be objects", {"field": "config"})
+    params = dict(tuning.get("parameters") or {})
+    if "epochs" in params:
+        params["num_epochs"] = params.pop("epochs")
+    job: dict[str, Any] = {"name": name, "algorithm": tuning.get("method", "lora"), **params}
+    if model.get("id") or model.get("name"):
+        job["base_model"] = model.get("id") or model["name"]
+    if dataset.get("id"):
+        job["dataset_id"] = dataset["id"]
+    elif dataset.get("primary"):
+        job["dataset_path"] = dataset["primary"]
+    if "validation_split" in dataset:
+        job["validation_split"] = dataset["validation_split"]
+    return job
 
 
 def estimated_minutes(session: Session, spec: dict[str, Any], gpu: bool) -> float | None:

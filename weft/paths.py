@@ -13,6 +13,14 @@ class DiskPathError(ValueError):
 
 
 def resolve_disk_uri(uri: str) -> Path:
+    """A model's local folder or `.gguf` file (see `resolve_disk_path`)."""
+    resolved = resolve_disk_path(uri)
+    if resolved.is_file() and resolved.suffix != ".gguf":
+        raise DiskPathError(f"a single-file model must be a .gguf file: {resolved}")
+    return resolved
+
+
+def resolve_disk_path(uri: str) -> Path:
     """Resolve a local path or `file://` URI; refuse what is missing or outside the allowed roots."""
     raw = urlparse(uri).path if uri.startswith("file://") else uri
     if not raw:
@@ -28,6 +36,4 @@ def resolve_disk_uri(uri: str) -> Path:
         raise DiskPathError(f"{resolved} is outside the allowed disk roots ({', '.join(map(str, roots))})")
     if not resolved.exists():
         raise DiskPathError(f"path does not exist: {resolved}")
-    if resolved.is_file() and resolved.suffix != ".gguf":
-        raise DiskPathError(f"a single-file model must be a .gguf file: {resolved}")
     return resolved

@@ -74,6 +74,8 @@ class Workflow(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     user_id: str = Field(foreign_key="user.id", index=True)
     workflow_type: str = Field(index=True)
+    name: str | None = None  # set by document 000's POST /workflows; step workflows take it from their data
+    description: str | None = None
     status: str = "PENDING"
     total_steps: int
     current_step: int = 0

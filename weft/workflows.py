@@ -66,6 +66,14 @@ def put_step(session: Session, wf: Workflow, number: int, data: dict[str, Any]) 
     session.add(wf)
 
 
+def discard(session: Session, workflow_id: str) -> None:
+    """Remove a workflow that was never triggered, with its steps (a multi-step create that failed)."""
+    session.rollback()
+    session.exec(delete(WorkflowStep).where(col(WorkflowStep.workflow_id) == workflow_id))
+    session.exec(delete(Workflow).where(col(Workflow.id) == workflow_id, col(Workflow.flow_run_id).is_(None)))
+    session.commit()
+
+
 def next_step(wt: WorkflowType, wf: Workflow) -> int | None:
     if wf.flow_run_id or wf.status in runs.TERMINAL:
         return None
@@ -106,6 +114,6 @@ def view(session: Session, wf: Workflow) -> WorkflowView:
 
 def summary(session: Session, wf: Workflow) -> WorkflowSummary:
     data = merged_data(stored_steps(session, wf.id))
-    return WorkflowSummary(id=wf.id, workflow_type=wf.workflow_type, name=data.get("name"), status=wf.status,
+    return WorkflowSummary(id=wf.id, workflow_type=wf.workflow_type, name=wf.name or data.get("name"), status=wf.status,
                            current_step=wf.current_step, total_steps=wf.total_steps, flow_run_id=wf.flow_run_id,
                            reason=wf.reason, created_at=wf.created_at, updated_at=wf.updated_at)

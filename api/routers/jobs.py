@@ -16,7 +16,7 @@ from api.routers.workflows import cancel_workflow, post_step
 from weft import jobs, runs
 from weft.specs import get_type
 from weft.tables import Adapter, Workflow
-from weft.workflows import merged_data, refresh_status, stored_steps
+from weft.workflows import discard, merged_data, refresh_status, stored_steps
 
 router = APIRouter(tags=["jobs"])
 
@@ -51,6 +51,7 @@ def create_job(user: CurrentUser, session: SessionDep, body: dict[str, Any] = Bo
     config = body.get("config") if isinstance(body, dict) else None
     if not isinstance(config, dict):
         raise ApiError(400, "INVALID_CONFIG", "the body must be {\"config\": {...}}", {"field": "config"})
+    first = None
     try:
         step1, step2 = jobs.job_steps(session, user.id, config)
         wt = get_type("fine_tune")
@@ -60,6 +61,8 @@ def create_job(user: CurrentUser, session: SessionDep, body: dict[str, Any] = Bo
     except jobs.InvalidConfig as exc:
         raise ApiError(400, "INVALID_CONFIG", str(exc), exc.details) from exc
     except ApiError as exc:
+        if first is not None:
+            discard(session, first.workflow_id)
         if exc.code != "VALIDATION_ERROR":
             raise
         raise ApiError(400, "INVALID_CONFIG", exc.message, exc.details) from exc

@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 from typing import BinaryIO
 
-from weft.datasets.formats import validate_file
+from sqlmodel import Session, select
+
+from weft.datasets.formats import file_type_of, validate_file
 from weft.db import session_scope
+from weft.paths import resolve_disk_path
+from weft.settings import get_settings
 from weft.storage import Storage, get_storage
-from weft.tables import Dataset, utcnow
+from weft.tables import Dataset, new_id, utcnow
 
 
 class TooLarge(Exception):
@@ -52,3 +56,33 @@ def validate_dataset(dataset_id: str) -> None:
             ("error", result.error, None)
         ds.updated_at = utcnow()
         s.add(ds)
+
+
+def import_local_file(session: Session, user_id: str, path: str) -> Dataset:
+    """Register a file on the API's disk (inside WEFT_DISK_ROOTS) as a dataset, as an upload would be,
+    and validate it now; the same content imported again is the same dataset. Raises ValueError
+    (DiskPathError, UnsupportedFileType) for a path that cannot be used."""
+    source = resolve_disk_path(path)
+    if not source.is_file():
+        raise ValueError(f"{source} is not a file")
+    file_type = file_type_of(source.name)
+    with source.open("rb") as fh:
+        sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
+    existing = session.exec(select(Dataset).where(Dataset.user_id == user_id, Dataset.fingerprint == sha256,
+                                                  Dataset.status == "ready")).first()
+    if existing is not None:
+        return existing
+    dataset_id = new_id()
+    key = f"datasets/{dataset_id}/{dataset_id}.{file_type}"
+    with source.open("rb") as fh:
+        size, _ = store_upload(fh, key, get_settings().max_upload_mb * 2**20)
+    session.add(Dataset(id=dataset_id, user_id=user_id, name=source.stem, file_name=source.name, file_type=file_type,
+                        description=f"imported from {source}", storage_key=key, size_bytes=size, fingerprint=sha256,
+                        status="processing"))
+    session.commit()
+    validate_dataset(dataset_id)
+    ds = session.get(Dataset, dataset_id)
+    session.refresh(ds)
+    if ds.status != "ready":
+        raise ValueError(f"{source} is not a valid {file_type} dataset: {ds.error}")
+    return ds

@@ -1,0 +1,313 @@
+"""`weft demo` (`make demo`): fine-tune SmolLM2-135M-Instruct on the bundled product-code dataset, on
+CPU, through the platform's own API, and show the answers before and after.
+
+Steps: build the demo model if missing → start the platform in-process (Prefect server, cpu worker,
+deployments, API on free ports) → register a demo user → onboard the model from local disk through
+the step API → upload ``data/demo/train.jsonl`` → create a training job → stream its logs (SSE) →
+load base and base + adapter → greedy answers and exact match on ``data/demo/test.jsonl`` → stop.
+
+The trainer turns instruction/output records into trl prompt/completion text (no chat template), so
+the evaluation prompts the models the same way: the instruction as plain text, answer after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from weft.demo_data import TEST_FILE, TRAIN_FILE, read_jsonl
+
+DEMO_MODEL_NAME = "SmolLM2-135M-Instruct"
+# Finishes in ~2 minutes of training on two CPU cores; exact match on the test file goes 0 -> ~1.
+DEMO_CONFIG: dict[str, Any] = {
+    "algorithm": "lora", "rank": 8, "alpha": 16, "dropout": 0.0, "learning_rate": 1e-3, "batch_size": 8,
+    "max_steps": 60, "warmup_steps": 5, "max_seq_length": 128, "logging_steps": 5, "checkpoint_steps": 30,
+}
+LOCAL = "/api/v1/models/local-model-workflow"
+SHOWN = 5  # test prompts printed before/after
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- evaluation --------------------------------------------------------------------------------------------
+
+def load_models(model_dir: Path, adapter_dir: Path | None = None):
+    """(tokenizer, model) in fp32 eval mode; with `adapter_dir`, base + peft adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    return tokenizer, model.eval()
+
+
+def prompt_text(tokenizer, instruction: str, chat: bool = False) -> str:
+    """The prompt as training saw it (plain prompt/completion text), or through the chat template."""
+    if chat:
+        return tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False,
+                                             add_generation_prompt=True)
+    return instruction
+
+
+def generate(tokenizer, model, instructions: list[str], chat: bool = False, max_new_tokens: int = 16,
+             batch_size: int = 16) -> list[str]:
+    """Greedy answers, batched with left padding, stripped of the prompt and special tokens."""
+    import torch
+
+    answers: list[str] = []
+    for i in range(0, len(instructions), batch_size):
+        texts = [prompt_text(tokenizer, x, chat) for x in instructions[i:i + batch_size]]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        answers += [a.strip() for a in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                                               skip_special_tokens=True)]
+    return answers
+
+
+def first_line(answer: str) -> str:
+    return answer.strip().splitlines()[0].strip() if answer.strip() else ""
+
+
+def exact_match(answers: list[str], expected: list[str]) -> float:
+    """Share of answers whose first line is exactly the expected output."""
+    return sum(first_line(a) == e for a, e in zip(answers, expected)) / max(1, len(expected))
+
+
+def evaluate(model_dir: Path, adapter_dir: Path | None, records: list[dict[str, str]],
+             chat: bool = False) -> tuple[list[str], float, float]:
+    """(answers, exact match, seconds) of base (or base + adapter) on `records`."""
+    t0 = time.perf_counter()
+    tokenizer, model = load_models(model_dir, adapter_dir)
+    answers = generate(tokenizer, model, [r["instruction"] for r in records], chat=chat)
+    return answers, exact_match(answers, [r["output"] for r in records]), time.perf_counter() - t0
+
+
+# --- the platform side ---------------------------------------------------------------------------------------
+
+def wait_for(check, what: str, timeout: float, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(poll)
+    raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def ok(r, status: int = 200) -> dict:
+    if r.status_code != status:
+        raise RuntimeError(f"{r.request.method} {r.request.url.path} -> {r.status_code}: {r.text[:2000]}")
+    return r.json()
+
+
+def register_user(api) -> dict[str, str]:
+    name = f"demo{os.getpid()}{int(time.time()) % 100000}"
+    body = ok(api.post("/api/v1/auth/register", json={"email": f"{name}@example.com", "username": name,
+                                                      "password": "weft-demo-password"}), 201)
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+def onboard_model(api, headers, model_dir: Path) -> dict:
+    """Document 004's add-local-model steps for a folder on disk; returns the finished workflow."""
+    steps = [
+        {"workflow_total_steps": 6, "step_number": 1, "trigger_workflow": False, "modality": "llm"},
+        {"step_number": 2, "trigger_workflow": False, "provider_type": "disk"},
+        {"step_number": 3, "trigger_workflow": False, "name": DEMO_MODEL_NAME, "uri": str(model_dir),
+         "author": "weft-demo", "tags": [{"name": "text-generation", "color": "#66d1DF"}], "icon": None},
+        {"step_number": 4, "trigger_workflow": True, "proprietary_credential_id": None},
+    ]
+    workflow_id = None
+    for step in steps:
+        body = ok(api.post(LOCAL, json={**step, **({"workflow_id": workflow_id} if workflow_id else {})},
+                           headers=headers))
+        workflow_id = body["workflow_id"]
+
+    def finished():
+        view = ok(api.get(f"/api/v1/workflows/{workflow_id}", headers=headers))
+        return view if view["status"] in ("COMPLETED", "FAILED", "CANCELLED") else None
+
+    view = wait_for(finished, "model onboarding", 600)
+    if view["status"] != "COMPLETED":
+        raise RuntimeError(f"onboarding {view['status']}: {view.get('reason')}")
+    return view
+
+
+def upload_dataset(api, headers, path: Path) -> str:
+    body = ok(api.post("/api/v1/datasets/upload", headers=headers, data={"name": "demo product codes"},
+                       files={"file": (path.name, path.read_bytes(), "application/jsonl")}), 201)
+    dataset_id = body["id"]
+
+    def ready():
+        status = ok(api.get(f"/api/v1/datasets/{dataset_id}", headers=headers))["status"]
+        if status not in ("processing", "ready"):
+            raise RuntimeError(f"dataset {dataset_id} is {status}")
+        return status == "ready"
+
+    wait_for(ready, "dataset processing", 120, poll=0.3)
+    return dataset_id
+
+
+def stream_logs(api, headers, job_id: str) -> int:
+    """Print the job's log lines (Server-Sent Events) until the stream ends; reconnects with
+    Last-Event-ID if the connection drops. Returns the number of lines."""
+    import httpx
+
+    last = 0
+    for _attempt in range(5):
+        extra = {"Accept": "text/event-stream", **({"Last-Event-ID": str(last)} if last else {})}
+        try:
+            with api.stream("GET", f"/api/v1/jobs/{job_id}/logs", headers={**headers, **extra},
+                            timeout=httpx.Timeout(30, read=600)) as response:
+                if response.status_code != 200:
+                    raise RuntimeError(f"log stream -> {response.status_code}: {response.read()[:500]!r}")
+                event_id = None
+                for line in response.iter_lines():
+                    if line.startswith("id: "):
+                        event_id = int(line[4:])
+                    elif line.startswith("data: ") and event_id is not None:
+                        last = event_id
+                        say(f"  | {line[6:]}")
+                    elif line.startswith("data: "):
+                        pass
+                    elif line.startswith("event: end"):
+                        return last
+                return last
+        except httpx.HTTPError as exc:
+            say(f"  (log stream interrupted: {exc}; reconnecting after line {last})")
+            time.sleep(1)
+    return last
+
+
+def run_demo(home: Path | None = None, steps: int | None = None, keep_running: bool = False) -> dict[str, Any]:
+    """The whole demo; returns the measured numbers. `home` overrides WEFT_HOME for this run."""
+    import httpx
+
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    if home is not None:
+        os.environ["WEFT_HOME"] = str(Path(home).expanduser().resolve())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from weft.settings import Settings, get_settings
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    if not TRAIN_FILE.exists() or not TEST_FILE.exists():
+        from weft.demo_data import write_demo_data
+
+        write_demo_data()
+    test = read_jsonl(TEST_FILE)
+
+    say(f"== weft demo: LoRA fine-tune of {DEMO_MODEL_NAME} on CPU (data in {settings.home_dir})")
+    t = time.perf_counter()
+    from weft.demo_model import build_demo_model
+
+    model_dir = build_demo_model(settings.home_dir / "demo-models" / DEMO_MODEL_NAME)
+    timings["demo_model"] = time.perf_counter() - t
+
+    from weft.platform import Platform
+
+    platform = Platform(settings=Settings(api_port=free_port(), prefect_port=free_port()))
+    t = time.perf_counter()
+    say("== starting the platform (Prefect server, cpu worker, deployments, API) ...")
+    try:
+        platform.start()
+        timings["platform_start"] = time.perf_counter() - t
+        say(f"   Prefect UI {platform.ui_url}   API {platform.api_url}/docs   ({timings['platform_start']:.0f} s)")
+        api = httpx.Client(base_url=platform.api_url, timeout=60)
+        headers = register_user(api)
+
+        t = time.perf_counter()
+        say(f"== onboarding {model_dir} through the step API ({LOCAL}) ...")
+        view = onboard_model(api, headers, model_dir)
+        timings["onboarding"] = time.perf_counter() - t
+        say(f"   model registered, security scan done ({timings['onboarding']:.0f} s, "
+            f"{len(view['steps'])} steps)")
+
+        t = time.perf_counter()
+        dataset_id = upload_dataset(api, headers, TRAIN_FILE)
+        timings["dataset_upload"] = time.perf_counter() - t
+        say(f"== uploaded {TRAIN_FILE.relative_to(TRAIN_FILE.parents[2])} as dataset {dataset_id}")
+
+        config = {**DEMO_CONFIG, **({"max_steps": steps} if steps else {}), "base_model": DEMO_MODEL_NAME,
+                  "dataset_id": dataset_id, "name": "smollm2-product-codes"}
+        t = time.perf_counter()
+        job = ok(api.post("/api/v1/jobs", headers=headers, json={"config": config}), 201)
+        say(f"== training job {job['job_id']} ({json.dumps({k: v for k, v in config.items() if k != 'dataset_id'})})")
+        wait_for(lambda: ok(api.get(f"/api/v1/jobs/{job['job_id']}", headers=headers)).get("flow_run_id"),
+                 "flow run", 60)
+        stream_logs(api, headers, job["job_id"])
+
+        def done():
+            v = ok(api.get(f"/api/v1/jobs/{job['job_id']}", headers=headers))
+            return v if v["status"] in ("completed", "failed", "cancelled", "crashed") else None
+
+        view = wait_for(done, "training job", 1800, poll=1)
+        timings["job"] = time.perf_counter() - t
+        if view["status"] != "completed":
+            raise RuntimeError(f"training job {view['status']}: {view.get('reason')}")
+        metrics = view["metrics"]
+        say(f"   job completed in {timings['job']:.0f} s: train_runtime {metrics.get('train_runtime', 0):.0f} s, "
+            f"train_loss {metrics.get('train_loss', float('nan')):.3f}"
+            + (f", {metrics['train_tokens_per_second']:.0f} tokens/s" if metrics.get("train_tokens_per_second") else ""))
+
+        from weft.storage import get_storage
+
+        t = time.perf_counter()
+        with get_storage().local(view["artifact"]["path"]) as adapter_dir:
+            say(f"== evaluating base vs base + adapter ({adapter_dir}) on {len(test)} held-out prompts ...")
+            before, em_before, _ = evaluate(model_dir, None, test)
+            after, em_after, _ = evaluate(model_dir, adapter_dir, test)
+        timings["evaluation"] = time.perf_counter() - t
+        api.close()
+    finally:
+        if keep_running:
+            say(f"platform left running: {platform.api_url}")
+        else:
+            say("== stopping the platform")
+            platform.stop()
+
+    for record, b, a in list(zip(test, before, after))[:SHOWN]:
+        say(f"\nQ: {record['instruction']}   (expected {record['output']})")
+        say(f"   before: {first_line(b)[:80]!r}")
+        say(f"   after : {first_line(a)[:80]!r}")
+    timings["total"] = time.perf_counter() - t_start
+    say(f"\n== exact match on {len(test)} held-out test prompts: before {em_before:.0%} -> after {em_after:.0%}")
+    say("== timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    return {"exact_match_before": em_before, "exact_match_after": em_after, "metrics": metrics,
+            "timings": timings, "job_id": job["job_id"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="weft demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=None, help=f"training steps (default {DEMO_CONFIG['max_steps']})")
+    args = parser.parse_args(argv)
+    run_demo(steps=args.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
