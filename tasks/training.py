@@ -24,6 +24,7 @@ from weft.storage import get_storage
 from weft.tables import Adapter, Dataset, Model, utcnow
 from weft.training.checkpoints import CheckpointStore
 from weft.training.progress import format_line, loss_curve_png, summary_markdown
+from weft.training.records import training_record
 from weft.training.trainer import train
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
@@ -66,20 +67,6 @@ def resolve_inputs(spec: FineTuneSpec) -> Inputs:
                         dataset_fingerprint=ds.fingerprint, tokenizer_fingerprint=digest.hexdigest())
     get_run_logger().info("base %s, dataset %s (sha256 %s)", inputs.base_name, ds.name, inputs.dataset_fingerprint[:12])
     return inputs
-
-
-def training_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A dataset record in a form trl trains on: chat messages, prompt/completion or text."""
-    if isinstance(record.get("messages"), list):
-        return {"messages": record["messages"]}
-    if record.get("prompt") is not None and record.get("completion") is not None:
-        return {"prompt": record["prompt"], "completion": record["completion"]}
-    if record.get("instruction") is not None and record.get("output") is not None:
-        prompt = record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
-        return {"prompt": prompt, "completion": record["output"]}
-    if isinstance(record.get("text"), str):
-        return {"text": record["text"]}
-    raise ValueError(f"record has none of messages, prompt/completion, instruction/output or text: {sorted(record)}")
 
 
 @task(**step_options("prepare_dataset"))
