@@ -124,6 +124,7 @@ class Model(SQLModel, table=True):
     scan_verified: bool = False  # the last security scan's status is SAFE
     scan_override: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True),
                                                  description="{user_id, reason, at}: deploy despite the scan")
+    promoted: bool = Field(default=False, description="an evaluation's promotion gate passed")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -166,3 +167,27 @@ class Adapter(SQLModel, table=True):
     size_bytes: int = 0
     sha256: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Evaluation(SQLModel, table=True):
+    """A base-vs-fine-tuned comparison (document 002). Its id is the evaluate_model workflow's id."""
+
+    id: str = Field(primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    model_id: str = Field(index=True)
+    base_model_id: str | None = None
+    dataset_id: str | None = None
+    test_set_path: str | None = None
+    base_model_name: str | None = None
+    fine_tuned_name: str | None = None
+    status: str = "pending"  # pending | running | completed | failed | cancelled
+    results: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    examples: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    benchmarks: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    gate: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    promoted: bool = False
+    error: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

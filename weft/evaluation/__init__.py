@@ -1,0 +1,1 @@
+"""Evaluation: base-vs-fine-tuned comparison, scoring, lm-eval benchmarks, promotion gate."""
