@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
-from api.routers import (auth, credentials, datasets, jobs, models, providers, status, workflow_create,
-                         workflows, ws)
+from api.routers import (auth, credentials, datasets, evaluations, jobs, models, providers, status,
+                         workflow_create, workflows, ws)
 from weft import __version__
 from weft.db import migrate
 
@@ -31,7 +31,8 @@ def create_app() -> FastAPI:
     app.add_middleware(RateLimiter)  # outermost: every response, 429 and 500 included, gets the headers
     app.include_router(status.root)
     app.include_router(ws.router)  # /ws/jobs/{id}, as document 003 places it
-    for module in (auth, workflows, workflow_create, models, datasets, jobs, credentials, providers, status):
+    for module in (auth, workflows, workflow_create, models, datasets, jobs, evaluations, credentials, providers,
+                   status):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

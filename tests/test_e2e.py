@@ -577,3 +577,52 @@ def test_document_000_workflow_create_start_with_a_dataset_path(api, alice, bob,
     assert dataset["status"] == "ready" and dataset["record_count"] == 20
     listed = api.get("/api/v1/workflows", headers=alice).json()["data"]
     assert next(w for w in listed if w["id"] == wf["id"])["name"] == "Service Advisor"
+
+
+def test_evaluation_through_the_api(api, alice, bob, tmp_path):
+    import json as _json
+
+    from tests.test_evaluate import mapping_records
+
+    train, test = tmp_path / "mapping-train.jsonl", tmp_path / "mapping-test.jsonl"
+    train.write_text("\n".join(_json.dumps(r) for r in mapping_records(96)))
+    test.write_text("\n".join(_json.dumps(r) for r in mapping_records(24)))
+    config = {"base_model": "tiny llama", "dataset_path": str(train), "algorithm": "lora", "rank": 8, "alpha": 16,
+              "batch_size": 8, "max_steps": 60, "checkpoint_steps": 60, "learning_rate": 1e-2, "max_seq_length": 64}
+    job = api.post("/api/v1/jobs", headers=alice, json={"config": config}).json()
+    assert wait_status(api, alice, job["job_id"], {"COMPLETED", "FAILED"}, timeout=300)["status"] == "COMPLETED"
+    model_id = api.get(f"/api/v1/jobs/{job['job_id']}", headers=alice).json()["model_id"]
+
+    path = f"/api/v1/models/{model_id}/evaluate"
+    assert api.post(path, headers=bob, json={"test_set_path": str(test)}).status_code == 404
+    assert api.post(path, headers=alice, json={}).status_code == 422
+    assert api.post(path, headers=alice, json={"test_set_path": "/nope/test.jsonl"}).status_code == 422
+    created = api.post(path, headers=alice, json={"test_set_path": str(test), "base_model_name": "tiny llama",
+                                                  "max_new_tokens": 8, "benchmarks": []})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["status"] == "pending" and body["message"] == "Evaluation job created"
+    evaluation_id = body["evaluation_id"]
+    view = wait_status(api, alice, evaluation_id, {"COMPLETED", "FAILED"}, timeout=300)
+    assert view["status"] == "COMPLETED", view
+    ev = api.get(f"/api/v1/evaluations/{evaluation_id}", headers=alice).json()
+    assert ev["status"] == "completed" and ev["model_id"] == model_id and ev["test_set_path"] == str(test)
+    assert set(ev["results"]) >= {"base_model", "fine_tuned", "improvement"}
+    assert ev["results"]["fine_tuned"]["accuracy"] > ev["results"]["base_model"]["accuracy"]
+    assert len(ev["examples"]) == 24 and ev["examples"][0]["winner"] in ("fine_tuned", "base_model", "tie")
+    assert ev["promoted"] is True and api.get(f"/api/v1/models/{model_id}", headers=alice).status_code == 200
+
+    listed = api.get("/api/v1/evaluations", headers=alice, params={"model_id": model_id, "status": "completed"}).json()
+    assert [e["id"] for e in listed["data"]] == [evaluation_id] and listed["total"] == 1 and listed["page"] == 1
+    assert api.get("/api/v1/evaluations", headers=bob).json()["total"] == 0
+    assert api.get(f"/api/v1/evaluations/{evaluation_id}", headers=bob).status_code == 404
+
+    put = api.put(f"/api/v1/evaluations/{evaluation_id}", headers=alice,
+                  json={"results": {**ev["results"], "note": {"reviewed": True}}})
+    assert put.status_code == 200 and put.json()["results"]["note"] == {"reviewed": True}
+
+    compared = api.post("/api/v1/experiments/compare", headers=alice,
+                        json={"experiment_ids": [job["job_id"], evaluation_id]}).json()["comparison"]
+    assert compared["metrics"]["loss"][0] > 0 and compared["metrics"]["loss"][1] is None
+    assert compared["metrics"]["accuracy"][1] == ev["results"]["fine_tuned"]["accuracy"]
+    assert compared["best_performer"] == evaluation_id

@@ -133,7 +133,8 @@ def step_endpoint(type_name: str):
 for _path, _type in (("/models/local-model-workflow", "add_local_model"),
                      ("/models/cloud-model-workflow", "add_cloud_model"),
                      ("/models/security-scan", "model_security_scan"),
-                     ("/models/finetune-workflow", "fine_tune")):
+                     ("/models/finetune-workflow", "fine_tune"),
+                     ("/models/evaluate-workflow", "evaluate_model")):
     router.add_api_route(_path, step_endpoint(_type), methods=["POST"], response_model=WorkflowView,
                          name=f"{_type}_step", summary=f"{get_type(_type).title} (step API)")
 

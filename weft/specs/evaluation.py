@@ -54,6 +54,7 @@ EVALUATE = register(
                StepDef(2, "Benchmarks and promotion gate", EvaluationSettings)),
         spec=EvaluateSpec,
         flow_name="evaluate_model",
+        pools=("gpu", "cpu"),
         stages=(
             Stage("resolve_evaluation", "Resolve model, adapter, base and test set"),
             Stage("load_test_set", "Load the test examples"),
