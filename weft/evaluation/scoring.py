@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import string
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -26,10 +27,15 @@ def is_labelled(expected: list[str]) -> bool:
     return len(labels) <= min(LABEL_SET_MAX, max(2, len(expected) // 2))
 
 
-def rouge_l(prediction: str, reference: str) -> float:
+@lru_cache(maxsize=1)
+def _rouge() -> Any:
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"]).score(reference, prediction)["rougeL"].fmeasure
+    return rouge_scorer.RougeScorer(["rougeL"])
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    return _rouge().score(reference, prediction)["rougeL"].fmeasure
 
 
 class SideMetrics(BaseModel):
