@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints-cpu.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test demo-model bench install clean
+.PHONY: run test demo-model demo bench bench-fine-tune install clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ test: $(STAMP)
 demo-model: $(STAMP)
 	$(BIN)/weft demo-model
 
+demo: $(STAMP)
+	$(BIN)/weft demo
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step_api.py
+
+bench-fine-tune: $(STAMP)
+	$(BIN)/python benchmarks/fine_tune.py
 
 clean:
 	rm -rf $(VENV) .weft

@@ -6,8 +6,9 @@ deployments, API on free ports) → register a demo user → onboard the model f
 the step API → upload ``data/demo/train.jsonl`` → create a training job → stream its logs (SSE) →
 load base and base + adapter → greedy answers and exact match on ``data/demo/test.jsonl`` → stop.
 
-The trainer turns instruction/output records into trl prompt/completion text (no chat template), so
-the evaluation prompts the models the same way: the instruction as plain text, answer after it.
+Training turns instruction/output records into a user/assistant conversation (weft.training.records)
+and trl applies the model's chat template, so the evaluation prompts both models the same way: the
+instruction as a user turn through the chat template, greedy answer after the generation prompt.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from weft.demo_data import TEST_FILE, TRAIN_FILE, read_jsonl
 
 DEMO_MODEL_NAME = "SmolLM2-135M-Instruct"
-# Finishes in ~2 minutes of training on two CPU cores; exact match on the test file goes 0 -> ~1.
+# ~2 minutes of training on two CPU cores (126 s measured); exact match on the test file 0% -> 90%.
 DEMO_CONFIG: dict[str, Any] = {
     "algorithm": "lora", "rank": 8, "alpha": 16, "dropout": 0.0, "learning_rate": 1e-3, "batch_size": 8,
     "max_steps": 60, "warmup_steps": 5, "max_seq_length": 128, "logging_steps": 5, "checkpoint_steps": 30,
@@ -60,15 +61,15 @@ def load_models(model_dir: Path, adapter_dir: Path | None = None):
     return tokenizer, model.eval()
 
 
-def prompt_text(tokenizer, instruction: str, chat: bool = False) -> str:
-    """The prompt as training saw it (plain prompt/completion text), or through the chat template."""
+def prompt_text(tokenizer, instruction: str, chat: bool = True) -> str:
+    """The prompt as training saw it: a user turn through the chat template (`chat=False`: plain text)."""
     if chat:
         return tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False,
                                              add_generation_prompt=True)
     return instruction
 
 
-def generate(tokenizer, model, instructions: list[str], chat: bool = False, max_new_tokens: int = 16,
+def generate(tokenizer, model, instructions: list[str], chat: bool = True, max_new_tokens: int = 12,
              batch_size: int = 16) -> list[str]:
     """Greedy answers, batched with left padding, stripped of the prompt and special tokens."""
     import torch
@@ -95,7 +96,7 @@ def exact_match(answers: list[str], expected: list[str]) -> float:
 
 
 def evaluate(model_dir: Path, adapter_dir: Path | None, records: list[dict[str, str]],
-             chat: bool = False) -> tuple[list[str], float, float]:
+             chat: bool = True) -> tuple[list[str], float, float]:
     """(answers, exact match, seconds) of base (or base + adapter) on `records`."""
     t0 = time.perf_counter()
     tokenizer, model = load_models(model_dir, adapter_dir)
