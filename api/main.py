@@ -10,8 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
-from api.routers import (auth, credentials, datasets, evaluations, jobs, models, providers, status,
-                         workflow_create, workflows, ws)
+from api.gateway import Gateway
+from api.routers import (auth, credentials, datasets, endpoints, evaluations, inference, jobs, models, providers,
+                         status, workflow_create, workflows, ws)
 from weft import __version__
 from weft.db import migrate
 
@@ -19,9 +20,11 @@ API_PREFIX = "/api/v1"
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(migrate)  # Alembic to head and the provider catalog seeded
+    app.state.gateway = Gateway()
     yield
+    await app.state.gateway.aclose()
 
 
 def create_app() -> FastAPI:
@@ -31,8 +34,9 @@ def create_app() -> FastAPI:
     app.add_middleware(RateLimiter)  # outermost: every response, 429 and 500 included, gets the headers
     app.include_router(status.root)
     app.include_router(ws.router)  # /ws/jobs/{id}, as document 003 places it
-    for module in (auth, workflows, workflow_create, models, datasets, jobs, evaluations, credentials, providers,
-                   status):
+    app.include_router(inference.openai_router)  # /v1/completions, /v1/chat/completions, /v1/models
+    for module in (auth, workflows, workflow_create, models, datasets, jobs, evaluations, endpoints, inference,
+                   credentials, providers, status):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

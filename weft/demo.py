@@ -4,11 +4,7 @@ CPU, through the platform's own API, and show the answers before and after.
 Steps: build the demo model if missing → start the platform in-process (Prefect server, cpu worker,
 deployments, API on free ports) → register a demo user → onboard the model from local disk through
 the step API → upload ``data/demo/train.jsonl`` → create a training job → stream its logs (SSE) →
-load base and base + adapter → greedy answers and exact match on ``data/demo/test.jsonl`` → stop.
-
-Training turns instruction/output records into a user/assistant conversation (weft.training.records)
-and trl applies the model's chat template, so the evaluation prompts both models the same way: the
-instruction as a user turn through the chat template, greedy answer after the generation prompt.
+evaluate base vs fine-tuned on ``data/demo/test.jsonl`` with the evaluate_model flow → stop.
 """
 
 from __future__ import annotations
@@ -30,6 +26,7 @@ DEMO_CONFIG: dict[str, Any] = {
 }
 LOCAL = "/api/v1/models/local-model-workflow"
 SHOWN = 5  # test prompts printed before/after
+EVAL_BENCHMARKS = ["weft_general_qa"]  # offline lm-eval task kept in weft/evaluation/tasks
 
 
 def say(msg: str = "") -> None:
@@ -41,70 +38,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-# --- evaluation --------------------------------------------------------------------------------------------
-
-def load_models(model_dir: Path, adapter_dir: Path | None = None):
-    """(tokenizer, model) in fp32 eval mode; with `adapter_dir`, base + peft adapter."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
-    return tokenizer, model.eval()
-
-
-def prompt_text(tokenizer, instruction: str, chat: bool = True) -> str:
-    """The prompt as training saw it: a user turn through the chat template (`chat=False`: plain text)."""
-    if chat:
-        return tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False,
-                                             add_generation_prompt=True)
-    return instruction
-
-
-def generate(tokenizer, model, instructions: list[str], chat: bool = True, max_new_tokens: int = 12,
-             batch_size: int = 16) -> list[str]:
-    """Greedy answers, batched with left padding, stripped of the prompt and special tokens."""
-    import torch
-
-    answers: list[str] = []
-    for i in range(0, len(instructions), batch_size):
-        texts = [prompt_text(tokenizer, x, chat) for x in instructions[i:i + batch_size]]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        answers += [a.strip() for a in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
-                                                               skip_special_tokens=True)]
-    return answers
-
-
-def first_line(answer: str) -> str:
-    return answer.strip().splitlines()[0].strip() if answer.strip() else ""
-
-
-def exact_match(answers: list[str], expected: list[str]) -> float:
-    """Share of answers whose first line is exactly the expected output."""
-    return sum(first_line(a) == e for a, e in zip(answers, expected)) / max(1, len(expected))
-
-
-def evaluate(model_dir: Path, adapter_dir: Path | None, records: list[dict[str, str]],
-             chat: bool = True) -> tuple[list[str], float, float]:
-    """(answers, exact match, seconds) of base (or base + adapter) on `records`."""
-    t0 = time.perf_counter()
-    tokenizer, model = load_models(model_dir, adapter_dir)
-    answers = generate(tokenizer, model, [r["instruction"] for r in records], chat=chat)
-    return answers, exact_match(answers, [r["output"] for r in records]), time.perf_counter() - t0
-
-
-# --- the platform side ---------------------------------------------------------------------------------------
 
 def wait_for(check, what: str, timeout: float, poll: float = 0.5):
     deadline = time.monotonic() + timeout
@@ -273,14 +206,20 @@ def run_demo(home: Path | None = None, steps: int | None = None, keep_running: b
             f"train_loss {metrics.get('train_loss', float('nan')):.3f}"
             + (f", {metrics['train_tokens_per_second']:.0f} tokens/s" if metrics.get("train_tokens_per_second") else ""))
 
-        from weft.storage import get_storage
-
         t = time.perf_counter()
-        with get_storage().local(view["artifact"]["path"]) as adapter_dir:
-            say(f"== evaluating base vs base + adapter ({adapter_dir}) on {len(test)} held-out prompts ...")
-            before, em_before, _ = evaluate(model_dir, None, test)
-            after, em_after, _ = evaluate(model_dir, adapter_dir, test)
+        say(f"== evaluating base vs fine-tuned on {len(test)} held-out prompts (evaluate_model flow) ...")
+        created = ok(api.post(f"/api/v1/models/{view['model_id']}/evaluate", headers=headers, json={
+            "test_set_path": str(TEST_FILE), "max_new_tokens": 12, "benchmarks": EVAL_BENCHMARKS,
+            "benchmark_limit": 40}), 201)
+
+        def evaluated():
+            v = ok(api.get(f"/api/v1/evaluations/{created['evaluation_id']}", headers=headers))
+            return v if v["status"] in ("completed", "failed", "cancelled") else None
+
+        evaluation = wait_for(evaluated, "evaluation", 1800, poll=1)
         timings["evaluation"] = time.perf_counter() - t
+        if evaluation["status"] != "completed":
+            raise RuntimeError(f"evaluation {evaluation['status']}: {evaluation.get('error')}")
         api.close()
     finally:
         if keep_running:
@@ -289,14 +228,23 @@ def run_demo(home: Path | None = None, steps: int | None = None, keep_running: b
             say("== stopping the platform")
             platform.stop()
 
-    for record, b, a in list(zip(test, before, after))[:SHOWN]:
-        say(f"\nQ: {record['instruction']}   (expected {record['output']})")
-        say(f"   before: {first_line(b)[:80]!r}")
-        say(f"   after : {first_line(a)[:80]!r}")
+    results = evaluation["results"]
+    for example in evaluation["examples"][:SHOWN]:
+        say(f"\nQ: {example['input']}   (expected {example['expected']})")
+        say(f"   before: {example['base_model_output'][:80]!r}")
+        say(f"   after : {example['fine_tuned_output'][:80]!r}")
+    em_before, em_after = results["base_model"]["exact_match"], results["fine_tuned"]["exact_match"]
+    ci = results["improvement"]["confidence_interval"]
+    say(f"\n== exact match on {len(test)} held-out test prompts: before {em_before:.0%} -> after {em_after:.0%} "
+        f"(gain {ci['mean']:+.2f}, 95% CI [{ci['low']:+.2f}, {ci['high']:+.2f}])")
+    for row in evaluation["benchmarks"]:
+        say(f"   {row['task']} {row['metric']}: base {row['base']:.3f} -> fine-tuned {row['tuned']:.3f}")
+    say(f"   promoted: {evaluation['promoted']} ({evaluation['gate'].get('reason')})")
     timings["total"] = time.perf_counter() - t_start
     say(f"\n== exact match on {len(test)} held-out test prompts: before {em_before:.0%} -> after {em_after:.0%}")
     say("== timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     return {"exact_match_before": em_before, "exact_match_after": em_after, "metrics": metrics,
+            "evaluation": evaluation,
             "timings": timings, "job_id": job["job_id"]}
 
 

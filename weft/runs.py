@@ -72,16 +72,21 @@ def online_workers(pool: str) -> int:
             return 0
 
 
+def pick_pool(pools: tuple[str, ...]) -> tuple[str, str | None]:
+    """The first pool with an online worker (the last pool when none has one, so runs wait there),
+    with a note when it is not the preferred one."""
+    chosen = next((pool for pool in pools if online_workers(pool)), pools[-1])
+    if chosen == pools[0]:
+        return chosen, None
+    return chosen, f"no worker is online in the {pools[0]!r} work pool: running on the {chosen!r} pool instead"
+
+
 def choose_deployment(wt: WorkflowType) -> tuple[str, str | None]:
-    """The deployment to run on: the first pool of `wt.pools` with an online worker (the last pool
-    when none has one, so the run waits there); with a note when it is not the preferred pool."""
+    """The deployment to run `wt` on (see `pick_pool`), with the fallback note if any."""
     if not wt.pools:
         return wt.deployment, None
-    chosen = next((pool for pool in wt.pools if online_workers(pool)), wt.pools[-1])
-    if chosen == wt.pools[0]:
-        return wt.deployment_on(chosen), None
-    return wt.deployment_on(chosen), (f"no worker is online in the {wt.pools[0]!r} work pool: "
-                                      f"running on the {chosen!r} pool instead")
+    pool, note = pick_pool(wt.pools)
+    return wt.deployment_on(pool), note
 
 
 def trigger(wt: WorkflowType, workflow_id: str, spec: dict[str, Any], *, run_number: int,

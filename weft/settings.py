@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     disk_roots: list[Path] | None = Field(default=None, description="folders the `disk` provider may read")
     max_upload_mb: int = 500
     step_api_timeout_seconds: float = 10.0
+    replica_host: str = Field(default="127.0.0.1", description="address replicas bind and advertise (a worker "
+                                                                "on another machine: its reachable address)")
+    replica_heartbeat_seconds: float = 2.0
+    replica_stale_seconds: float = Field(default=6.0, description="a replica silent this long leaves rotation")
+    replica_start_timeout_seconds: float = 600.0
 
     @property
     def home_dir(self) -> Path:

@@ -191,3 +191,76 @@ class Evaluation(SQLModel, table=True):
     completed_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Endpoint(SQLModel, table=True):
+    """A deployed model: replicas (serve_replica flow runs) behind the gateway, or a proxy to a cloud
+    provider. Its `name` is the `model` of /v1/completions; its id is also the deployment id."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    model_id: str = Field(index=True)
+    name: str = Field(unique=True)
+    status: str = "pending"  # pending | deploying | active | failed | stopped
+    kind: str = "replicas"  # replicas | proxy
+    workflow_id: str | None = None
+    pool: str | None = None
+    engine: str | None = None  # vllm | transformers (replicas); the provider (proxy)
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    proxy_url: str | None = None
+    proxy_model: str | None = None
+    credential_id: str | None = None
+    reason: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Replica(SQLModel, table=True):
+    """One serving process of an endpoint: a serve_replica flow run that heartbeats while healthy."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    endpoint_id: str = Field(index=True)
+    flow_run_id: str | None = Field(default=None, index=True)
+    url: str | None = None
+    state: str = "starting"  # starting | healthy | unhealthy | stopped
+    engine: str | None = None
+    max_concurrency: int = 1
+    last_seen: datetime | None = None
+    reason: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class InferenceRecord(SQLModel, table=True):
+    """One request through the gateway (for metrics and drift monitoring)."""
+
+    __tablename__ = "inference_record"
+    id: int | None = Field(default=None, primary_key=True)
+    endpoint_id: str | None = Field(default=None, index=True)
+    replica_id: str | None = None
+    user_id: str | None = None
+    route: str
+    latency_ms: float
+    tokens_in: int = 0
+    tokens_out: int = 0
+    status_code: int
+    error: str | None = None
+    prompt: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Cluster(SQLModel, table=True):
+    """A Prefect work pool weft deploys onto, with its configuration file kept in a Secret block."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str | None = Field(default=None, index=True)
+    name: str
+    pool_name: str = Field(unique=True)
+    pool_type: str = "process"
+    icon: str | None = None
+    ingress_url: str | None = None
+    config_block: str | None = None
+    hardware: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = "available"
+    created_at: datetime = Field(default_factory=utcnow)

@@ -20,6 +20,7 @@ from api.paging import Paging, paginate
 from weft import runs
 from weft.db import get_engine
 from weft.specs import REGISTRY, StepContext, WorkflowType, get_type
+from weft.specs.base import Refused
 from weft.tables import Workflow, utcnow
 from weft.workflows import WorkflowView, merged_data, put_step, refresh_status, stored_steps, summary, view
 
@@ -47,6 +48,11 @@ def owned_workflow(session: Session, user_id: str, workflow_id: str) -> Workflow
 
 def start_run(session: Session, wt: WorkflowType, wf: Workflow, spec: dict[str, Any]) -> None:
     """Create the flow run (idempotent per workflow and run number) and remember its id."""
+    if wt.admit:
+        try:
+            wt.admit(session, spec)
+        except Refused as exc:
+            raise ApiError(409, exc.code, exc.message, exc.details) from exc
     try:
         flow_run_id = runs.trigger(wt, wf.id, spec, run_number=wf.run_count, cache_version=wf.cache_version,
                                    owner_id=wf.user_id)
@@ -134,7 +140,9 @@ for _path, _type in (("/models/local-model-workflow", "add_local_model"),
                      ("/models/cloud-model-workflow", "add_cloud_model"),
                      ("/models/security-scan", "model_security_scan"),
                      ("/models/finetune-workflow", "fine_tune"),
-                     ("/models/evaluate-workflow", "evaluate_model")):
+                     ("/models/evaluate-workflow", "evaluate_model"),
+                     ("/models/deploy-workflow", "deploy_model"),
+                     ("/endpoints/add-worker", "add_worker")):
     router.add_api_route(_path, step_endpoint(_type), methods=["POST"], response_model=WorkflowView,
                          name=f"{_type}_step", summary=f"{get_type(_type).title} (step API)")
 

@@ -34,6 +34,14 @@ class Stage:
     title: str
 
 
+class Refused(Exception):
+    """A valid workflow that may not start now (a 409): e.g. deploying a model whose scan is not SAFE."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.details = code, message, details or {}
+
+
 @dataclass(frozen=True)
 class WorkflowType:
     name: str
@@ -44,6 +52,8 @@ class WorkflowType:
     stages: tuple[Stage, ...]
     deployment_name: str = "default"
     compensate: Callable[[str], None] | None = field(default=None, compare=False)
+    # Checked before every start (API, retry): raises Refused when the run must not happen now.
+    admit: Callable[[Any, dict[str, Any]], None] | None = field(default=None, compare=False)
     # Work pools in order of preference, each with a deployment named after it (prefect.yaml);
     # empty: the single `deployment_name` deployment.
     pools: tuple[str, ...] = ()

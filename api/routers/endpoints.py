@@ -1,0 +1,177 @@
+"""Endpoints (deployments): document 000's POST /models/{id}/deploy, the endpoint and deployment
+views with their workers, removing a worker, stopping an endpoint, the deploy templates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from api.deps import CurrentUser, SessionDep, get_owned
+from api.errors import ApiError
+from api.routers.workflows import post_step
+from weft import runs
+from weft.serving.plan import DeployConfig, templates
+from weft.settings import get_settings
+from weft.specs import get_type
+from weft.tables import Endpoint, InferenceRecord, Model, Replica, utcnow
+from weft.workflows import discard
+
+router = APIRouter(tags=["endpoints"])
+
+
+def worker_view(replica: Replica) -> dict[str, Any]:
+    stale = utcnow() - timedelta(seconds=get_settings().replica_stale_seconds)
+    state = replica.state
+    if state == "healthy" and (replica.last_seen is None or replica.last_seen < stale):
+        state = "unresponsive"
+    return {"id": replica.id, "state": state, "url": replica.url, "engine": replica.engine,
+            "flow_run_id": replica.flow_run_id, "max_concurrency": replica.max_concurrency,
+            "last_seen": replica.last_seen, "reason": replica.reason, "created_at": replica.created_at}
+
+
+def usage(session: Session, endpoint_id: str) -> dict[str, Any]:
+    """Measured from the gateway's records of the last hour."""
+    since = utcnow() - timedelta(hours=1)
+    count, avg, ok = session.exec(select(func.count(), func.avg(InferenceRecord.latency_ms),
+                                         func.sum(col(InferenceRecord.status_code) < 400))
+                                  .where(InferenceRecord.endpoint_id == endpoint_id,
+                                         InferenceRecord.created_at >= since)).one()
+    return {"requests_last_hour": count, "requests_per_minute": round(count / 60, 2),
+            "avg_latency_ms": round(avg, 1) if avg is not None else None,
+            "success_rate": round((ok or 0) / count, 4) if count else None}
+
+
+def endpoint_view(session: Session, endpoint: Endpoint, base_url: str = "") -> dict[str, Any]:
+    replicas = session.exec(select(Replica).where(Replica.endpoint_id == endpoint.id)
+                            .order_by(col(Replica.created_at))).all()
+    return {"id": endpoint.id, "name": endpoint.name, "model_id": endpoint.model_id, "status": endpoint.status,
+            "kind": endpoint.kind, "endpoint_type": endpoint.engine, "pool": endpoint.pool,
+            "endpoint_url": f"{base_url}/v1", "model": endpoint.name, "deploy_config": endpoint.config,
+            "plan": endpoint.plan, "workflow_id": endpoint.workflow_id, "reason": endpoint.reason,
+            "workers": [worker_view(r) for r in replicas], "metrics": usage(session, endpoint.id),
+            "created_at": endpoint.created_at, "updated_at": endpoint.updated_at}
+
+
+def base_url() -> str:
+    s = get_settings()
+    return f"http://{s.api_host}:{s.api_port}"
+
+
+class DeployRequest(BaseModel):
+    """Document 000's body; `instance_count` is the replica count, `deploy_config` document 004's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    endpoint_type: str | None = None
+    quantization: str | None = None
+    instance_type: str | None = None
+    instance_count: int | None = Field(default=None, ge=1, le=64)
+    endpoint_name: str | None = Field(default=None, min_length=1, max_length=100)
+    template_id: str | None = None
+    deploy_config: DeployConfig | None = None
+    cluster_id: str | None = None
+
+
+@router.post("/models/{model_id}/deploy", status_code=202)
+def deploy(model_id: str, body: DeployRequest, user: CurrentUser, session: SessionDep) -> dict:
+    """Start a deploy_model workflow; the returned id is the endpoint's (GET /endpoints/{id})."""
+    from tasks.serving import endpoint_id_of
+
+    model = get_owned(session, Model, model_id, user.id, "model")
+    config = (body.deploy_config or DeployConfig()).model_dump(exclude_none=True)
+    if body.instance_count:
+        config["replicas"] = body.instance_count
+    name = body.endpoint_name or f"{model.name}-{model_id[:8]}"
+    wt = get_type("deploy_model")
+    first = post_step(wt, {"workflow_total_steps": 5, "step_number": 1, "model_id": model_id}, user.id, session)
+    try:
+        post_step(wt, {"workflow_id": first.workflow_id, "step_number": 3, "endpoint_name": name,
+                       "template_id": body.template_id, "deploy_config": config}, user.id, session)
+        view = post_step(wt, {"workflow_id": first.workflow_id, "step_number": 5, "cluster_id": body.cluster_id,
+                              "trigger_workflow": True}, user.id, session)
+    except ApiError:
+        discard(session, first.workflow_id)
+        raise
+    endpoint = Endpoint(id=endpoint_id_of(view.workflow_id), user_id=user.id, model_id=model_id, name=name,
+                        status="deploying", workflow_id=view.workflow_id, config=config)
+    session.add(endpoint)
+    session.commit()
+    return {"id": endpoint.id, "model_id": model_id, "name": name, "endpoint_type": body.endpoint_type or "weft",
+            "endpoint_url": f"{base_url()}/v1", "model": name, "status": "deploying", "workflow_id": view.workflow_id,
+            "flow_run_id": view.flow_run_id, "created_at": endpoint.created_at, "updated_at": endpoint.updated_at}
+
+
+@router.get("/endpoints")
+def list_endpoints(user: CurrentUser, session: SessionDep, status: str | None = Query(None)) -> dict:
+    stmt = select(Endpoint).where(Endpoint.user_id == user.id).order_by(col(Endpoint.created_at).desc())
+    if status:
+        stmt = stmt.where(Endpoint.status == status)
+    rows = session.exec(stmt).all()
+    return {"data": [endpoint_view(session, e, base_url()) for e in rows], "total": len(rows)}
+
+
+@router.get("/endpoints/{endpoint_id}")
+def get_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep) -> dict:
+    return endpoint_view(session, get_owned(session, Endpoint, endpoint_id, user.id, "endpoint"), base_url())
+
+
+def deployment_view(session: Session, endpoint: Endpoint) -> dict[str, Any]:
+    """Document 003's deployment shape over the endpoint view."""
+    view = endpoint_view(session, endpoint, base_url())
+    return {"deployment_id": endpoint.id, "status": "running" if endpoint.status == "active" else endpoint.status,
+            "endpoint": view["endpoint_url"] if endpoint.status == "active" else None, **view}
+
+
+@router.get("/deployments")
+def list_deployments(user: CurrentUser, session: SessionDep, status: str | None = Query(None)) -> dict:
+    rows = session.exec(select(Endpoint).where(Endpoint.user_id == user.id).order_by(col(Endpoint.created_at).desc()))
+    views = [deployment_view(session, e) for e in rows]
+    return {"deployments": [v for v in views if not status or v["status"] == status]}
+
+
+@router.get("/deployments/{deployment_id}")
+def get_deployment(deployment_id: str, user: CurrentUser, session: SessionDep) -> dict:
+    return deployment_view(session, get_owned(session, Endpoint, deployment_id, user.id, "deployment"))
+
+
+def stop_replica(session: Session, replica: Replica) -> None:
+    if replica.flow_run_id and replica.state != "stopped":
+        status = runs.run_statuses([replica.flow_run_id]).get(replica.flow_run_id, ("PENDING", None))[0]
+        if status not in runs.TERMINAL:
+            runs.cancel(replica.flow_run_id)
+    replica.state, replica.updated_at = "stopped", utcnow()
+    session.add(replica)
+
+
+@router.delete("/endpoints/{endpoint_id}/workers/{worker_id}")
+def remove_worker(endpoint_id: str, worker_id: str, user: CurrentUser, session: SessionDep) -> dict:
+    """Take one replica out of rotation and cancel its flow run (its server stops with it)."""
+    endpoint = get_owned(session, Endpoint, endpoint_id, user.id, "endpoint")
+    replica = session.get(Replica, worker_id)
+    if replica is None or replica.endpoint_id != endpoint.id:
+        raise ApiError(404, "NOT_FOUND", f"worker {worker_id} not found", {"worker_id": worker_id})
+    stop_replica(session, replica)
+    session.commit()
+    return endpoint_view(session, endpoint, base_url())
+
+
+@router.delete("/endpoints/{endpoint_id}")
+def stop_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep) -> dict:
+    """Stop the endpoint: every replica run is cancelled and requests get 503."""
+    endpoint = get_owned(session, Endpoint, endpoint_id, user.id, "endpoint")
+    for replica in session.exec(select(Replica).where(Replica.endpoint_id == endpoint.id)).all():
+        stop_replica(session, replica)
+    endpoint.status, endpoint.updated_at = "stopped", utcnow()
+    session.add(endpoint)
+    session.commit()
+    return endpoint_view(session, endpoint, base_url())
+
+
+@router.get("/templates")
+def list_templates(user: CurrentUser) -> dict:
+    return {"data": [t.model_dump() for t in templates().values()]}

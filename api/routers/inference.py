@@ -1,0 +1,196 @@
+"""Inference through the gateway: OpenAI-compatible /v1/completions and /v1/chat/completions (`model`
+is an endpoint name), document 000's predict and batch-predict (by model id), document 003's
+deployment test. Every request is recorded after its response is sent."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, select
+from starlette.background import BackgroundTask
+
+from api.deps import CurrentUser, SessionDep, get_owned
+from api.errors import ApiError
+from api.gateway import Gateway, Result, prompt_text, record
+from weft.tables import Endpoint, utcnow
+
+router = APIRouter(tags=["inference"])  # /api/v1/...
+openai_router = APIRouter(tags=["inference"])  # /v1/..., where OpenAI clients look
+
+
+def gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def endpoint_named(session: Session, user_id: str, name: str | None) -> Endpoint:
+    endpoint = session.exec(select(Endpoint).where(Endpoint.name == (name or ""))).first()
+    if endpoint is None or endpoint.user_id != user_id:
+        raise ApiError(404, "NOT_FOUND", f"no endpoint named {name!r}: `model` is the name of one of your endpoints",
+                       {"model": name})
+    return endpoint
+
+
+def endpoint_of_model(session: Session, user_id: str, model_id: str) -> Endpoint:
+    """The model's active endpoint (the newest), else 503 (or 404 for a model that is not yours)."""
+    from weft.tables import Model
+
+    get_owned(session, Model, model_id, user_id, "model")
+    endpoint = session.exec(select(Endpoint).where(Endpoint.model_id == model_id, Endpoint.user_id == user_id,
+                                                   Endpoint.status == "active")
+                            .order_by(col(Endpoint.created_at).desc())).first()
+    if endpoint is None:
+        raise ApiError(503, "SERVICE_UNAVAILABLE", f"model {model_id} has no active endpoint: deploy it first",
+                       {"model_id": model_id})
+    return endpoint
+
+
+async def forward(request: Request, endpoint: Endpoint, user_id: str, path: str, body: dict[str, Any]) -> Result:
+    """Call the endpoint; a failure is recorded too before it propagates."""
+    try:
+        return await gateway(request).call(endpoint, path, body)
+    except ApiError as exc:
+        await anyio.to_thread.run_sync(record, endpoint.id, None, user_id, path, 0.0, exc.status_code, None,
+                                       prompt_text(body), exc.message)
+        raise
+
+
+def recorded(result: Result, endpoint: Endpoint, user_id: str, route: str, body: dict[str, Any],
+             content: dict[str, Any]) -> JSONResponse:
+    error = (result.body.get("error") or {}).get("message") if result.status_code >= 400 else None
+    task = BackgroundTask(record, endpoint.id, result.replica_id, user_id, route, result.latency_ms,
+                          result.status_code, result.body, prompt_text(body), error)
+    return JSONResponse(content, status_code=result.status_code, background=task)
+
+
+def openai_route(path: str):
+    async def handler(request: Request, user: CurrentUser, session: SessionDep,
+                      body: dict[str, Any] = Body(...)) -> JSONResponse:
+        if body.get("stream"):
+            raise ApiError(400, "VALIDATION_ERROR", "the gateway does not stream yet: send stream=false",
+                           {"field": "stream"})
+        endpoint = endpoint_named(session, user.id, body.get("model"))
+        result = await forward(request, endpoint, user.id, path, body)
+        content = {**result.body, "model": endpoint.name} if result.status_code < 400 else result.body
+        return recorded(result, endpoint, user.id, path, body, content)
+
+    handler.__name__ = f"openai_{path.strip('/').replace('/', '_')}"
+    return handler
+
+
+openai_router.add_api_route("/v1/completions", openai_route("/completions"), methods=["POST"],
+                            summary="OpenAI completions (model = endpoint name)")
+openai_router.add_api_route("/v1/chat/completions", openai_route("/chat/completions"), methods=["POST"],
+                            summary="OpenAI chat completions (model = endpoint name)")
+
+
+@openai_router.get("/v1/models")
+def openai_models(user: CurrentUser, session: SessionDep) -> dict:
+    """The caller's active endpoints, as OpenAI models."""
+    rows = session.exec(select(Endpoint).where(Endpoint.user_id == user.id, Endpoint.status == "active"))
+    return {"object": "list", "data": [{"id": e.name, "object": "model", "created": int(e.created_at.timestamp()),
+                                        "owned_by": "weft"} for e in rows]}
+
+
+class Generation(BaseModel):
+    max_tokens: int = Field(default=256, ge=1, le=32_768)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+
+
+class PredictRequest(Generation):
+    model_id: str
+    prompt: str = Field(min_length=1)
+
+
+def completion_body(prompt: str, g: Generation) -> dict[str, Any]:
+    return {"prompt": prompt, "max_tokens": g.max_tokens, "temperature": g.temperature, "top_p": g.top_p}
+
+
+def failed(result: Result) -> ApiError:
+    message = (result.body.get("error") or {}).get("message") or str(result.body)[:300]
+    return ApiError(502 if result.status_code >= 500 else result.status_code, "INFERENCE_ERROR", message)
+
+
+@router.post("/inference/predict")
+async def predict(body: PredictRequest, request: Request, user: CurrentUser, session: SessionDep) -> JSONResponse:
+    endpoint = endpoint_of_model(session, user.id, body.model_id)
+    payload = completion_body(body.prompt, body)
+    result = await forward(request, endpoint, user.id, "/completions", payload)
+    if result.status_code >= 400:
+        raise failed(result)
+    choice, usage = result.body["choices"][0], result.body.get("usage", {})
+    return recorded(result, endpoint, user.id, "/inference/predict", payload, {
+        "id": f"pred_{uuid.uuid4().hex[:12]}", "model_id": body.model_id, "output": choice["text"],
+        "tokens_input": usage.get("prompt_tokens"), "tokens_output": usage.get("completion_tokens"),
+        "finish_reason": choice.get("finish_reason"), "latency_ms": round(result.latency_ms, 1),
+        "created_at": utcnow().isoformat() + "Z"})
+
+
+class BatchItem(BaseModel):
+    id: str = Field(min_length=1, max_length=200)
+    prompt: str = Field(min_length=1)
+
+
+class BatchRequest(Generation):
+    model_id: str
+    requests: list[BatchItem] = Field(min_length=1, max_length=1000)
+
+
+@router.post("/inference/batch-predict")
+async def batch_predict(body: BatchRequest, request: Request, user: CurrentUser, session: SessionDep) -> dict:
+    """Every prompt through the gateway concurrently (spread over the replicas); totals are measured."""
+    endpoint = endpoint_of_model(session, user.id, body.model_id)
+    results: list[dict[str, Any] | None] = [None] * len(body.requests)
+    latencies: list[float] = []
+
+    async def one(index: int, item: BatchItem) -> None:
+        payload = completion_body(item.prompt, body)
+        result = await forward(request, endpoint, user.id, "/completions", payload)
+        await anyio.to_thread.run_sync(lambda: record(endpoint.id, result.replica_id, user.id, "/inference/batch-predict",
+                                                      result.latency_ms, result.status_code, result.body, item.prompt))
+        if result.status_code >= 400:
+            results[index] = {"id": item.id, "error": failed(result).message}
+            return
+        choice, usage = result.body["choices"][0], result.body.get("usage", {})
+        latencies.append(result.latency_ms)
+        results[index] = {"id": item.id, "output": choice["text"], "tokens_input": usage.get("prompt_tokens", 0),
+                          "tokens_output": usage.get("completion_tokens", 0), "finish_reason": choice.get("finish_reason")}
+
+    limit = anyio.CapacityLimiter(32)
+
+    async def bounded(index: int, item: BatchItem) -> None:
+        async with limit:
+            await one(index, item)
+
+    async with anyio.create_task_group() as group:
+        for index, item in enumerate(body.requests):
+            group.start_soon(bounded, index, item)
+    ok = [r for r in results if r and "error" not in r]
+    return {"id": f"batch_{uuid.uuid4().hex[:12]}", "results": results,
+            "total_tokens_input": sum(r["tokens_input"] for r in ok),
+            "total_tokens_output": sum(r["tokens_output"] for r in ok),
+            "avg_latency_ms": round(sum(latencies) / len(latencies), 1) if latencies else None,
+            "created_at": utcnow().isoformat() + "Z"}
+
+
+class TestRequest(Generation):
+    prompt: str = Field(min_length=1)
+
+
+@router.post("/deployments/{deployment_id}/test")
+async def test_deployment(deployment_id: str, body: TestRequest, request: Request, user: CurrentUser,
+                          session: SessionDep) -> JSONResponse:
+    """Document 003: one completion through the gateway with its measured latency."""
+    endpoint = get_owned(session, Endpoint, deployment_id, user.id, "deployment")
+    payload = completion_body(body.prompt, body)
+    result = await forward(request, endpoint, user.id, "/completions", payload)
+    if result.status_code >= 400:
+        raise failed(result)
+    return recorded(result, endpoint, user.id, "/deployments/test", payload, {
+        "response": result.body["choices"][0]["text"], "latency_ms": round(result.latency_ms, 1),
+        "tokens_generated": result.body.get("usage", {}).get("completion_tokens")})

@@ -1,0 +1,67 @@
+"""One replica of an endpoint: start its OpenAI-compatible server, then heartbeat until the run is
+cancelled (the server dies with this process) or the server dies (the run fails)."""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from weft.db import session_scope
+from weft.serving import launch
+from weft.settings import get_settings
+from weft.storage import get_storage
+from weft.tables import Adapter, Endpoint, Model, Replica, utcnow
+
+
+def mark(replica_id: str, **fields) -> None:
+    with session_scope() as s:
+        replica = s.get(Replica, replica_id)
+        for key, value in fields.items():
+            setattr(replica, key, value)
+        replica.updated_at = utcnow()
+        s.add(replica)
+
+
+@flow(name="serve_replica", log_prints=True)
+def serve_replica(endpoint_id: str, replica_id: str) -> None:
+    """Resolve model files → start the server → register URL and health → heartbeat while it lives."""
+    log = get_run_logger()
+    settings = get_settings()
+    with session_scope() as s:
+        endpoint = s.get(Endpoint, endpoint_id)
+        model = s.get(Model, endpoint.model_id)
+        adapter = s.get(Adapter, model.details.get("adapter_id")) if model.provider_type == "adapter" else None
+        base_key = f"models/{adapter.base_model_id}" if adapter else f"models/{model.id}"
+        adapter_key, name = (adapter.storage_key if adapter else None), endpoint.name
+    mark(replica_id, flow_run_id=str(flow_run.id), state="starting")
+    with ExitStack() as stack:
+        storage = get_storage()
+        model_dir = stack.enter_context(storage.local(base_key))
+        adapter_dir = stack.enter_context(storage.local(adapter_key)) if adapter_key else None
+        spec = launch.ServerSpec(model_dir=str(model_dir), served_name=name, host=settings.replica_host,
+                                 adapter_dir=str(adapter_dir) if adapter_dir else None, port=launch.free_port(),
+                                 engine=launch.engine_available())
+        url = f"http://{spec.host}:{spec.port}"
+        log_file = settings.home_dir / "logs" / "replicas" / f"{replica_id}.log"
+        log.info("starting %s server for %s on %s (log %s)", spec.engine, name, url, log_file)
+        proc = launch.start(spec, log_file)
+        try:
+            launch.wait_ready(proc, url, settings.replica_start_timeout_seconds, log_file)
+        except RuntimeError as exc:
+            mark(replica_id, state="unhealthy", reason=str(exc)[:2000])
+            raise
+        mark(replica_id, url=url, engine=spec.engine, state="healthy", last_seen=utcnow(), reason=None)
+        log.info("replica %s is healthy at %s", replica_id, url)
+        while True:
+            time.sleep(settings.replica_heartbeat_seconds)
+            if proc.poll() is not None:
+                reason = f"the server exited with {proc.returncode}: {launch.tail(log_file, 500)}"
+                mark(replica_id, state="unhealthy", reason=reason[:2000])
+                raise RuntimeError(reason)
+            if launch.healthy(url, timeout=settings.replica_heartbeat_seconds):
+                mark(replica_id, state="healthy", last_seen=utcnow())
+            else:
+                log.warning("replica %s missed a health check", replica_id)

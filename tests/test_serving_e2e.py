@@ -1,0 +1,192 @@
+"""End to end on the real stack: onboard → scan → deploy (1 replica) → predict / batch-predict through
+the gateway → add a worker → both replicas serve → kill one → requests keep succeeding → stop the
+endpoint → 503. Plus the deploy gate (409), the openai client and the document-000 deploy call."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from tests.test_e2e import LOCAL, api, local_steps, post_sequence, register, stack, wait_status  # noqa: F401
+from weft.db import session_scope
+from weft.tables import InferenceRecord, Model, Replica
+
+pytestmark = pytest.mark.e2e
+DEPLOY = "/api/v1/models/deploy-workflow"
+ADD_WORKER = "/api/v1/endpoints/add-worker"
+CHAT_TEMPLATE_ID = "7a2c1e00-0000-4000-8000-000000000001"
+
+
+@pytest.fixture(scope="module")
+def carol(api) -> dict[str, str]:  # noqa: F811
+    return register(api, "carol")
+
+
+@pytest.fixture(scope="module")
+def tiny(api, carol, tiny_model_dir: Path) -> str:  # noqa: F811
+    """The tiny model onboarded from disk (its last onboarding step is the security scan: SAFE)."""
+    body = post_sequence(api, carol, LOCAL, local_steps("disk", str(tiny_model_dir), name="tiny serve"))
+    assert wait_status(api, carol, body["workflow_id"], {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+    model = next(m for m in api.get("/api/v1/models", headers=carol).json()["data"] if m["name"] == "tiny serve")
+    assert model["scan_verified"] is True
+    return model["id"]
+
+
+def server_pid(url: str) -> int:
+    """The replica server process listening on `url`'s port."""
+    port = url.rsplit(":", 1)[1]
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"weft.serving.openai_server" in args and port.encode() in args:
+            return int(cmdline.parent.name)
+    raise AssertionError(f"no server process on port {port}")
+
+
+def replica_ids_served(endpoint_id: str, since_id: int) -> set[str]:
+    with session_scope() as s:
+        rows = s.exec(select(InferenceRecord).where(InferenceRecord.endpoint_id == endpoint_id,
+                                                    InferenceRecord.id > since_id)).all()
+        return {r.replica_id for r in rows if r.status_code == 200}
+
+
+def last_record_id() -> int:
+    with session_scope() as s:
+        return max([r.id for r in s.exec(select(InferenceRecord)).all()] or [0])
+
+
+def wait_records(endpoint_id: str, since_id: int, count: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_scope() as s:
+            if len(s.exec(select(InferenceRecord).where(InferenceRecord.endpoint_id == endpoint_id,
+                                                        InferenceRecord.id > since_id)).all()) >= count:
+                return
+        time.sleep(0.2)
+    raise AssertionError("the gateway did not record the requests")
+
+
+def test_deploy_predict_add_worker_kill_and_stop(api, carol, tiny, stack):  # noqa: F811
+    steps = [{"workflow_total_steps": 5, "step_number": 1, "model_id": tiny, "project_id": "p1"},
+             {"step_number": 2, "template_id": CHAT_TEMPLATE_ID},
+             {"step_number": 3, "endpoint_name": "tiny-e2e", "deploy_config": {
+                 "concurrent_requests": 1, "avg_sequence_length": 16, "avg_context_length": 64,
+                 "per_session_tokens_per_sec": [1, 100], "ttft": [50, 1000], "e2e_latency": [100, 100000]}},
+             {"step_number": 5, "trigger_workflow": True}]
+    body = post_sequence(api, carol, DEPLOY, steps)
+    view = wait_status(api, carol, body["workflow_id"], {"COMPLETED", "FAILED"}, timeout=300)
+    assert view["status"] == "COMPLETED", view
+    endpoint = next(e for e in api.get("/api/v1/endpoints", headers=carol).json()["data"] if e["name"] == "tiny-e2e")
+    assert endpoint["status"] == "active" and len(endpoint["workers"]) == 1
+    assert endpoint["workers"][0]["state"] == "healthy" and endpoint["plan"]["replicas"] == 1
+    assert api.get(f"/api/v1/deployments/{endpoint['id']}", headers=carol).json()["status"] == "running"
+
+    predicted = api.post("/api/v1/inference/predict", headers=carol, json={
+        "model_id": tiny, "prompt": "check the oil level", "max_tokens": 8, "temperature": 0})
+    assert predicted.status_code == 200, predicted.text
+    p = predicted.json()
+    assert p["tokens_input"] > 0 and 0 < p["tokens_output"] <= 8 and p["latency_ms"] > 0 and p["id"].startswith("pred_")
+    batch = api.post("/api/v1/inference/batch-predict", headers=carol, json={
+        "model_id": tiny, "max_tokens": 4, "temperature": 0,
+        "requests": [{"id": f"req_{i}", "prompt": f"rotate the tires {i}"} for i in range(4)]}).json()
+    assert [r["id"] for r in batch["results"]] == [f"req_{i}" for i in range(4)]
+    assert batch["total_tokens_output"] == sum(r["tokens_output"] for r in batch["results"]) > 0
+    tested = api.post(f"/api/v1/deployments/{endpoint['id']}/test", headers=carol,
+                      json={"prompt": "Once upon a time", "max_tokens": 4}).json()
+    assert tested["tokens_generated"] > 0 and tested["latency_ms"] > 0
+
+    key = api.post("/api/v1/auth/api-keys", headers=carol, json={"name": "openai"}).json()["key"]
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{stack.api_url}/v1", api_key=key)
+    completion = client.completions.create(model="tiny-e2e", prompt="replace the brake pads", max_tokens=4,
+                                           temperature=0)
+    assert completion.choices[0].text is not None and completion.usage.completion_tokens > 0
+    chat = client.chat.completions.create(model="tiny-e2e", messages=[{"role": "user", "content": "hello"}],
+                                          max_tokens=4, temperature=0)
+    assert chat.choices[0].message.role == "assistant" and chat.usage.prompt_tokens > 0
+
+    added = post_sequence(api, carol, ADD_WORKER, [
+        {"workflow_total_steps": 3, "step_number": 1, "endpoint_id": endpoint["id"], "additional_concurrency": 1},
+        {"step_number": 3, "trigger_workflow": True}])
+    assert wait_status(api, carol, added["workflow_id"], {"COMPLETED", "FAILED"}, timeout=300)["status"] == "COMPLETED"
+    workers = api.get(f"/api/v1/endpoints/{endpoint['id']}", headers=carol).json()["workers"]
+    assert [w["state"] for w in workers] == ["healthy", "healthy"]
+
+    since = last_record_id()
+    chat_body = {"model": "tiny-e2e", "prompt": "check the oil level", "max_tokens": 6, "temperature": 0}
+    headers = {"Authorization": f"Bearer {key}"}
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: api.post("/v1/completions", headers=headers, json=chat_body), range(12)))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    wait_records(endpoint["id"], since, 12)
+    assert replica_ids_served(endpoint["id"], since) == {w["id"] for w in workers}  # both replicas took traffic
+
+    os.kill(server_pid(workers[0]["url"]), signal.SIGKILL)
+    since = last_record_id()
+    for _ in range(6):
+        r = api.post("/v1/completions", headers=headers, json=chat_body)
+        assert r.status_code == 200, r.text
+    wait_records(endpoint["id"], since, 6)
+    assert replica_ids_served(endpoint["id"], since) == {workers[1]["id"]}
+    deadline = time.monotonic() + 30  # the dead replica's run fails and it leaves the worker list's healthy set
+    while api.get(f"/api/v1/endpoints/{endpoint['id']}", headers=carol).json()["workers"][0]["state"] == "healthy":
+        assert time.monotonic() < deadline
+        time.sleep(1)
+
+    stopped = api.delete(f"/api/v1/endpoints/{endpoint['id']}", headers=carol).json()
+    assert stopped["status"] == "stopped" and all(w["state"] == "stopped" for w in stopped["workers"])
+    r = api.post("/v1/completions", headers=headers, json=chat_body)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    r = api.post("/api/v1/inference/predict", headers=carol, json={"model_id": tiny, "prompt": "x", "max_tokens": 2})
+    assert r.status_code == 503
+    deadline = time.monotonic() + 30  # the cancelled replica runs end and their servers with them
+    while True:
+        with session_scope() as s:
+            urls = [r.url for r in s.exec(select(Replica).where(Replica.endpoint_id == endpoint["id"])).all()]
+        if not any(httpx_alive(u) for u in urls):
+            break
+        assert time.monotonic() < deadline, urls
+        time.sleep(1)
+
+
+def httpx_alive(url: str | None) -> bool:
+    if not url:
+        return False
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_deploying_a_model_whose_scan_is_not_safe_is_refused(api, carol, tiny):  # noqa: F811
+    me = api.get("/api/v1/auth/me", headers=carol).json()
+    with session_scope() as s:
+        base = s.get(Model, tiny)
+        risky = Model(user_id=me["id"], name="risky", provider_type="disk", storage_uri=base.storage_uri,
+                      details=base.details, scan={"status": "HIGH", "total_issues": 1}, scan_verified=False)
+        s.add(risky)
+        s.flush()
+        risky_id = risky.id
+    r = api.post(f"/api/v1/models/{risky_id}/deploy", headers=carol, json={"instance_count": 1})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "SCAN_NOT_SAFE", r.text
+    assert not [e for e in api.get("/api/v1/endpoints", headers=carol).json()["data"] if e["model_id"] == risky_id]
+    assert api.post(f"/api/v1/models/{risky_id}/security-scan/override", headers=carol,
+                    json={"reason": "reviewed the finding by hand"}).status_code == 200
+
+    from sqlmodel import Session
+
+    from weft.db import get_engine
+    from weft.specs.serving import admit_deploy
+
+    with Session(get_engine()) as s:
+        admit_deploy(s, {"model_id": risky_id})  # the override opens the gate
