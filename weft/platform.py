@@ -110,7 +110,10 @@ class Platform:
             register_deployments(PROJECT_DIR, env=self.env())
 
         pools = ["cpu", "gpu"] if gpu_visible() else ["cpu"]
+        from weft.clusters import report_hardware
+
         for pool in pools:
+            report_hardware(pool)
             self.spawn(f"worker-{pool}", [prefect, "worker", "start", "--pool", pool, "--type", "process"])
         if self.with_api:
             self.spawn("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", self.settings.api_host,
