@@ -34,9 +34,9 @@ def tiny(api, carol, tiny_model_dir: Path) -> str:  # noqa: F811
     """The tiny model onboarded from disk (its last onboarding step is the security scan: SAFE)."""
     body = post_sequence(api, carol, LOCAL, local_steps("disk", str(tiny_model_dir), name="tiny serve"))
     assert wait_status(api, carol, body["workflow_id"], {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
-    model = next(m for m in api.get("/api/v1/models", headers=carol).json()["data"] if m["name"] == "tiny serve")
-    assert model["scan_verified"] is True
-    return model["id"]
+    model_id = next(m["id"] for m in api.get("/api/v1/models", headers=carol).json()["data"] if m["name"] == "tiny serve")
+    assert api.get(f"/api/v1/models/{model_id}/security-scan", headers=carol).json()["status"] == "SAFE"
+    return model_id
 
 
 def server_pid(url: str) -> int:

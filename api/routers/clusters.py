@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import APIRouter, Request, UploadFile
+from fastapi import APIRouter, Request
+from starlette.datastructures import UploadFile
 from prefect.blocks.system import Secret
 from sqlmodel import col, or_, select
 from starlette.concurrency import run_in_threadpool
