@@ -26,7 +26,7 @@ CACHE_SECONDS = 0.5  # how long a replica list read from the database is reused
 @dataclass(frozen=True)
 class Target:
     replica_id: str | None
-    url: str  # base URL ending in /v1
+    url: str  # the server's root (a replica) or the provider's OpenAI base URL ending in /v1 (a proxy)
     headers: dict[str, str]
     model: str  # the `model` the target expects
 
@@ -70,15 +70,15 @@ class Gateway:
         low = min(self.in_flight[r.id] for r in candidates)
         return random.choice([r for r in candidates if self.in_flight[r.id] == low])
 
-    async def call(self, endpoint: Endpoint, path: str, body: dict[str, Any]) -> Result:
-        """POST `body` to `path` (e.g. /completions) of the endpoint: least-loaded healthy replica,
-        the next one when a replica fails to answer, 503 when none can."""
+    async def call(self, endpoint: Endpoint, path: str, body: dict[str, Any] | None, method: str = "POST") -> Result:
+        """Send `body` to `path` (e.g. /v1/completions, /tokenize) of the endpoint: least-loaded healthy
+        replica, the next one when a replica fails to answer, 503 when none can."""
         if endpoint.status != "active":
             raise ApiError(503, "SERVICE_UNAVAILABLE", f"endpoint {endpoint.name} is {endpoint.status}",
                            {"endpoint_id": endpoint.id})
         if endpoint.kind == "proxy":
             target = await anyio.to_thread.run_sync(proxy_target, endpoint)
-            return await self._post(target, path, body)
+            return await self._send(target, path.removeprefix("/v1"), body, method)
         tried: set[str] = set()
         while True:
             now = time.monotonic()
@@ -90,7 +90,7 @@ class Gateway:
             replica = self.pick(candidates)
             tried.add(replica.id)
             try:
-                result = await self._post(Target(replica.id, f"{replica.url}/v1", {}, endpoint.name), path, body)
+                result = await self._send(Target(replica.id, replica.url, {}, endpoint.name), path, body, method)
             except httpx.TransportError:
                 self.dead_until[replica.id] = time.monotonic() + DEAD_SECONDS
                 continue
@@ -98,13 +98,13 @@ class Gateway:
                 continue
             return result
 
-    async def _post(self, target: Target, path: str, body: dict[str, Any]) -> Result:
+    async def _send(self, target: Target, path: str, body: dict[str, Any] | None, method: str) -> Result:
         key = target.replica_id or "proxy"
         self.in_flight[key] += 1
         start = time.perf_counter()
         try:
-            response = await self.client.post(f"{target.url}{path}", json={**body, "model": target.model},
-                                              headers=target.headers)
+            response = await self.client.request(method, f"{target.url}{path}", headers=target.headers,
+                                                 json=None if body is None else {**body, "model": target.model})
         finally:
             self.in_flight[key] -= 1
         self.served[key] += 1

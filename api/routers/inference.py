@@ -49,10 +49,11 @@ def endpoint_of_model(session: Session, user_id: str, model_id: str) -> Endpoint
     return endpoint
 
 
-async def forward(request: Request, endpoint: Endpoint, user_id: str, path: str, body: dict[str, Any]) -> Result:
+async def forward(request: Request, endpoint: Endpoint, user_id: str, path: str, body: dict[str, Any] | None,
+                  method: str = "POST") -> Result:
     """Call the endpoint; a failure is recorded too before it propagates."""
     try:
-        return await gateway(request).call(endpoint, path, body)
+        return await gateway(request).call(endpoint, path, body, method)
     except ApiError as exc:
         await anyio.to_thread.run_sync(record, endpoint.id, None, user_id, path, 0.0, exc.status_code, None,
                                        prompt_text(body), exc.message)
@@ -67,25 +68,49 @@ def recorded(result: Result, endpoint: Endpoint, user_id: str, route: str, body:
     return JSONResponse(content, status_code=result.status_code, background=task)
 
 
+async def openai_call(request: Request, endpoint: Endpoint, user_id: str, path: str,
+                      body: dict[str, Any]) -> JSONResponse:
+    if body.get("stream"):
+        raise ApiError(400, "VALIDATION_ERROR", "the gateway does not stream yet: send stream=false",
+                       {"field": "stream"})
+    result = await forward(request, endpoint, user_id, path, body)
+    content = {**result.body, "model": endpoint.name} if result.status_code < 400 else result.body
+    return recorded(result, endpoint, user_id, path, body, content)
+
+
 def openai_route(path: str):
+    """`model` names the endpoint (what OpenAI clients send to one base URL)."""
     async def handler(request: Request, user: CurrentUser, session: SessionDep,
                       body: dict[str, Any] = Body(...)) -> JSONResponse:
-        if body.get("stream"):
-            raise ApiError(400, "VALIDATION_ERROR", "the gateway does not stream yet: send stream=false",
-                           {"field": "stream"})
-        endpoint = endpoint_named(session, user.id, body.get("model"))
-        result = await forward(request, endpoint, user.id, path, body)
-        content = {**result.body, "model": endpoint.name} if result.status_code < 400 else result.body
-        return recorded(result, endpoint, user.id, path, body, content)
+        return await openai_call(request, endpoint_named(session, user.id, body.get("model")), user.id, path, body)
 
     handler.__name__ = f"openai_{path.strip('/').replace('/', '_')}"
     return handler
 
 
-openai_router.add_api_route("/v1/completions", openai_route("/completions"), methods=["POST"],
-                            summary="OpenAI completions (model = endpoint name)")
-openai_router.add_api_route("/v1/chat/completions", openai_route("/chat/completions"), methods=["POST"],
-                            summary="OpenAI chat completions (model = endpoint name)")
+def endpoint_route(path: str, method: str = "POST"):
+    """`/endpoints/{name}/...`: one endpoint per base URL, with vLLM's tokenizer routes beside the
+    OpenAI ones, so lm-eval's `local-completions` tokenizes remotely without a hub download."""
+    async def handler(name: str, request: Request, user: CurrentUser, session: SessionDep) -> JSONResponse:
+        endpoint = endpoint_named(session, user.id, name)
+        body = await request.json() if method == "POST" else None
+        if path.startswith("/v1/"):
+            return await openai_call(request, endpoint, user_id=user.id, path=path, body=body)
+        result = await forward(request, endpoint, user.id, path, body, method)
+        return JSONResponse(result.body, status_code=result.status_code)
+
+    handler.__name__ = f"endpoint_{path.strip('/').replace('/', '_')}"
+    return handler
+
+
+for _path in ("/v1/completions", "/v1/chat/completions"):
+    openai_router.add_api_route(_path, openai_route(_path), methods=["POST"],
+                                summary=f"OpenAI {_path.rsplit('/', 1)[1]} (model = endpoint name)")
+    openai_router.add_api_route(f"/endpoints/{{name}}{_path}", endpoint_route(_path), methods=["POST"],
+                                summary=f"OpenAI {_path.rsplit('/', 1)[1]} of one endpoint")
+for _path, _method in (("/tokenize", "POST"), ("/detokenize", "POST"), ("/tokenizer_info", "GET")):
+    openai_router.add_api_route(f"/endpoints/{{name}}{_path}", endpoint_route(_path, _method), methods=[_method],
+                                summary=f"vLLM's {_path} of one endpoint's model")
 
 
 @openai_router.get("/v1/models")
@@ -120,7 +145,7 @@ def failed(result: Result) -> ApiError:
 async def predict(body: PredictRequest, request: Request, user: CurrentUser, session: SessionDep) -> JSONResponse:
     endpoint = endpoint_of_model(session, user.id, body.model_id)
     payload = completion_body(body.prompt, body)
-    result = await forward(request, endpoint, user.id, "/completions", payload)
+    result = await forward(request, endpoint, user.id, "/v1/completions", payload)
     if result.status_code >= 400:
         raise failed(result)
     choice, usage = result.body["choices"][0], result.body.get("usage", {})
@@ -150,7 +175,7 @@ async def batch_predict(body: BatchRequest, request: Request, user: CurrentUser,
 
     async def one(index: int, item: BatchItem) -> None:
         payload = completion_body(item.prompt, body)
-        result = await forward(request, endpoint, user.id, "/completions", payload)
+        result = await forward(request, endpoint, user.id, "/v1/completions", payload)
         await anyio.to_thread.run_sync(lambda: record(endpoint.id, result.replica_id, user.id, "/inference/batch-predict",
                                                       result.latency_ms, result.status_code, result.body, item.prompt))
         if result.status_code >= 400:
@@ -188,7 +213,7 @@ async def test_deployment(deployment_id: str, body: TestRequest, request: Reques
     """Document 003: one completion through the gateway with its measured latency."""
     endpoint = get_owned(session, Endpoint, deployment_id, user.id, "deployment")
     payload = completion_body(body.prompt, body)
-    result = await forward(request, endpoint, user.id, "/completions", payload)
+    result = await forward(request, endpoint, user.id, "/v1/completions", payload)
     if result.status_code >= 400:
         raise failed(result)
     return recorded(result, endpoint, user.id, "/deployments/test", payload, {
