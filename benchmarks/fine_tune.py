@@ -28,7 +28,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -122,11 +121,8 @@ class WeftFlow:
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
         from prefect.testing.utilities import prefect_test_harness
 
-        from weft.db import migrate, session_scope
-        from weft.model_metadata import extract_metadata
+        from weft.db import migrate
         from weft.settings import get_settings
-        from weft.storage import get_storage
-        from weft.tables import Dataset, Model, User
 
         self.stack = ExitStack()
         self.stack.enter_context(prefect_test_harness(server_startup_timeout=90))
@@ -134,26 +130,12 @@ class WeftFlow:
         LocalFileSystem(basepath=str(TMP / "results")).save(get_settings().result_storage_block.split("/", 1)[1],
                                                             overwrite=True)
         migrate()
-        storage = get_storage()
-        user = User(email=f"{uuid.uuid4().hex[:8]}@example.com", username=uuid.uuid4().hex[:10], password_hash="x")
-        base = Model(user_id=user.id, name="bench base", provider_type="disk",
-                     details=extract_metadata(model_dir).model_dump())
-        storage.put_dir(model_dir, f"models/{base.id}")
-        base.storage_uri = storage.url(f"models/{base.id}")
-        data = rows_file.read_bytes()
-        import hashlib
+        from tests.registry import register_dataset, register_model, register_user
 
-        records = sum(1 for line in data.splitlines() if line.strip())
-        ds = Dataset(user_id=user.id, name="bench rows", file_name=rows_file.name, file_type="jsonl",
-                     storage_key=f"datasets/bench/{rows_file.name}", fingerprint=hashlib.sha256(data).hexdigest(),
-                     record_count=records, status="ready")
-        storage.write_bytes(ds.storage_key, data)
-        with session_scope() as s:
-            s.add(user)
-            s.flush()
-            s.add(base)
-            s.add(ds)
-        self.user_id, self.model_id, self.dataset_id = user.id, base.id, ds.id
+        rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
+        user_id = register_user()
+        self.user_id, self.model_id = user_id, register_model(user_id, model_dir, name="bench base")
+        self.dataset_id = register_dataset(user_id, "bench-rows", rows)
 
     def run(self, config) -> dict[str, float]:
         from flows.fine_tune import fine_tune

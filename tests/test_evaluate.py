@@ -3,7 +3,6 @@ fine-tuned on a fixed mapping it cannot know before (and on an adapter that chan
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
@@ -54,31 +53,13 @@ def test_generation_task_uses_exact_match_and_rouge():
 
 @pytest.fixture(scope="module")
 def registry(prefect_server, db, tiny_model_dir: Path):
-    """A user, the tiny base model and the mapping dataset, registered."""
-    from weft.db import session_scope
-    from weft.model_metadata import extract_metadata
-    from weft.storage import get_storage
-    from weft.tables import Dataset, Model, User
+    """A user, the tiny base model and the mapping datasets, registered."""
+    from tests.registry import register_dataset, register_model, register_user
 
-    storage = get_storage()
-    user = User(email=f"{uuid.uuid4().hex[:8]}@example.com", username=uuid.uuid4().hex[:10], password_hash="x")
-    base = Model(user_id=user.id, name="tiny base", provider_type="disk",
-                 details=extract_metadata(tiny_model_dir).model_dump())
-    storage.put_dir(tiny_model_dir, f"models/{base.id}")
-    base.storage_uri = storage.url(f"models/{base.id}")
-    datasets = {}
-    for name, n in (("train", 96), ("test", 24)):
-        ds = Dataset(user_id=user.id, name=f"mapping {name}", file_name=f"{name}.jsonl", file_type="jsonl",
-                     storage_key=f"datasets/mapping/{uuid.uuid4().hex}.jsonl", fingerprint=uuid.uuid4().hex * 2,
-                     record_count=n, status="ready")
-        storage.write_bytes(ds.storage_key, "\n".join(json.dumps(r) for r in mapping_records(n)).encode())
-        datasets[name] = ds
-    with session_scope() as s:
-        s.add(user)
-        s.flush()
-        s.add(base)
-        s.add_all(datasets.values())
-    return {"user": user.id, "base": base.id, "train": datasets["train"].id, "test": datasets["test"].id}
+    user_id = register_user()
+    return {"user": user_id, "base": register_model(user_id, tiny_model_dir),
+            "train": register_dataset(user_id, "mapping-train", mapping_records(96)),
+            "test": register_dataset(user_id, "mapping-test", mapping_records(24))}
 
 
 def evaluate(registry, model_id: str, **settings):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from pathlib import Path
 
 from weft.db import session_scope
-from weft.model_metadata import extract_metadata
 from weft.storage import get_storage
-from weft.tables import Adapter, Dataset, Model, User
+from weft.tables import Adapter, Model
 
 
 def test_fine_tune_registers_adapter_and_model(prefect_server, db, tiny_model_dir: Path, tmp_path: Path):
@@ -20,35 +17,26 @@ def test_fine_tune_registers_adapter_and_model(prefect_server, db, tiny_model_di
     from weft.specs.training import FineTuneSpec
     from weft.training.config import TrainConfig
 
+    from tests.registry import register_dataset, register_model, register_user
+
     storage = get_storage()
-    user = User(email=f"{uuid.uuid4().hex[:8]}@example.com", username=uuid.uuid4().hex[:10], password_hash="x")
-    base = Model(user_id=user.id, name="tiny base", provider_type="disk",
-                 details=extract_metadata(tiny_model_dir).model_dump())
-    storage.put_dir(tiny_model_dir, f"models/{base.id}")
-    base.storage_uri = storage.url(f"models/{base.id}")
+    user_id = register_user()
+    base_id = register_model(user_id, tiny_model_dir)
     rows = [{"messages": [{"role": "user", "content": f"code {i}"}, {"role": "assistant", "content": f"part {i % 3}"}]}
             for i in range(24)]
-    data = "\n".join(json.dumps(r) for r in rows).encode()
-    ds = Dataset(user_id=user.id, name="codes", file_name="codes.jsonl", file_type="jsonl",
-                 storage_key="datasets/ft/codes.jsonl", fingerprint="f" * 64, record_count=24, status="ready")
-    storage.write_bytes(ds.storage_key, data)
-    with session_scope() as s:
-        s.add(user)
-        s.flush()
-        s.add(base)
-        s.add(ds)
+    dataset_id = register_dataset(user_id, "codes", rows)
 
-    spec = FineTuneSpec(base_model=base.id, dataset_id=ds.id, name="tiny codes",
+    spec = FineTuneSpec(base_model=base_id, dataset_id=dataset_id, name="tiny codes",
                         config=TrainConfig(method="dora", rank=4, alpha=8, batch_size=4, max_steps=4,
                                            checkpoint_steps=2, logging_steps=1, learning_rate=1e-3, max_seq_length=64))
-    state = fine_tune(spec=spec, owner_id=user.id, return_state=True)
+    state = fine_tune(spec=spec, owner_id=user_id, return_state=True)
     assert state.is_completed(), state.message
     model_id = state.result()
     with session_scope() as s:
         model = s.get(Model, model_id)
         adapter = s.get(Adapter, model.details["adapter_id"])
     assert (model.type, model.base_model, model.parameters["adapter_type"]) == ("fine-tuned", "tiny base", "dora")
-    assert adapter.base_model_id == base.id and adapter.dataset_id == ds.id and adapter.config["max_steps"] == 4
+    assert adapter.base_model_id == base_id and adapter.dataset_id == dataset_id and adapter.config["max_steps"] == 4
     assert adapter.metrics["train_loss"] > 0 and len(adapter.sha256) == 64
     loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                                        str(storage.local_path(adapter.storage_key)))
