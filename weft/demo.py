@@ -88,7 +88,7 @@ def onboard_model(api, headers, model_dir: Path) -> dict:
 
 
 def upload_dataset(api, headers, path: Path) -> str:
-    body = ok(api.post("/api/v1/datasets/upload", headers=headers, data={"name": "demo product codes"},
+    body = ok(api.post("/api/v1/datasets/upload", headers=headers, data={"name": f"demo product codes ({path.stem})"},
                        files={"file": (path.name, path.read_bytes(), "application/jsonl")}), 201)
     dataset_id = body["id"]
 
@@ -208,8 +208,9 @@ def run_demo(home: Path | None = None, steps: int | None = None, keep_running: b
 
         t = time.perf_counter()
         say(f"== evaluating base vs fine-tuned on {len(test)} held-out prompts (evaluate_model flow) ...")
+        test_set = upload_dataset(api, headers, TEST_FILE)
         created = ok(api.post(f"/api/v1/models/{view['model_id']}/evaluate", headers=headers, json={
-            "test_set_path": str(TEST_FILE), "max_new_tokens": 12, "benchmarks": EVAL_BENCHMARKS,
+            "dataset_id": test_set, "max_new_tokens": 12, "benchmarks": EVAL_BENCHMARKS,
             "benchmark_limit": 40}), 201)
 
         def evaluated():
