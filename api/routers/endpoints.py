@@ -123,8 +123,8 @@ def get_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep) -> di
 def deployment_view(session: Session, endpoint: Endpoint) -> dict[str, Any]:
     """Document 003's deployment shape over the endpoint view."""
     view = endpoint_view(session, endpoint, base_url())
-    return {"deployment_id": endpoint.id, "status": "running" if endpoint.status == "active" else endpoint.status,
-            "endpoint": view["endpoint_url"] if endpoint.status == "active" else None, **view}
+    return {**view, "deployment_id": endpoint.id, "status": "running" if endpoint.status == "active" else endpoint.status,
+            "endpoint": view["endpoint_url"] if endpoint.status == "active" else None}
 
 
 @router.get("/deployments")

@@ -55,7 +55,7 @@ async def forward(request: Request, endpoint: Endpoint, user_id: str, path: str,
     try:
         return await gateway(request).call(endpoint, path, body, method)
     except ApiError as exc:
-        await anyio.to_thread.run_sync(record, endpoint.id, None, user_id, path, 0.0, exc.status_code, None,
+        await anyio.to_thread.run_sync(record, endpoint.id, None, user_id, path, 0.0, exc.status, None,
                                        prompt_text(body), exc.message)
         raise
 
