@@ -75,7 +75,7 @@ def wait_records(endpoint_id: str, since_id: int, count: int, timeout: float = 1
     raise AssertionError("the gateway did not record the requests")
 
 
-def test_deploy_predict_add_worker_kill_and_stop(api, carol, tiny, stack):  # noqa: F811
+def test_deploy_predict_add_worker_kill_and_stop(api, carol, tiny, stack, tmp_path):  # noqa: F811
     steps = [{"workflow_total_steps": 5, "step_number": 1, "model_id": tiny, "project_id": "p1"},
              {"step_number": 2, "template_id": CHAT_TEMPLATE_ID},
              {"step_number": 3, "endpoint_name": "tiny-e2e", "deploy_config": {
@@ -114,6 +114,21 @@ def test_deploy_predict_add_worker_kill_and_stop(api, carol, tiny, stack):  # no
     chat = client.chat.completions.create(model="tiny-e2e", messages=[{"role": "user", "content": "hello"}],
                                           max_tokens=4, temperature=0)
     assert chat.choices[0].message.role == "assistant" and chat.usage.prompt_tokens > 0
+
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from weft.evaluation.harness import PROJECT_TASKS_DIR, stage_task_dirs
+
+    served = f"{stack.api_url}/endpoints/tiny-e2e/v1/completions"  # this endpoint's base URL through the gateway
+    results = simple_evaluate(
+        model="local-completions",
+        model_args={"model": "tiny-e2e", "base_url": served, "tokenizer_backend": "remote", "auth_token": key,
+                    "header": {"Authorization": f"Bearer {key}"}, "num_concurrent": 1, "max_retries": 1,
+                    "max_length": 256},
+        tasks=["weft_arith"], task_manager=TaskManager(include_path=[str(p) for p in stage_task_dirs(
+            [PROJECT_TASKS_DIR], tmp_path)], include_defaults=False), limit=4, log_samples=False, bootstrap_iters=0)
+    assert 0.0 <= results["results"]["weft_arith"]["exact_match,none"] <= 1.0
 
     added = post_sequence(api, carol, ADD_WORKER, [
         {"workflow_total_steps": 3, "step_number": 1, "endpoint_id": endpoint["id"], "additional_concurrency": 1},
