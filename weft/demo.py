@@ -242,7 +242,6 @@ def run_demo(home: Path | None = None, steps: int | None = None, keep_running: b
         say(f"   {row['task']} {row['metric']}: base {row['base']:.3f} -> fine-tuned {row['tuned']:.3f}")
     say(f"   promoted: {evaluation['promoted']} ({evaluation['gate'].get('reason')})")
     timings["total"] = time.perf_counter() - t_start
-    say(f"\n== exact match on {len(test)} held-out test prompts: before {em_before:.0%} -> after {em_after:.0%}")
     say("== timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     return {"exact_match_before": em_before, "exact_match_after": em_after, "metrics": metrics,
             "evaluation": evaluation,
