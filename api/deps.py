@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import Depends
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session, select
@@ -61,19 +63,50 @@ bearer_scheme = HTTPBearer(auto_error=False, description="JWT from /api/v1/auth/
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="key from /api/v1/auth/api-keys")
 
 
-def current_user(session: SessionDep, api_key: Annotated[str | None, Depends(api_key_scheme)],
-                 bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> User:
-    """The user of `X-API-Key: <key>` or `Authorization: Bearer <JWT>`; 401 otherwise."""
+def resolve_user(session: Session, api_key: str | None, bearer: str | None) -> User:
+    """The user of an API key (`X-API-Key`, or as a bearer token) or of a JWT bearer; 401 otherwise."""
     if api_key:
         return user_of_api_key(session, api_key)
-    if bearer is None or not bearer.credentials:
+    if not bearer:
         raise unauthorized("missing credentials: send Authorization: Bearer <token> or X-API-Key: <key>")
-    if bearer.credentials.startswith(API_KEY_PREFIX):  # document 003 sends the API key as a bearer token
-        return user_of_api_key(session, bearer.credentials)
-    return user_of_token(session, bearer.credentials)
+    if bearer.startswith(API_KEY_PREFIX):  # document 003 sends the API key as a bearer token
+        return user_of_api_key(session, bearer)
+    return user_of_token(session, bearer)
+
+
+def current_user(session: SessionDep, api_key: Annotated[str | None, Depends(api_key_scheme)],
+                 bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> User:
+    """The user of `X-API-Key: <key>` or `Authorization: Bearer <JWT or key>`; 401 otherwise."""
+    return resolve_user(session, api_key, bearer.credentials if bearer else None)
+
+
+AUTH_CACHE_SECONDS = 5.0  # how long the gateway trusts a credential it has checked (revocation lag)
+_auth_cache: dict[str, tuple[float, str]] = {}
+
+
+async def current_user_id(api_key: Annotated[str | None, Depends(api_key_scheme)],
+                          bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> str:
+    """The caller's id for the gateway's handlers: checked in a session closed at once (a request
+    waiting on a replica holds no database connection) and remembered for AUTH_CACHE_SECONDS."""
+    credential = api_key or (bearer.credentials if bearer else "")
+    hit = _auth_cache.get(credential)
+    now = time.monotonic()
+    if credential and hit and hit[0] > now:
+        return hit[1]
+
+    def lookup() -> str:
+        with Session(get_engine()) as session:
+            return resolve_user(session, api_key, bearer.credentials if bearer else None).id
+
+    user_id = await anyio.to_thread.run_sync(lookup)
+    if len(_auth_cache) > 10_000:
+        _auth_cache.clear()
+    _auth_cache[credential] = (now + AUTH_CACHE_SECONDS, user_id)
+    return user_id
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+CurrentUserId = Annotated[str, Depends(current_user_id)]
 
 
 def get_owned(session: Session, table: type[T], row_id: str, user_id: str, kind: str) -> T:

@@ -4,6 +4,7 @@ deployment test. Every request is recorded after its response is sent."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -12,11 +13,11 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
-from starlette.background import BackgroundTask
 
-from api.deps import CurrentUser, SessionDep, get_owned
+from api.deps import CurrentUser, CurrentUserId, SessionDep, get_owned
+from weft.db import get_engine
 from api.errors import ApiError
-from api.gateway import Gateway, Result, prompt_text, record
+from api.gateway import CACHE_SECONDS, Gateway, Result, prompt_text
 from weft.tables import Endpoint, utcnow
 
 router = APIRouter(tags=["inference"])  # /api/v1/...
@@ -27,26 +28,56 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-def endpoint_named(session: Session, user_id: str, name: str | None) -> Endpoint:
-    endpoint = session.exec(select(Endpoint).where(Endpoint.name == (name or ""))).first()
+# Gateway handlers read the database in short sessions of their own (see deps.current_user_id): a
+# request waiting on a replica must not hold one of the pool's connections.
+
+def _endpoint_named(user_id: str, name: str | None) -> Endpoint:
+    with Session(get_engine()) as session:
+        endpoint = session.exec(select(Endpoint).where(Endpoint.name == (name or ""))).first()
     if endpoint is None or endpoint.user_id != user_id:
         raise ApiError(404, "NOT_FOUND", f"no endpoint named {name!r}: `model` is the name of one of your endpoints",
                        {"model": name})
     return endpoint
 
 
-def endpoint_of_model(session: Session, user_id: str, model_id: str) -> Endpoint:
-    """The model's active endpoint (the newest), else 503 (or 404 for a model that is not yours)."""
+def _endpoint_of_model(user_id: str, model_id: str) -> Endpoint:
     from weft.tables import Model
 
-    get_owned(session, Model, model_id, user_id, "model")
-    endpoint = session.exec(select(Endpoint).where(Endpoint.model_id == model_id, Endpoint.user_id == user_id,
-                                                   Endpoint.status == "active")
-                            .order_by(col(Endpoint.created_at).desc())).first()
+    with Session(get_engine()) as session:
+        get_owned(session, Model, model_id, user_id, "model")
+        endpoint = session.exec(select(Endpoint).where(Endpoint.model_id == model_id, Endpoint.user_id == user_id,
+                                                       Endpoint.status == "active")
+                                .order_by(col(Endpoint.created_at).desc())).first()
     if endpoint is None:
         raise ApiError(503, "SERVICE_UNAVAILABLE", f"model {model_id} has no active endpoint: deploy it first",
                        {"model_id": model_id})
     return endpoint
+
+
+def _endpoint_by_id(user_id: str, endpoint_id: str) -> Endpoint:
+    with Session(get_engine()) as session:
+        return get_owned(session, Endpoint, endpoint_id, user_id, "deployment")
+
+
+_named: dict[tuple[str, str | None], tuple[float, Endpoint]] = {}
+
+
+async def endpoint_named(user_id: str, name: str | None) -> Endpoint:
+    """The caller's endpoint called `name` (404 otherwise), re-read at most every CACHE_SECONDS."""
+    key, now = (user_id, name), time.monotonic()
+    hit = _named.get(key)
+    if hit and hit[0] > now:
+        return hit[1]
+    endpoint = await anyio.to_thread.run_sync(_endpoint_named, user_id, name)
+    if len(_named) > 10_000:
+        _named.clear()
+    _named[key] = (now + CACHE_SECONDS, endpoint)
+    return endpoint
+
+
+async def endpoint_of_model(user_id: str, model_id: str) -> Endpoint:
+    """The model's active endpoint (the newest), else 503 (or 404 for a model that is not yours)."""
+    return await anyio.to_thread.run_sync(_endpoint_of_model, user_id, model_id)
 
 
 async def forward(request: Request, endpoint: Endpoint, user_id: str, path: str, body: dict[str, Any] | None,
@@ -55,17 +86,17 @@ async def forward(request: Request, endpoint: Endpoint, user_id: str, path: str,
     try:
         return await gateway(request).call(endpoint, path, body, method)
     except ApiError as exc:
-        await anyio.to_thread.run_sync(record, endpoint.id, None, user_id, path, 0.0, exc.status, None,
-                                       prompt_text(body), exc.message)
+        gateway(request).record(endpoint.id, None, user_id, path, 0.0, exc.status, None, prompt_text(body),
+                                exc.message)
         raise
 
 
-def recorded(result: Result, endpoint: Endpoint, user_id: str, route: str, body: dict[str, Any],
+def recorded(request: Request, result: Result, endpoint: Endpoint, user_id: str, route: str, body: dict[str, Any],
              content: dict[str, Any]) -> JSONResponse:
     error = (result.body.get("error") or {}).get("message") if result.status_code >= 400 else None
-    task = BackgroundTask(record, endpoint.id, result.replica_id, user_id, route, result.latency_ms,
-                          result.status_code, result.body, prompt_text(body), error)
-    return JSONResponse(content, status_code=result.status_code, background=task)
+    gateway(request).record(endpoint.id, result.replica_id, user_id, route, result.latency_ms, result.status_code,
+                            result.body, prompt_text(body), error)
+    return JSONResponse(content, status_code=result.status_code)
 
 
 async def openai_call(request: Request, endpoint: Endpoint, user_id: str, path: str,
@@ -75,14 +106,13 @@ async def openai_call(request: Request, endpoint: Endpoint, user_id: str, path: 
                        {"field": "stream"})
     result = await forward(request, endpoint, user_id, path, body)
     content = {**result.body, "model": endpoint.name} if result.status_code < 400 else result.body
-    return recorded(result, endpoint, user_id, path, body, content)
+    return recorded(request, result, endpoint, user_id, path, body, content)
 
 
 def openai_route(path: str):
     """`model` names the endpoint (what OpenAI clients send to one base URL)."""
-    async def handler(request: Request, user: CurrentUser, session: SessionDep,
-                      body: dict[str, Any] = Body(...)) -> JSONResponse:
-        return await openai_call(request, endpoint_named(session, user.id, body.get("model")), user.id, path, body)
+    async def handler(request: Request, user_id: CurrentUserId, body: dict[str, Any] = Body(...)) -> JSONResponse:
+        return await openai_call(request, await endpoint_named(user_id, body.get("model")), user_id, path, body)
 
     handler.__name__ = f"openai_{path.strip('/').replace('/', '_')}"
     return handler
@@ -91,12 +121,12 @@ def openai_route(path: str):
 def endpoint_route(path: str, method: str = "POST"):
     """`/endpoints/{name}/...`: one endpoint per base URL, with vLLM's tokenizer routes beside the
     OpenAI ones, so lm-eval's `local-completions` tokenizes remotely without a hub download."""
-    async def handler(name: str, request: Request, user: CurrentUser, session: SessionDep) -> JSONResponse:
-        endpoint = endpoint_named(session, user.id, name)
+    async def handler(name: str, request: Request, user_id: CurrentUserId) -> JSONResponse:
+        endpoint = await endpoint_named(user_id, name)
         body = await request.json() if method == "POST" else None
         if path.startswith("/v1/"):
-            return await openai_call(request, endpoint, user_id=user.id, path=path, body=body)
-        result = await forward(request, endpoint, user.id, path, body, method)
+            return await openai_call(request, endpoint, user_id=user_id, path=path, body=body)
+        result = await forward(request, endpoint, user_id, path, body, method)
         return JSONResponse(result.body, status_code=result.status_code)
 
     handler.__name__ = f"endpoint_{path.strip('/').replace('/', '_')}"
@@ -142,14 +172,14 @@ def failed(result: Result) -> ApiError:
 
 
 @router.post("/inference/predict")
-async def predict(body: PredictRequest, request: Request, user: CurrentUser, session: SessionDep) -> JSONResponse:
-    endpoint = endpoint_of_model(session, user.id, body.model_id)
+async def predict(body: PredictRequest, request: Request, user_id: CurrentUserId) -> JSONResponse:
+    endpoint = await endpoint_of_model(user_id, body.model_id)
     payload = completion_body(body.prompt, body)
-    result = await forward(request, endpoint, user.id, "/v1/completions", payload)
+    result = await forward(request, endpoint, user_id, "/v1/completions", payload)
     if result.status_code >= 400:
         raise failed(result)
     choice, usage = result.body["choices"][0], result.body.get("usage", {})
-    return recorded(result, endpoint, user.id, "/inference/predict", payload, {
+    return recorded(request, result, endpoint, user_id, "/inference/predict", payload, {
         "id": f"pred_{uuid.uuid4().hex[:12]}", "model_id": body.model_id, "output": choice["text"],
         "tokens_input": usage.get("prompt_tokens"), "tokens_output": usage.get("completion_tokens"),
         "finish_reason": choice.get("finish_reason"), "latency_ms": round(result.latency_ms, 1),
@@ -167,17 +197,17 @@ class BatchRequest(Generation):
 
 
 @router.post("/inference/batch-predict")
-async def batch_predict(body: BatchRequest, request: Request, user: CurrentUser, session: SessionDep) -> dict:
+async def batch_predict(body: BatchRequest, request: Request, user_id: CurrentUserId) -> dict:
     """Every prompt through the gateway concurrently (spread over the replicas); totals are measured."""
-    endpoint = endpoint_of_model(session, user.id, body.model_id)
+    endpoint = await endpoint_of_model(user_id, body.model_id)
     results: list[dict[str, Any] | None] = [None] * len(body.requests)
     latencies: list[float] = []
 
     async def one(index: int, item: BatchItem) -> None:
         payload = completion_body(item.prompt, body)
-        result = await forward(request, endpoint, user.id, "/v1/completions", payload)
-        await anyio.to_thread.run_sync(lambda: record(endpoint.id, result.replica_id, user.id, "/inference/batch-predict",
-                                                      result.latency_ms, result.status_code, result.body, item.prompt))
+        result = await forward(request, endpoint, user_id, "/v1/completions", payload)
+        gateway(request).record(endpoint.id, result.replica_id, user_id, "/inference/batch-predict",
+                                result.latency_ms, result.status_code, result.body, item.prompt)
         if result.status_code >= 400:
             results[index] = {"id": item.id, "error": failed(result).message}
             return
@@ -208,14 +238,14 @@ class TestRequest(Generation):
 
 
 @router.post("/deployments/{deployment_id}/test")
-async def test_deployment(deployment_id: str, body: TestRequest, request: Request, user: CurrentUser,
-                          session: SessionDep) -> JSONResponse:
+async def test_deployment(deployment_id: str, body: TestRequest, request: Request,
+                          user_id: CurrentUserId) -> JSONResponse:
     """Document 003: one completion through the gateway with its measured latency."""
-    endpoint = get_owned(session, Endpoint, deployment_id, user.id, "deployment")
+    endpoint = await anyio.to_thread.run_sync(_endpoint_by_id, user_id, deployment_id)
     payload = completion_body(body.prompt, body)
-    result = await forward(request, endpoint, user.id, "/v1/completions", payload)
+    result = await forward(request, endpoint, user_id, "/v1/completions", payload)
     if result.status_code >= 400:
         raise failed(result)
-    return recorded(result, endpoint, user.id, "/deployments/test", payload, {
+    return recorded(request, result, endpoint, user_id, "/deployments/test", payload, {
         "response": result.body["choices"][0]["text"], "latency_ms": round(result.latency_ms, 1),
         "tokens_generated": result.body.get("usage", {}).get("completion_tokens")})
