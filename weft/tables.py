@@ -264,3 +264,63 @@ class Cluster(SQLModel, table=True):
     hardware: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = "available"
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class DriftAlert(SQLModel, table=True):
+    """A drift finding of the drift_monitor flow (document 000's shape), with every retrain decision."""
+
+    __tablename__ = "drift_alert"
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    endpoint_id: str | None = Field(default=None, index=True)
+    model_id: str | None = Field(default=None, index=True)
+    model_name: str | None = None
+    severity: str  # low | medium | high
+    type: str  # data_drift | performance_drift
+    description: str
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = "open"  # open | acknowledged | resolved
+    recommended_action: str | None = None
+    report_key: str | None = None  # the evidently HTML report in storage
+    decisions: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    detected_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Webhook(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    url: str
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    secret_block: str  # the signing secret lives in a Prefect Secret block
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Event(SQLModel, table=True):
+    """An event for webhooks (outbox). `key` makes an event unique, so a replayed source (a restart,
+    the reconciling poll) cannot emit it twice."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    key: str = Field(unique=True)
+    user_id: str | None = Field(default=None, index=True)
+    type: str = Field(index=True)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one webhook, with every attempt (status code, error, time)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (UniqueConstraint("webhook_id", "event_id"),)
+    id: str = Field(default_factory=new_id, primary_key=True)
+    webhook_id: str = Field(index=True)
+    event_id: str = Field(index=True)
+    event_type: str
+    status: str = "pending"  # pending | delivered | failed
+    attempts: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    next_attempt_at: datetime | None = Field(default_factory=utcnow, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
