@@ -11,8 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
 from api.gateway import Gateway
-from api.routers import (auth, clusters, credentials, datasets, endpoints, evaluations, inference, jobs, models, providers,
-                         status, workflow_create, workflows, ws)
+from api.routers import (auth, clusters, credentials, datasets, endpoints, evaluations, inference, jobs, models,
+                         monitoring, providers, status, workflow_create, workflows, ws)
 from weft import __version__
 from weft.db import migrate
 
@@ -36,7 +36,7 @@ def create_app() -> FastAPI:
     app.include_router(ws.router)  # /ws/jobs/{id}, as document 003 places it
     app.include_router(inference.openai_router)  # /v1/completions, /v1/chat/completions, /v1/models
     for module in (auth, workflows, workflow_create, models, datasets, jobs, evaluations, endpoints, inference,
-                   clusters, credentials, providers, status):
+                   clusters, monitoring, credentials, providers, status):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

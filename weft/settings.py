@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     replica_heartbeat_seconds: float = 2.0
     replica_stale_seconds: float = Field(default=6.0, description="a replica silent this long leaves rotation")
     replica_start_timeout_seconds: float = 600.0
+    pool_hour_cost: dict[str, float] = Field(default_factory=lambda: {"cpu": 0.05, "gpu": 2.5},
+                                             description="$ per replica- or training-hour on each work pool")
+    storage_gb_month_cost: float = Field(default=0.023, description="$ per GB-month of object storage")
 
     @property
     def home_dir(self) -> Path:
