@@ -242,3 +242,67 @@ def test_add_cluster_creates_a_work_pool_and_keeps_the_config_secret(api, carol,
     assert pool["type"] == "kubernetes"
     deployment = httpx.get(f"{stack.settings.prefect_api}/deployments/name/serve_replica/xeon-dev").json()
     assert deployment["work_pool_name"] == "xeon-dev"
+
+
+class Provider(__import__("http.server").server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible cloud provider on localhost: answers completions, remembers the auth header."""
+
+    seen: list[tuple[str, str, dict]] = []
+
+    def do_POST(self):  # noqa: N802
+        import json
+
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Provider.seen.append((self.path, self.headers.get("Authorization", ""), body))
+        payload = json.dumps({"id": "cmpl-1", "object": "text_completion", "model": body["model"],
+                              "choices": [{"index": 0, "text": " from the cloud", "finish_reason": "stop"}],
+                              "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_cloud_model_endpoint_proxies_with_the_stored_credential(api, carol):  # noqa: F811
+    import http.server
+    import threading
+
+    from weft.tables import CloudModel
+    from weft.tables import Provider as ProviderRow
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Provider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    me = api.get("/api/v1/auth/me", headers=carol).json()
+    with session_scope() as s:
+        provider = ProviderRow(id=f"local-{me['id'][:8]}", name="Local cloud",
+                               base_url=f"http://127.0.0.1:{server.server_address[1]}/v1")
+        cloud = CloudModel(id=f"cm-{me['id'][:8]}", provider_id=provider.id, name="gpt-local", uri="local/gpt-local")
+        model = Model(user_id=me["id"], name="gpt-local", type="cloud", provider_type="cloud_model",
+                      provider_id=provider.id, cloud_model_id=cloud.id, uri=cloud.uri)
+        s.add(provider)
+        s.flush()
+        s.add_all([cloud, model])
+        s.flush()
+        model_id = model.id
+    credential = api.post("/api/v1/credentials", headers=carol, json={
+        "name": "local cloud key", "provider_type": "openai", "secret": "sk-cloud-123"}).json()
+    steps = [{"workflow_total_steps": 7, "step_number": 1, "project_id": "p1", "model_id": model_id},
+             {"step_number": 2, "credential_id": credential["id"]},
+             {"step_number": 3, "template_id": CHAT_TEMPLATE_ID},
+             {"step_number": 4, "endpoint_name": "cloud-e2e", "deploy_config": {
+                 "concurrent_requests": 10, "avg_sequence_length": 100, "avg_context_length": 102}},
+             {"step_number": 6, "trigger_workflow": True, "cluster_id": None}]
+    body = post_sequence(api, carol, DEPLOY, steps)
+    assert wait_status(api, carol, body["workflow_id"], {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+    endpoint = next(e for e in api.get("/api/v1/endpoints", headers=carol).json()["data"] if e["name"] == "cloud-e2e")
+    assert endpoint["kind"] == "proxy" and endpoint["status"] == "active" and endpoint["workers"] == []
+    r = api.post("/api/v1/inference/predict", headers=carol, json={"model_id": model_id, "prompt": "hi", "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    assert r.json()["output"] == " from the cloud" and r.json()["tokens_output"] == 4
+    path, auth, sent = Provider.seen[-1]
+    assert (path, auth, sent["model"]) == ("/v1/completions", "Bearer sk-cloud-123", "gpt-local")
+    server.shutdown()
