@@ -11,10 +11,11 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
 from api.gateway import Gateway
-from api.routers import (auth, clusters, credentials, datasets, endpoints, evaluations, inference, jobs, models,
-                         monitoring, providers, status, workflow_create, workflows, ws)
+from api.routers import (auth, clusters, credentials, datasets, drift, endpoints, evaluations, inference, jobs,
+                         models, monitoring, providers, status, webhooks, workflow_create, workflows, ws)
 from weft import __version__
 from weft.db import migrate
+from weft.webhooks import WebhookService
 
 API_PREFIX = "/api/v1"
 
@@ -23,8 +24,13 @@ API_PREFIX = "/api/v1"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(migrate)  # Alembic to head and the provider catalog seeded
     app.state.gateway = Gateway()
-    yield
-    await app.state.gateway.aclose()
+    app.state.webhooks = WebhookService()  # workflow events from Prefect + signed deliveries
+    await app.state.webhooks.start()
+    try:
+        yield
+    finally:
+        await app.state.webhooks.stop()
+        await app.state.gateway.aclose()
 
 
 def create_app() -> FastAPI:
@@ -36,7 +42,7 @@ def create_app() -> FastAPI:
     app.include_router(ws.router)  # /ws/jobs/{id}, as document 003 places it
     app.include_router(inference.openai_router)  # /v1/completions, /v1/chat/completions, /v1/models
     for module in (auth, workflows, workflow_create, models, datasets, jobs, evaluations, endpoints, inference,
-                   clusters, monitoring, credentials, providers, status):
+                   clusters, monitoring, drift, webhooks, credentials, providers, status):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 
