@@ -158,8 +158,17 @@ def inference_record(endpoint_id: str | None, replica_id: str | None, user_id: s
 
 
 def write_records(rows: list[InferenceRecord]) -> None:
+    """Store a batch; failed requests become `prediction.error` events, one per endpoint and minute."""
+    from weft.webhooks import emit
+
     with Session(get_engine()) as s:
         s.add_all(rows)
+        for row in rows:
+            if row.status_code >= 500 and row.endpoint_id and row.user_id:
+                minute = row.created_at.strftime("%Y-%m-%dT%H:%M")
+                emit(s, "prediction.error", {"deployment_id": row.endpoint_id, "route": row.route,
+                                             "status_code": row.status_code, "error": row.error, "minute": minute},
+                     key=f"prediction.error:{row.endpoint_id}:{minute}", user_id=row.user_id)
         s.commit()
 
 

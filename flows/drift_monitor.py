@@ -9,7 +9,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from tasks.monitoring import (advance_retrains, apply_retrain_policy, check_data_drift, check_latency_drift,
-                              endpoints_to_watch, load_reference, load_window, raise_alert, window_bounds)
+                              endpoints_to_watch, load_reference, load_window, publish_recommendations,
+                              raise_alert, window_bounds)
 from weft.monitoring.drift import DriftThresholds
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -21,7 +22,8 @@ def drift_monitor(window_hours: float = 24, min_prompts: int = 50, endpoint_id: 
                   now: datetime | None = None) -> list[dict[str, Any]]:
     """Advance started retrains → for each active endpoint (or `endpoint_id`): reference prompts (a pinned
     window, else the fine-tune dataset, else last week) vs the last `window_hours` of prompts → data-drift
-    and latency-drift checks → alerts with their evidently report → retrain policy on high data drift."""
+    and latency-drift checks → alerts with their evidently report → retrain policy on high data drift →
+    optimization recommendations published as events."""
     logger = get_run_logger()
     advance_retrains()
     thresholds = DriftThresholds(min_current=min_prompts)
@@ -50,6 +52,7 @@ def drift_monitor(window_hours: float = 24, min_prompts: int = 50, endpoint_id: 
                                    latency.metrics(), current)
             if alert_id:
                 row["alerts"].append(alert_id)
+        row["recommendations"] = publish_recommendations(watched.endpoint_id)
         logger.info("%s: data %s, latency %s", watched.endpoint_name, data.severity or "no verdict",
                     latency.severity or "no verdict")
         summary.append(row)

@@ -46,6 +46,14 @@ class Staged(BaseModel):
     key: str
 
 
+def model_created(session, model_id: str, name: str, kind: str, workflow_id: str, owner_id: str) -> None:
+    """The `model.created` webhook event (once per model, in the registering transaction)."""
+    from weft.webhooks import emit
+
+    emit(session, "model.created", {"model_id": model_id, "name": name, "type": kind, "workflow_id": workflow_id},
+         key=f"model:{model_id}:created", user_id=owner_id)
+
+
 def model_id_for(workflow_id: str) -> str:
     """The id a workflow's model gets: stable, so registering twice is one model."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"weft-model:{workflow_id}"))
@@ -240,6 +248,7 @@ def register_local_model(spec: AddLocalModelSpec, staged: Staged, metadata: Mode
             storage.move(staged.key, key)
         elif not storage.exists(key):
             raise RuntimeError(f"staged files {storage.url(staged.key)} are gone; retry the workflow")
+        model_created(s, model_id, spec.name, "base", workflow_id, owner_id)
     get_run_logger().info("registered model %s (%s) at %s", spec.name, model_id, storage.url(key))
     return model_id
 
@@ -284,6 +293,7 @@ def register_cloud_model(spec: AddCloudModelSpec, target: CloudTarget, workflow_
             tags=[t.model_dump() for t in spec.tags], status="active", details=target.model_dump(),
             parameters={"model_size": None, "quantization": None, "adapter_type": None}, updated_at=utcnow(),
         ))
+        model_created(s, model_id, spec.name, "cloud", workflow_id, owner_id)
     get_run_logger().info("registered cloud model %s (%s)", spec.name, model_id)
     return model_id
 

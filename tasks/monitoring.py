@@ -21,6 +21,7 @@ from weft.monitoring import retrain
 from weft.monitoring.drift import DriftResult, DriftThresholds, LatencyResult, detect_drift, latency_drift
 from weft.storage import get_storage
 from weft.tables import Adapter, Dataset, DriftAlert, Endpoint, InferenceRecord, Model
+from weft.webhooks import emit
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -194,6 +195,9 @@ def raise_alert(watched: Watched, type_: str, severity: str, description: str, m
             alert.report_key = f"reports/drift/{alert.id}.html"
             get_storage().write_bytes(alert.report_key, html.encode())
         s.add(alert)
+        emit(s, "drift.detected", {"alert_id": alert.id, "model_id": alert.model_id, "model_name": alert.model_name,
+                                   "endpoint_id": alert.endpoint_id, "severity": severity, "type": type_,
+                                   "description": description}, key=f"drift:{alert.id}", user_id=alert.user_id)
     link = f"/api/v1/monitoring/drift-alerts/{alert.id}/report" if alert.report_key else "(no report)"
     table = ""
     if type_ == "data_drift":
@@ -226,3 +230,16 @@ def window_bounds(window_hours: float, now: datetime | None = None) -> tuple[dat
 
 __all__ = ["advance_retrains", "endpoints_to_watch", "load_reference", "load_window", "check_data_drift",
            "check_latency_drift", "raise_alert", "apply_retrain_policy", "window_bounds"]
+
+
+@task(cache_policy=NO_CACHE)
+def publish_recommendations(endpoint_id: str) -> list[str]:
+    """The endpoint's current optimization recommendations as `optimization.recommended` events (each
+    recommendation at most once a day)."""
+    from weft.monitoring.recommendations import publish
+
+    with session_scope() as s:
+        found = publish(s, s.get(Endpoint, endpoint_id))
+    get_run_logger().info("%d recommendation(s) for %s: %s", len(found), endpoint_id,
+                          ", ".join(r["type"] for r in found) or "none")
+    return [r["id"] for r in found]

@@ -19,6 +19,7 @@ from weft.serving.plan import Plan, plan_replicas
 from weft.settings import get_settings
 from weft.specs.serving import DeploySpec, admit_deploy
 from weft.tables import Cluster, CloudModel, Endpoint, Model, Provider, Replica, utcnow
+from weft.webhooks import emit
 
 REPLICA_POOLS = ("gpu", "cpu")
 
@@ -152,6 +153,11 @@ def activate_endpoint(endpoint_id: str) -> str:
         endpoint = s.get(Endpoint, endpoint_id)
         endpoint.status, endpoint.reason, endpoint.updated_at = "active", None, utcnow()
         s.add(endpoint)
+        data = {"deployment_id": endpoint.id, "endpoint_name": endpoint.name, "model_id": endpoint.model_id,
+                "status": "active", "kind": endpoint.kind}
+        emit(s, "deployment.ready", data, key=f"deployment:{endpoint.id}:ready", user_id=endpoint.user_id)
+        emit(s, "model.deployed", data, key=f"model:{endpoint.model_id}:deployed:{endpoint.id}",
+             user_id=endpoint.user_id)
     get_run_logger().info("endpoint %s is active", endpoint_id)
     return endpoint_id
 

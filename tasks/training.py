@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from pydantic import BaseModel
 
 from tasks.common import step_options
+from tasks.models import model_created
 from weft import hardware
 from weft.datasets.formats import iter_batches
 from weft.db import session_scope
@@ -201,5 +202,6 @@ def register_adapter(inputs: Inputs, trained: Trained, spec: FineTuneSpec, workf
                                   "quantization": "nf4" if trained.method == "qlora" else None,
                                   "adapter_type": trained.method},
                       updated_at=utcnow()))
+        model_created(s, model_id, spec.name, "fine-tuned", workflow_id, owner_id)
     get_run_logger().info("registered adapter %s and fine-tuned model %s", adapter_id, model_id)
     return model_id

@@ -146,6 +146,12 @@ def test_shifted_traffic_raises_a_high_alert_starts_a_retrain_then_cools_down(wo
     assert get_storage().read_bytes(data_alert.report_key).lstrip().startswith(b"<!DOCTYPE html>")
     perf = next(a for a in alerts_of(endpoint) if a.type == "performance_drift")
     assert perf.severity == "high" and perf.metrics["p95_ratio"] > 3
+    from weft.tables import Event
+
+    with session_scope() as s:  # webhook events: the alert, and what the traffic recommends
+        events = s.exec(select(Event).where(Event.user_id == world["user_id"])).all()
+    assert any(e.type == "drift.detected" and e.key == f"drift:{data_alert.id}" for e in events)
+    assert isinstance(summary[0]["recommendations"], list)  # their events: test_monitoring_metrics
 
     # the retrain decision, and the real fine_tune workflow it created (steps validated and stored)
     started = [d for d in data_alert.decisions if d["step"] == "retrain"]

@@ -76,3 +76,20 @@ def test_recommendations_follow_the_traffic(client, deployed):
     assert recs["caching"]["estimated_savings"]["percentage"] == 99
     assert recs["quantization"]["model_id"] == model_id and recs["quantization"]["status"] == "recommended"
     assert "scale_up" not in recs
+
+
+def test_recommendations_are_published_once_a_day_as_events(client, deployed):
+    from sqlmodel import select
+
+    from weft.monitoring.recommendations import publish
+    from weft.tables import Event
+
+    _, endpoint_id, _ = deployed
+    with session_scope() as s:
+        first = publish(s, s.get(Endpoint, endpoint_id))
+    with session_scope() as s:
+        publish(s, s.get(Endpoint, endpoint_id))  # the same day again: no new events
+    with session_scope() as s:
+        events = s.exec(select(Event).where(Event.type == "optimization.recommended")).all()
+        mine = [e for e in events if e.data["endpoint_id"] == endpoint_id]
+    assert sorted(e.data["type"] for e in mine) == sorted(r["type"] for r in first) and len(mine) == len(first)

@@ -19,6 +19,7 @@ from weft.serving.plan import DeployConfig, templates
 from weft.settings import get_settings
 from weft.specs import get_type
 from weft.tables import Endpoint, InferenceRecord, Model, Replica, utcnow
+from weft.webhooks import emit
 from weft.workflows import discard
 
 router = APIRouter(tags=["endpoints"])
@@ -168,6 +169,10 @@ def stop_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep) -> d
         stop_replica(session, replica)
     endpoint.status, endpoint.updated_at = "stopped", utcnow()
     session.add(endpoint)
+    data = {"deployment_id": endpoint.id, "endpoint_name": endpoint.name, "model_id": endpoint.model_id,
+            "status": "stopped"}
+    emit(session, "deployment.stopped", data, key=f"deployment:{endpoint.id}:stopped", user_id=user.id)
+    emit(session, "model.undeployed", data, key=f"model:{endpoint.model_id}:undeployed:{endpoint.id}", user_id=user.id)
     session.commit()
     return endpoint_view(session, endpoint, base_url())
 

@@ -90,3 +90,14 @@ def for_endpoint(session: Session, endpoint: Endpoint) -> list[dict[str, Any]]:
 def for_user(session: Session, user_id: str) -> list[dict[str, Any]]:
     endpoints = session.exec(select(Endpoint).where(Endpoint.user_id == user_id, Endpoint.status == "active"))
     return [rec for endpoint in endpoints for rec in for_endpoint(session, endpoint)]
+
+
+def publish(session: Session, endpoint: Endpoint) -> list[dict[str, Any]]:
+    """The endpoint's recommendations as `optimization.recommended` webhook events, each at most once a day."""
+    from weft.webhooks import emit
+
+    found = for_endpoint(session, endpoint)
+    day = utcnow().strftime("%Y-%m-%d")
+    for rec in found:
+        emit(session, "optimization.recommended", rec, key=f"{rec['id']}:{day}", user_id=endpoint.user_id)
+    return found
