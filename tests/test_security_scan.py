@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -134,9 +135,14 @@ def test_benign_model_is_safe_and_a_rescan_is_a_cache_hit(prefect_server, tiny_m
     assert model.scan["status"] == "SAFE" and model.scan_verified and model.scan["total_issues"] == 0
     assert model.scan["file_hashes"]["model.safetensors"]
     _, again = scan(model_id, owner)  # a new workflow, same files
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
-            any_=[again.state_details.flow_run_id])))
+    deadline = time.monotonic() + 15  # task-run states reach the server as events, a moment after the run
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
+                any_=[again.state_details.flow_run_id])))
+        if all(r.state is not None for r in runs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     states = {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
     assert {states[n] for n in ("scan_pickles", "validate_safetensors", "detect_code", "check_gguf")} == {"Cached"}
 
