@@ -66,6 +66,25 @@ def put_step(session: Session, wf: Workflow, number: int, data: dict[str, Any]) 
     session.add(wf)
 
 
+class StartFailed(RuntimeError):
+    """The flow run could not be created (the Prefect server is down, the deployment is missing)."""
+
+
+def start(session: Session, wt: WorkflowType, wf: Workflow, spec: dict[str, Any]) -> None:
+    """Admit (raises `Refused`), create the flow run (idempotent per workflow and run number) and
+    remember its id on the workflow."""
+    if wt.admit:
+        wt.admit(session, spec)
+    try:
+        flow_run_id = runs.trigger(wt, wf.id, spec, run_number=wf.run_count, cache_version=wf.cache_version,
+                                   owner_id=wf.user_id)
+    except Exception as exc:
+        raise StartFailed(f"could not start the {wt.name} flow run: {exc}") from exc
+    wf.flow_run_id, wf.status, wf.reason, wf.updated_at = flow_run_id, "PENDING", None, utcnow()
+    session.add(wf)
+    session.commit()
+
+
 def discard(session: Session, workflow_id: str) -> None:
     """Remove a workflow that was never triggered, with its steps (a multi-step create that failed)."""
     session.rollback()

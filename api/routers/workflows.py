@@ -22,7 +22,8 @@ from weft.db import get_engine
 from weft.specs import REGISTRY, StepContext, WorkflowType, get_type
 from weft.specs.base import Refused
 from weft.tables import Workflow, utcnow
-from weft.workflows import WorkflowView, merged_data, put_step, refresh_status, stored_steps, summary, view
+from weft.workflows import (StartFailed, WorkflowView, merged_data, put_step, refresh_status, start, stored_steps,
+                            summary, view)
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["workflows"])
@@ -47,22 +48,14 @@ def owned_workflow(session: Session, user_id: str, workflow_id: str) -> Workflow
 
 
 def start_run(session: Session, wt: WorkflowType, wf: Workflow, spec: dict[str, Any]) -> None:
-    """Create the flow run (idempotent per workflow and run number) and remember its id."""
-    if wt.admit:
-        try:
-            wt.admit(session, spec)
-        except Refused as exc:
-            raise ApiError(409, exc.code, exc.message, exc.details) from exc
+    """`weft.workflows.start` with its refusals as 409 and an unreachable Prefect as 503."""
     try:
-        flow_run_id = runs.trigger(wt, wf.id, spec, run_number=wf.run_count, cache_version=wf.cache_version,
-                                   owner_id=wf.user_id)
-    except Exception as exc:  # the Prefect server is down or the deployment is not registered
+        start(session, wt, wf, spec)
+    except Refused as exc:
+        raise ApiError(409, exc.code, exc.message, exc.details) from exc
+    except StartFailed as exc:
         log.exception("could not start %s for workflow %s", wt.flow_name, wf.id)
-        raise ApiError(503, "SERVICE_UNAVAILABLE", f"could not start the {wt.name} flow run: {exc}",
-                       {"flow": wt.flow_name}) from exc
-    wf.flow_run_id, wf.status, wf.reason, wf.updated_at = flow_run_id, "PENDING", None, utcnow()
-    session.add(wf)
-    session.commit()
+        raise ApiError(503, "SERVICE_UNAVAILABLE", str(exc), {"flow": wt.flow_name}) from exc
 
 
 def post_step(wt: WorkflowType, body: dict[str, Any], user_id: str, session: Session) -> WorkflowView:

@@ -122,10 +122,8 @@ def create_workflow(session: Session, user_id: str, type_name: str, steps: list[
                     name: str | None = None) -> Workflow:
     """A workflow with its validated steps, then its flow run: what POST /models/...-workflow does step by
     step (validation with the owner's context, `put_step`, the type's admission check, `runs.trigger`)."""
-    from weft import runs
     from weft.specs import StepContext, get_type
-    from weft.specs.base import Refused
-    from weft.workflows import put_step
+    from weft.workflows import StartFailed, put_step, start
 
     wt = get_type(type_name)
     previous: dict[str, Any] = {}
@@ -138,7 +136,7 @@ def create_workflow(session: Session, user_id: str, type_name: str, steps: list[
     ctx = StepContext(user_id=user_id, previous=previous, session=session)
     spec = wt.spec.model_validate(previous, context=ctx).model_dump(mode="json")
     if wt.admit:
-        wt.admit(session, spec)  # raises Refused
+        wt.admit(session, spec)  # raises Refused before anything is stored
     wf = Workflow(user_id=user_id, workflow_type=wt.name, total_steps=len(wt.steps), name=name)
     session.add(wf)
     for number, data in validated:
@@ -146,18 +144,12 @@ def create_workflow(session: Session, user_id: str, type_name: str, steps: list[
     session.commit()
     session.refresh(wf)
     try:
-        flow_run_id = runs.trigger(wt, wf.id, spec, run_number=wf.run_count, cache_version=wf.cache_version,
-                                   owner_id=user_id)
-    except Refused:
-        raise
-    except Exception as exc:
-        wf.status, wf.reason = "FAILED", f"could not start the {wt.name} flow run: {exc}"
+        start(session, wt, wf, spec)
+    except StartFailed as exc:
+        wf.status, wf.reason = "FAILED", str(exc)
         session.add(wf)
         session.commit()
-        raise RuntimeError(wf.reason) from exc
-    wf.flow_run_id, wf.status, wf.reason, wf.updated_at = flow_run_id, "PENDING", None, utcnow()
-    session.add(wf)
-    session.commit()
+        raise
     return wf
 
 
