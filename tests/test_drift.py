@@ -220,3 +220,56 @@ def test_approval_switch_waits_for_the_patch(world, client, fake_trigger, monkey
     decisions = [d["decision"] for d in r.json()["decisions"]]
     assert decisions == ["skipped: awaiting approval", "approved", "started"]
     assert fake_trigger and fake_trigger[0][0] == "fine_tune"
+
+
+def test_retrain_chain_evaluates_then_redeploys_only_when_promoted(world, fake_trigger):
+    """After the retrain's fine_tune completes: evaluate_model on its model; after the evaluation: deploy
+    only if the promotion gate passed. Workflow outcomes are set by hand; the chain's decisions are real."""
+    from weft.db import session_scope
+    from weft.monitoring import retrain
+    from weft.tables import Adapter, DriftAlert, Evaluation, Model, Workflow
+
+    def finished_retrain() -> tuple[str, str]:
+        with session_scope() as s:
+            ft = Workflow(user_id=world["user_id"], workflow_type="fine_tune", total_steps=2, status="COMPLETED")
+            model = Model(user_id=world["user_id"], name=f"auto-qa-{uuid.uuid4().hex[:6]}", type="fine-tuned",
+                          provider_type="adapter", storage_uri="file:///nowhere/retrained",
+                          scan={"status": "SAFE", "total_issues": 0}, scan_verified=True)
+            adapter = Adapter(user_id=world["user_id"], name=model.name, base_model_id=world["tuned_id"],
+                              dataset_id=world["dataset_id"], method="lora", config={"validation_split": 0.1},
+                              storage_key="adapters/retrained", workflow_id=ft.id, model_id=model.id)
+            model.details = {"adapter_id": adapter.id}
+            alert = DriftAlert(user_id=world["user_id"], endpoint_id=world["endpoints"][2], severity="high",
+                               type="data_drift", description="shifted",
+                               decisions=[{"step": "retrain", "decision": "started", "workflow_id": ft.id}])
+            s.add_all([ft, model, adapter, alert])
+            return alert.id, model.id
+
+    def advance(alert_id: str) -> dict:
+        with session_scope() as s:
+            return retrain.advance(s, s.get(DriftAlert, alert_id))
+
+    def evaluated(alert_id: str, promoted: bool) -> None:
+        with session_scope() as s:
+            entry = next(d for d in s.get(DriftAlert, alert_id).decisions if d["step"] == "evaluate")
+            wf = s.get(Workflow, entry["workflow_id"])
+            wf.status = "COMPLETED"
+            s.add(wf)
+            s.add(Evaluation(id=wf.id, user_id=world["user_id"], model_id=entry["model_id"], status="completed",
+                             promoted=promoted, gate={"reason": "lower bound +0.20" if promoted else "lower bound -0.05"}))
+
+    for promoted in (False, True):
+        alert_id, model_id = finished_retrain()
+        entry = advance(alert_id)
+        assert entry["step"] == "evaluate" and entry["decision"] == "started" and entry["model_id"] == model_id
+        assert fake_trigger[-1][0] == "evaluate_model" and fake_trigger[-1][2]["dataset_id"] == world["dataset_id"]
+        assert advance(alert_id) is None  # the evaluation is still running: nothing to decide
+        evaluated(alert_id, promoted)
+        entry = advance(alert_id)
+        assert entry["step"] == "deploy"
+        if promoted:
+            assert entry["decision"] == "started" and fake_trigger[-1][0] == "deploy_model"
+            assert fake_trigger[-1][2]["model_id"] == model_id
+        else:
+            assert entry["decision"] == "skipped: not promoted" and "lower bound -0.05" in entry["reason"]
+            assert fake_trigger[-1][0] == "evaluate_model"  # no deploy was started
