@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
@@ -13,7 +12,7 @@ from sqlmodel import Session, col, select
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.routers.workflows import post_step
-from weft import jobs, runs
+from weft import jobs
 from weft.datasets.uploads import import_local_file
 from weft.specs import get_type
 from weft.specs.evaluation import EvaluationSettings
