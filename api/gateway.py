@@ -9,6 +9,7 @@ import logging
 import random
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -88,15 +89,15 @@ class Gateway:
         low = min(self.in_flight[r.id] for r in candidates)
         return random.choice([r for r in candidates if self.in_flight[r.id] == low])
 
-    async def call(self, endpoint: Endpoint, path: str, body: dict[str, Any] | None, method: str = "POST") -> Result:
-        """Send `body` to `path` (e.g. /v1/completions, /tokenize) of the endpoint: least-loaded healthy
-        replica, the next one when a replica fails to answer, 503 when none can."""
+    async def targets(self, endpoint: Endpoint, path: str) -> AsyncIterator[tuple[Target, str]]:
+        """Where to send a request, in the order to try: the provider (a proxy endpoint), or the least
+        loaded healthy replica, then the next untried one; 503 when none is left."""
         if endpoint.status != "active":
             raise ApiError(503, "SERVICE_UNAVAILABLE", f"endpoint {endpoint.name} is {endpoint.status}",
                            {"endpoint_id": endpoint.id})
         if endpoint.kind == "proxy":
-            target = await anyio.to_thread.run_sync(proxy_target, endpoint)
-            return await self._send(target, path.removeprefix("/v1"), body, method)
+            yield await anyio.to_thread.run_sync(proxy_target, endpoint), path.removeprefix("/v1")
+            return
         tried: set[str] = set()
         while True:
             now = time.monotonic()
@@ -107,14 +108,43 @@ class Gateway:
                                {"endpoint_id": endpoint.id, "tried": sorted(tried)})
             replica = self.pick(candidates)
             tried.add(replica.id)
+            yield Target(replica.id, replica.url, {}, endpoint.name), path
+
+    def unreachable(self, target: Target, exc: Exception) -> None:
+        """A replica that did not answer sits out DEAD_SECONDS; an unreachable provider is a 502."""
+        if target.replica_id is None:
+            raise ApiError(502, "BAD_GATEWAY", f"the provider did not answer: {exc}") from exc
+        self.dead_until[target.replica_id] = time.monotonic() + DEAD_SECONDS
+
+    async def call(self, endpoint: Endpoint, path: str, body: dict[str, Any] | None, method: str = "POST") -> Result:
+        """Send `body` to `path` (e.g. /v1/completions, /tokenize) of the endpoint, trying `targets` in
+        order until one answers without a server error."""
+        async for target, target_path in self.targets(endpoint, path):
             try:
-                result = await self._send(Target(replica.id, replica.url, {}, endpoint.name), path, body, method)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
-                self.dead_until[replica.id] = time.monotonic() + DEAD_SECONDS
+                result = await self._send(target, target_path, body, method)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                self.unreachable(target, exc)
                 continue
-            if result.status_code >= 500:
+            if result.status_code >= 500 and target.replica_id:
                 continue
             return result
+        raise AssertionError("targets() ends by raising")
+
+    async def stream(self, endpoint: Endpoint, path: str, body: dict[str, Any]) -> tuple[Target, aiohttp.ClientResponse]:
+        """Open a streamed request: the first target that answers with headers and no server error (a
+        retry is only possible before the first byte). The caller reads and releases the response."""
+        async for target, target_path in self.targets(endpoint, path):
+            try:
+                response = await self.client.request("POST", f"{target.url}{target_path}", headers=target.headers,
+                                                     json={**body, "model": target.model})
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                self.unreachable(target, exc)
+                continue
+            if response.status >= 500 and target.replica_id:
+                response.release()
+                continue
+            return target, response
+        raise AssertionError("targets() ends by raising")
 
     async def _send(self, target: Target, path: str, body: dict[str, Any] | None, method: str) -> Result:
         key = target.replica_id or "proxy"

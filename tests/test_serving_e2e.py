@@ -114,6 +114,12 @@ def test_deploy_predict_add_worker_kill_and_stop(api, carol, tiny, stack, tmp_pa
     chat = client.chat.completions.create(model="tiny-e2e", messages=[{"role": "user", "content": "hello"}],
                                           max_tokens=4, temperature=0)
     assert chat.choices[0].message.role == "assistant" and chat.usage.prompt_tokens > 0
+    chunks = list(client.chat.completions.create(model="tiny-e2e", messages=[{"role": "user", "content": "hello"}],
+                                                 max_tokens=4, temperature=0, stream=True,
+                                                 stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == chat.choices[0].message.content  # relayed chunk by chunk through the gateway
+    assert chunks[-1].usage.completion_tokens == chat.usage.completion_tokens
 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager

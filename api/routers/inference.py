@@ -4,13 +4,15 @@ deployment test. Every request is recorded after its response is sent."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Body, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
@@ -99,11 +101,59 @@ def recorded(request: Request, result: Result, endpoint: Endpoint, user_id: str,
     return JSONResponse(content, status_code=result.status_code)
 
 
+def last_usage(tail: bytes) -> dict[str, Any] | None:
+    """The `usage` of the last SSE chunk that has one (sent when the client asked for
+    `stream_options.include_usage`)."""
+    for line in reversed(tail.decode(errors="replace").splitlines()):
+        if line.startswith("data: {") and '"usage"' in line:
+            try:
+                usage = json.loads(line[6:]).get("usage")
+            except ValueError:
+                continue
+            if usage:
+                return usage
+    return None
+
+
+async def streamed(request: Request, endpoint: Endpoint, user_id: str, path: str, body: dict[str, Any]) -> Response:
+    """Relay a `stream: true` response chunk by chunk; recorded when the stream ends."""
+    gw, start = gateway(request), time.perf_counter()
+    try:
+        target, upstream = await gw.stream(endpoint, path, body)
+    except ApiError as exc:
+        gw.record(endpoint.id, None, user_id, path, 0.0, exc.status, None, prompt_text(body), exc.message)
+        raise
+    if upstream.status >= 400:
+        payload = await upstream.json(content_type=None)
+        upstream.release()
+        gw.record(endpoint.id, target.replica_id, user_id, path, (time.perf_counter() - start) * 1000,
+                  upstream.status, payload, prompt_text(body), str(payload)[:500])
+        return JSONResponse(payload, status_code=upstream.status)
+    key = target.replica_id or "proxy"
+    gw.in_flight[key] += 1
+
+    async def relay() -> AsyncIterator[bytes]:
+        tail = b""
+        try:
+            async for chunk in upstream.content.iter_any():
+                tail = (tail + chunk)[-8192:]
+                yield chunk
+        finally:
+            upstream.release()
+            gw.in_flight[key] -= 1
+            gw.served[key] += 1
+            usage = last_usage(tail)
+            gw.record(endpoint.id, target.replica_id, user_id, path, (time.perf_counter() - start) * 1000,
+                      upstream.status, {"usage": usage} if usage else None, prompt_text(body))
+
+    return StreamingResponse(relay(), media_type=upstream.headers.get("Content-Type", "text/event-stream"),
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
 async def openai_call(request: Request, endpoint: Endpoint, user_id: str, path: str,
-                      body: dict[str, Any]) -> JSONResponse:
+                      body: dict[str, Any]) -> Response:
     if body.get("stream"):
-        raise ApiError(400, "VALIDATION_ERROR", "the gateway does not stream yet: send stream=false",
-                       {"field": "stream"})
+        return await streamed(request, endpoint, user_id, path, body)
     result = await forward(request, endpoint, user_id, path, body)
     content = {**result.body, "model": endpoint.name} if result.status_code < 400 else result.body
     return recorded(request, result, endpoint, user_id, path, body, content)
@@ -111,7 +161,7 @@ async def openai_call(request: Request, endpoint: Endpoint, user_id: str, path: 
 
 def openai_route(path: str):
     """`model` names the endpoint (what OpenAI clients send to one base URL)."""
-    async def handler(request: Request, user_id: CurrentUserId, body: dict[str, Any] = Body(...)) -> JSONResponse:
+    async def handler(request: Request, user_id: CurrentUserId, body: dict[str, Any] = Body(...)) -> Response:
         return await openai_call(request, await endpoint_named(user_id, body.get("model")), user_id, path, body)
 
     handler.__name__ = f"openai_{path.strip('/').replace('/', '_')}"
@@ -121,7 +171,7 @@ def openai_route(path: str):
 def endpoint_route(path: str, method: str = "POST"):
     """`/endpoints/{name}/...`: one endpoint per base URL, with vLLM's tokenizer routes beside the
     OpenAI ones, so lm-eval's `local-completions` tokenizes remotely without a hub download."""
-    async def handler(name: str, request: Request, user_id: CurrentUserId) -> JSONResponse:
+    async def handler(name: str, request: Request, user_id: CurrentUserId) -> Response:
         endpoint = await endpoint_named(user_id, name)
         body = await request.json() if method == "POST" else None
         if path.startswith("/v1/"):
