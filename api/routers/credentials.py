@@ -7,10 +7,11 @@ an `async def` endpoint would `await Secret(value=...).asave(name)` instead.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Response, status
 from prefect.blocks.system import Secret
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
@@ -38,23 +39,38 @@ def delete_block(name: str) -> None:
         log.info("secret block %s was already gone", name)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=CredentialOut)
-def create_credential(body: CredentialIn, user: CurrentUser, session: SessionDep) -> CredentialOut:
-    """Store the secret in the Prefect Secret block `weft-credential-<id>`; the response never echoes it."""
-    row = Credential(id=new_id(), user_id=user.id, name=body.name, provider_type=body.provider_type, block_name="")
-    row.block_name = block_name_for(row.id)
+def store_secret(session: Session, row: Any, block_name: str, secret: str) -> None:
+    """Save `secret` as the Secret block `block_name`, then commit `row`; a failed commit removes the
+    block again (no orphan secret). An unreachable Prefect server is a 503."""
     try:
-        Secret(value=body.secret).save(row.block_name)
+        Secret(value=secret).save(block_name)
     except Exception as exc:
-        log.exception("could not save secret block %s", row.block_name)
+        log.exception("could not save secret block %s", block_name)
         raise prefect_unavailable("store") from exc
     session.add(row)
     try:
         session.commit()
     except Exception:
         session.rollback()
-        delete_block(row.block_name)  # leave no orphan secret behind
+        delete_block(block_name)
         raise
+
+
+def remove_secret(block_name: str) -> None:
+    """Delete a Secret block before its row goes; an unreachable Prefect server is a 503."""
+    try:
+        delete_block(block_name)
+    except Exception as exc:
+        log.exception("could not delete secret block %s", block_name)
+        raise prefect_unavailable("delete") from exc
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=CredentialOut)
+def create_credential(body: CredentialIn, user: CurrentUser, session: SessionDep) -> CredentialOut:
+    """Store the secret in the Prefect Secret block `weft-credential-<id>`; the response never echoes it."""
+    row = Credential(id=new_id(), user_id=user.id, name=body.name, provider_type=body.provider_type, block_name="")
+    row.block_name = block_name_for(row.id)
+    store_secret(session, row, row.block_name, body.secret)
     return CredentialOut.model_validate(row)
 
 
@@ -70,10 +86,6 @@ def list_credentials(user: CurrentUser, session: SessionDep, page: Paging) -> di
 def delete_credential(credential_id: str, user: CurrentUser, session: SessionDep) -> None:
     """Delete the credential and its Secret block."""
     row = get_owned(session, Credential, credential_id, user.id, "credential")
-    try:
-        delete_block(row.block_name)
-    except Exception as exc:
-        log.exception("could not delete secret block %s", row.block_name)
-        raise prefect_unavailable("delete") from exc
+    remove_secret(row.block_name)
     session.delete(row)
     session.commit()

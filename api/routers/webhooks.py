@@ -7,23 +7,21 @@ payload, the headers and how a receiver verifies `X-Weft-Signature`.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Response, status
-from prefect.blocks.system import Secret
 from pydantic import BaseModel, Field, field_validator
 from sqlmodel import col, delete, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Page, Paging, paginate
+from api.routers.credentials import remove_secret, store_secret
 from api.schemas import Out, UtcDatetime
 from weft import webhooks
 from weft.tables import Webhook, WebhookDelivery, new_id, utcnow
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
@@ -117,17 +115,6 @@ def checked_events(events: list[str]) -> list[str]:
     return list(dict.fromkeys(events))
 
 
-def prefect_unavailable(action: str) -> ApiError:
-    return ApiError(503, "SERVICE_UNAVAILABLE", f"could not {action} the webhook secret in Prefect; is the server up?")
-
-
-def delete_block(name: str) -> None:
-    try:
-        Secret.delete(name)
-    except ValueError:  # already gone
-        log.info("secret block %s was already gone", name)
-
-
 # --- endpoints --------------------------------------------------------------------------------------
 
 @router.get("/event-types", response_model=list[EventTypeOut])
@@ -146,18 +133,7 @@ def create_webhook(body: WebhookIn, user: CurrentUser, session: SessionDep) -> W
     now = utcnow()
     row = Webhook(id=webhook_id, user_id=user.id, url=body.url, events=events,
                   secret_block=webhooks.secret_block_name(webhook_id), active=True, created_at=now, updated_at=now)
-    try:
-        Secret(value=secret).save(row.secret_block)
-    except Exception as exc:
-        log.exception("could not save secret block %s", row.secret_block)
-        raise prefect_unavailable("store") from exc
-    session.add(row)
-    try:
-        session.commit()
-    except Exception:
-        session.rollback()
-        delete_block(row.secret_block)  # no orphan secret
-        raise
+    store_secret(session, row, row.secret_block, secret)
     out = WebhookCreated.model_validate(row)
     out.secret = None if body.secret else secret
     return out
@@ -196,11 +172,7 @@ def update_webhook(webhook_id: str, body: WebhookUpdate, user: CurrentUser, sess
 def delete_webhook(webhook_id: str, user: CurrentUser, session: SessionDep) -> None:
     """Delete the webhook, its delivery history and its Secret block."""
     row = get_owned(session, Webhook, webhook_id, user.id, "webhook")
-    try:
-        delete_block(row.secret_block)
-    except Exception as exc:
-        log.exception("could not delete secret block %s", row.secret_block)
-        raise prefect_unavailable("delete") from exc
+    remove_secret(row.secret_block)
     session.exec(delete(WebhookDelivery).where(col(WebhookDelivery.webhook_id) == row.id))
     session.delete(row)
     session.commit()
