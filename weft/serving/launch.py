@@ -52,13 +52,10 @@ class ServerSpec(BaseModel):
 
 def command(spec: ServerSpec) -> list[str]:
     if spec.engine == "vllm":
-        cmd = ["vllm", "serve", spec.model_dir, "--served-model-name", spec.served_name, "--host", spec.host,
-               "--port", str(spec.port)]
-        if spec.adapter_dir:
-            # the endpoint name answers with the adapter; the base stays reachable under its folder name
-            cmd = ["vllm", "serve", spec.model_dir, "--host", spec.host, "--port", str(spec.port), "--enable-lora",
-                   "--lora-modules", f"{spec.served_name}={spec.adapter_dir}"]
-        return cmd
+        cmd = ["vllm", "serve", spec.model_dir, "--host", spec.host, "--port", str(spec.port)]
+        if spec.adapter_dir:  # the endpoint name answers with the adapter; the base keeps its folder name
+            return [*cmd, "--enable-lora", "--lora-modules", f"{spec.served_name}={spec.adapter_dir}"]
+        return [*cmd, "--served-model-name", spec.served_name]
     cmd = [sys.executable, "-m", "weft.serving.openai_server", "--model", spec.model_dir, "--name", spec.served_name,
            "--host", spec.host, "--port", str(spec.port)]
     if spec.adapter_dir:
