@@ -47,7 +47,6 @@ class Result:
 class Gateway:
     def __init__(self) -> None:
         self.in_flight: dict[str, int] = defaultdict(int)
-        self.served: dict[str, int] = defaultdict(int)
         self.dead_until: dict[str, float] = {}
         self.cache: dict[str, tuple[float, list[Replica]]] = {}
         self.recorder = Recorder()
@@ -157,7 +156,6 @@ class Gateway:
                 status = response.status
         finally:
             self.in_flight[key] -= 1
-        self.served[key] += 1
         try:
             payload = json.loads(raw)
         except ValueError:

@@ -141,7 +141,6 @@ async def streamed(request: Request, endpoint: Endpoint, user_id: str, path: str
         finally:
             upstream.release()
             gw.in_flight[key] -= 1
-            gw.served[key] += 1
             usage = last_usage(tail)
             gw.record(endpoint.id, target.replica_id, user_id, path, (time.perf_counter() - start) * 1000,
                       upstream.status, {"usage": usage} if usage else None, prompt_text(body))

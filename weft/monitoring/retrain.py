@@ -123,7 +123,8 @@ def create_workflow(session: Session, user_id: str, type_name: str, steps: list[
     """A workflow with its validated steps, then its flow run: what POST /models/...-workflow does step by
     step (validation with the owner's context, `put_step`, the type's admission check, `runs.trigger`)."""
     from weft.specs import StepContext, get_type
-    from weft.workflows import StartFailed, put_step, start
+    from weft.specs.base import Refused
+    from weft.workflows import StartFailed, discard, put_step, start
 
     wt = get_type(type_name)
     previous: dict[str, Any] = {}
@@ -135,8 +136,6 @@ def create_workflow(session: Session, user_id: str, type_name: str, steps: list[
         previous = {**previous, **data}
     ctx = StepContext(user_id=user_id, previous=previous, session=session)
     spec = wt.spec.model_validate(previous, context=ctx).model_dump(mode="json")
-    if wt.admit:
-        wt.admit(session, spec)  # raises Refused before anything is stored
     wf = Workflow(user_id=user_id, workflow_type=wt.name, total_steps=len(wt.steps), name=name)
     session.add(wf)
     for number, data in validated:
@@ -145,6 +144,9 @@ def create_workflow(session: Session, user_id: str, type_name: str, steps: list[
     session.refresh(wf)
     try:
         start(session, wt, wf, spec)
+    except Refused:
+        discard(session, wf.id)  # a refused start leaves nothing stored
+        raise
     except StartFailed as exc:
         wf.status, wf.reason = "FAILED", str(exc)
         session.add(wf)
@@ -199,6 +201,21 @@ def _workflow_status(session: Session, workflow_id: str) -> str:
     return wf.status
 
 
+def start_step(session: Session, alert: DriftAlert, step: str, type_name: str, steps: list[dict[str, Any]],
+               name: str, reason: str, **extra: Any) -> dict:
+    """Start the chain's next workflow and record it on the alert ("failed" with the cause when it
+    cannot start); commits."""
+    try:
+        wf = create_workflow(session, alert.user_id, type_name, steps, name=name)
+    except Exception as exc:
+        session.rollback()
+        entry = record(session, alert, step, "failed", f"could not start {type_name}: {exc}", **extra)
+    else:
+        entry = record(session, alert, step, "started", reason, workflow_id=wf.id, **extra)
+    session.commit()
+    return entry
+
+
 def advance(session: Session, alert: DriftAlert) -> dict | None:
     """Move the alert's retrain chain one step if its current workflow has finished; returns the decision
     recorded, or None when there was nothing to do (no chain, or its workflow is still running)."""
@@ -224,20 +241,10 @@ def advance(session: Session, alert: DriftAlert) -> dict | None:
                            f"fine_tune workflow {started['workflow_id']} registered no adapter model")
             session.commit()
             return entry
-        try:
-            wf = create_workflow(session, alert.user_id, "evaluate_model",
-                                 [{"model_id": adapter.model_id, "dataset_id": adapter.dataset_id}, {}],
-                                 name=f"evaluate {adapter.name}")
-        except Exception as exc:
-            session.rollback()
-            entry = record(session, alert, EVALUATE, "failed", f"could not start evaluate_model: {exc}",
-                           model_id=adapter.model_id)
-            session.commit()
-            return entry
-        entry = record(session, alert, EVALUATE, "started", "fine-tune completed: evaluating on its held-out split "
-                       f"of dataset {adapter.dataset_id}", workflow_id=wf.id, model_id=adapter.model_id)
-        session.commit()
-        return entry
+        return start_step(session, alert, EVALUATE, "evaluate_model",
+                          [{"model_id": adapter.model_id, "dataset_id": adapter.dataset_id}, {}],
+                          f"evaluate {adapter.name}", "fine-tune completed: evaluating on its held-out split of "
+                          f"dataset {adapter.dataset_id}", model_id=adapter.model_id)
     if evaluating.get("decision") != "started":
         return None
     status = _workflow_status(session, evaluating["workflow_id"])
@@ -258,21 +265,11 @@ def advance(session: Session, alert: DriftAlert) -> dict | None:
     endpoint = session.get(Endpoint, alert.endpoint_id) if alert.endpoint_id else None
     name = f"{endpoint.name if endpoint else 'retrained'}-r{utcnow().strftime('%Y%m%d%H%M')}"
     deploy_config = (endpoint.config if endpoint else None) or {}
-    try:
-        wf = create_workflow(session, alert.user_id, "deploy_model",
-                             [{"model_id": evaluating["model_id"]}, {},  # steps 1-3 of a local deploy
-                              {"endpoint_name": name, "deploy_config": deploy_config}],
-                             name=f"redeploy {name}")
-    except Exception as exc:
-        session.rollback()
-        entry = record(session, alert, DEPLOY, "failed", f"could not start deploy_model: {exc}",
-                       evaluation_id=evaluation.id)
-        session.commit()
-        return entry
-    entry = record(session, alert, DEPLOY, "started", f"promotion gate passed: deploying {name}",
-                   workflow_id=wf.id, evaluation_id=evaluation.id, endpoint_name=name)
-    session.commit()
-    return entry
+    return start_step(session, alert, DEPLOY, "deploy_model",
+                      [{"model_id": evaluating["model_id"]}, {},  # steps 1-3 of a local deploy
+                       {"endpoint_name": name, "deploy_config": deploy_config}],
+                      f"redeploy {name}", f"promotion gate passed: deploying {name}", evaluation_id=evaluation.id,
+                      endpoint_name=name)
 
 
 def open_chains(session: Session) -> list[DriftAlert]:
