@@ -66,3 +66,35 @@ def test_progress_lines_round_trip():
     assert parse_line(line) == {"step": 5, "max_steps": 60, "loss": 1.2345, "learning_rate": 2e-4, "epoch": 0.25,
                                 "tokens_per_second": 812.4, "eta_seconds": 41.0}
     assert parse_line("prepared 24 messages records") is None
+
+
+def test_qlora_without_bitsandbytes_says_why_in_the_run_logs(prefect_server, db, tiny_model_dir: Path):
+    import time
+
+    from flows.fine_tune import fine_tune
+    from tests.registry import register_dataset, register_model, register_user
+    from weft.jobs import read_logs
+    from weft.specs.training import FineTuneSpec
+    from weft.training.config import TrainConfig
+    from weft.training.trainer import four_bit_unavailable
+
+    user_id = register_user()
+    rows = [{"instruction": f"code {i}", "output": f"part {i % 3}"} for i in range(16)]
+    spec = FineTuneSpec(base_model=register_model(user_id, tiny_model_dir), name="tiny qlora",
+                        dataset_id=register_dataset(user_id, "codes-q", rows),
+                        config=TrainConfig(method="qlora", rank=4, alpha=8, batch_size=4, max_steps=2,
+                                           checkpoint_steps=2, max_seq_length=64))
+    state = fine_tune(spec=spec, owner_id=user_id, return_state=True)
+    assert state.is_completed(), state.message
+    reason = four_bit_unavailable()
+    with session_scope() as s:
+        adapter = s.get(Adapter, s.get(Model, state.result()).details["adapter_id"])
+    assert adapter.method == ("lora" if reason else "qlora")
+    if reason is None:
+        return  # bitsandbytes works here: the real 4-bit path ran
+    deadline = time.monotonic() + 30  # Prefect ships logs in batches
+    while not any("qlora fell back to lora: bitsandbytes" in line.message
+                  for line in read_logs(str(state.state_details.flow_run_id), offset=0, limit=200,
+                                        newest_first=False)):
+        assert time.monotonic() < deadline, "no fallback reason in the run's logs"
+        time.sleep(0.5)
