@@ -1,23 +1,43 @@
-# The two commands of the README: `make run` and `make test`. Both set up .venv idempotently.
+# The two commands of the README: `make run` and `make test`. Both set up .venv idempotently from
+# requirements.lock (every package pinned: an install resolves nothing and repeats exactly).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints-cpu.txt | cksum | cut -d' ' -f1)
+# the folder holding the CPU wheel of torch (pip's find-links on this kind of machine; uv ignores pip's config)
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null),/opt/wheels)
+UV := $(BIN)/uv
+UV_FLAGS := --python $(BIN)/python --find-links $(FIND_LINKS)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: run test demo-model demo bench bench-fine-tune install clean
+.PHONY: run test test-fast lint lock demo-model demo bench bench-fine-tune install clean
 
-$(STAMP): pyproject.toml constraints-cpu.txt
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[dev]'
+	test -x $(UV) || $(BIN)/pip install --quiet --disable-pip-version-check --no-deps "$$(grep '^uv==' requirements.lock)"
+	$(UV) pip sync --quiet $(UV_FLAGS) requirements.lock
+	$(UV) pip install --quiet $(UV_FLAGS) --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
+
+# Re-resolve requirements.lock from pyproject.toml (keeps current pins unless they must move; add
+# --upgrade to move them all), then `make install` installs exactly that.
+lock: $(STAMP)
+	$(UV) pip compile pyproject.toml --extra dev -c constraints-cpu.txt --find-links $(FIND_LINKS) \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+		--quiet -o requirements.lock
 
 run: $(STAMP)
 	$(BIN)/weft up
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not e2e"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 demo-model: $(STAMP)
 	$(BIN)/weft demo-model

@@ -14,11 +14,16 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from weft.errors import Conflict, Invalid, NotFound, Refused, Unavailable, WeftError
+
 log = logging.getLogger("weft.api")
 
 CODES = {400: "INVALID_INPUT", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
          409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 422: "VALIDATION_ERROR",
          429: "RATE_LIMITED", 500: "SERVICE_ERROR", 503: "SERVICE_UNAVAILABLE"}
+# the HTTP status of each error weft's services raise (their code, message and details pass unchanged)
+DOMAIN_STATUS: dict[type[WeftError], int] = {NotFound: 404, Invalid: 422, Refused: 409, Conflict: 409,
+                                             Unavailable: 503}
 REQUEST_ID_HEADER = "X-Request-ID"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -30,6 +35,11 @@ class ApiError(Exception):
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details, self.headers = status, code, message, details or {}, headers
+
+
+def status_of(exc: WeftError) -> int:
+    """The HTTP status of a service error (500 for one without a mapping)."""
+    return next((status for kind, status in DOMAIN_STATUS.items() if isinstance(exc, kind)), 500)
 
 
 def not_found(kind: str, id: str) -> ApiError:
@@ -96,6 +106,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(WeftError)
+    async def _domain_error(request: Request, exc: WeftError):
+        status = status_of(exc)
+        if status >= 500:
+            log.warning("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
+        return error_response(request, status, exc.code, exc.message, exc.details)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):

@@ -187,7 +187,7 @@ def inference_record(endpoint_id: str | None, replica_id: str | None, user_id: s
 
 def write_records(rows: list[InferenceRecord]) -> None:
     """Store a batch; failed requests become `prediction.error` events, one per endpoint and minute."""
-    from weft.webhooks import emit
+    from weft.webhooks.outbox import emit
 
     with Session(get_engine()) as s:
         s.add_all(rows)

@@ -15,7 +15,7 @@ from api.routers import (auth, clusters, credentials, datasets, drift, endpoints
                          models, monitoring, providers, status, webhooks, workflow_create, workflows, ws)
 from weft import __version__
 from weft.db import migrate
-from weft.webhooks import WebhookService
+from weft.webhooks.service import WebhookService
 
 API_PREFIX = "/api/v1"
 

@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, default=None, help="reuse/keep the generated file here")
     args = parser.parse_args()
-    from tests.tiny_model import build_tiny_model
+    from weft.testing.tiny_model import build_tiny_model
     from weft.datasets.synthetic import records
 
     tmp = Path(tempfile.mkdtemp(prefix="weft-bench-ds-"))

@@ -79,7 +79,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
-            from tests.tiny_model import build_tiny_model
+            from weft.testing.tiny_model import build_tiny_model
 
             model_dir = build_tiny_model(Path(tmp) / "tiny")
         else:

@@ -130,7 +130,7 @@ class WeftFlow:
         LocalFileSystem(basepath=str(TMP / "results")).save(get_settings().result_storage_block.split("/", 1)[1],
                                                             overwrite=True)
         migrate()
-        from tests.registry import register_dataset, register_model, register_user
+        from weft.testing.registry import register_dataset, register_model, register_user
 
         rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
         user_id = register_user()
@@ -195,7 +195,7 @@ def main() -> int:
 
     try:
         if args.model is None:
-            from tests.tiny_model import build_tiny_model
+            from weft.testing.tiny_model import build_tiny_model
 
             model_dir, model_name = build_tiny_model(TMP / "tiny-llama"), "tiny test Llama (tests/tiny_model.py)"
         else:

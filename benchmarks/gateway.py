@@ -62,19 +62,20 @@ def main() -> None:
     import httpx
 
     from weft.db import migrate, session_scope
+    from weft.net import free_port
     from weft.serving import launch
     from weft.tables import Endpoint, Model, Replica, utcnow
 
     model_dir = args.model
     if model_dir is None:
-        from tests.tiny_model import build_tiny_model
+        from weft.testing.tiny_model import build_tiny_model
 
         model_dir = build_tiny_model(tmp / "tiny")
     migrate()
-    spec = launch.ServerSpec(model_dir=str(model_dir), served_name="bench", port=launch.free_port())
+    spec = launch.ServerSpec(model_dir=str(model_dir), served_name="bench", port=free_port("0.0.0.0"))
     replica_url = f"http://127.0.0.1:{spec.port}"
     server = launch.start(spec, tmp / "replica.log")
-    api_port = launch.free_port()
+    api_port = free_port("0.0.0.0")
     api = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(api_port),
                             "--log-level", "warning"], cwd=ROOT, env=os.environ.copy())
     stop = threading.Event()

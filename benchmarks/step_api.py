@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform as host
-import socket
 import statistics
 import sys
 import tempfile
@@ -28,12 +27,6 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 OPENAI = "6f1b5a3e-0a0b-4c59-9d0e-000000000001"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -72,6 +65,7 @@ def main() -> None:
 
     os.environ["WEFT_HOME"] = tempfile.mkdtemp(prefix="weft-bench-")
     os.environ["WEFT_RATE_LIMIT_PER_MINUTE"] = "1000000"  # measure the API, not the limiter's 429s
+    from weft.net import free_port
     from weft.platform import Platform
     from weft.settings import Settings
 

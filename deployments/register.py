@@ -1,31 +1,27 @@
-"""Register weft's work pools and the deployments of prefect.yaml on a Prefect server."""
+"""Register weft's work pools, its result-storage block and the deployments of prefect.yaml on the
+Prefect server of `PREFECT_API_URL` (`python -m deployments.register`; `weft up` runs it)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
+from blocks.storage import save_result_storage
+from weft import pools
+from weft.platform import prefect_cli
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-POOLS = {"cpu": None, "gpu": 1}  # pool -> concurrency limit (GPU slots); None = unlimited
-
-
-def prefect_cli() -> str:
-    """The `prefect` executable of this environment."""
-    local = Path(sys.executable).with_name("prefect")
-    return str(local) if local.exists() else (shutil.which("prefect") or "prefect")
 
 
 def ensure_work_pools() -> None:
     """Create the `cpu` and `gpu` process work pools if they do not exist."""
     with get_client(sync_client=True) as client:
-        for name, limit in POOLS.items():
+        for name, limit in pools.CONCURRENCY.items():
             try:
                 client.create_work_pool(WorkPoolCreate(name=name, type="process", concurrency_limit=limit))
             except ObjectAlreadyExists:
@@ -41,7 +37,13 @@ def register_deployments(project_dir: Path = PROJECT_DIR, env: dict[str, str] | 
         raise RuntimeError(f"prefect deploy failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Pools, the result-storage block and every deployment, in that order."""
     ensure_work_pools()
+    save_result_storage()
     register_deployments()
-    print("work pools and deployments registered")
+    print("work pools, result storage and deployments registered")
+
+
+if __name__ == "__main__":
+    main()

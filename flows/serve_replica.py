@@ -14,6 +14,7 @@ from weft.serving import launch
 from weft.settings import get_settings
 from weft.storage import get_storage
 from weft.tables import Adapter, Endpoint, Model, Replica, utcnow
+from weft.net import free_port
 
 
 def mark(replica_id: str, **fields) -> None:
@@ -42,7 +43,7 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         model_dir = stack.enter_context(storage.local(base_key))
         adapter_dir = stack.enter_context(storage.local(adapter_key)) if adapter_key else None
         spec = launch.ServerSpec(model_dir=str(model_dir), served_name=name, host=settings.replica_host,
-                                 adapter_dir=str(adapter_dir) if adapter_dir else None, port=launch.free_port(),
+                                 adapter_dir=str(adapter_dir) if adapter_dir else None, port=free_port("0.0.0.0"),
                                  engine=launch.engine_available())
         url = f"http://{spec.host}:{spec.port}"
         log_file = settings.home_dir / "logs" / "replicas" / f"{replica_id}.log"

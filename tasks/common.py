@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 from prefect.utilities.hashing import hash_objects
@@ -23,6 +24,14 @@ def step_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     version = (flow_run.parameters or {}).get("cache_version", 0)
     fingerprint = hash_objects(parameters) or "unhashable"
     return f"weft-{current_workflow_id()}-v{version}-{context.task.name}-{fingerprint}"
+
+
+def wait_for_dataset(dataset_id: str) -> None:
+    """A workflow's first step on a dataset: wait (logging why) until its upload validation passed."""
+    from weft.datasets.uploads import wait_until_validated
+
+    wait_until_validated(dataset_id, on_wait=lambda timeout: get_run_logger().info(
+        "dataset %s is still being validated: waiting up to %.0f s", dataset_id, timeout))
 
 
 def step_options(name: str, **extra: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel
 
-from tasks.common import step_options
+from tasks.common import step_options, wait_for_dataset
 from weft.datasets import quality
 from weft.datasets.formats import iter_batches
 from weft.datasets.profile import Profile, ProfileArrays, profile_batches
@@ -46,13 +46,10 @@ class FormatInfo(BaseModel):
 
 @task(**step_options("load_dataset"))
 def load_dataset(spec: AnalyzeDatasetSpec) -> DatasetRef:
-    """Resolve the dataset record; it must be validated (`ready`)."""
+    """Resolve the dataset record once its upload validation has passed (waiting for it if need be)."""
+    wait_for_dataset(spec.dataset_id)
     with session_scope() as s:
         ds = s.get(Dataset, spec.dataset_id)
-        if ds is None:
-            raise ValueError(f"dataset {spec.dataset_id} does not exist")
-        if ds.status != "ready":
-            raise ValueError(f"dataset {ds.id} is {ds.status}: {ds.error or 'not validated yet'}")
         ref = DatasetRef(id=ds.id, name=ds.name, file_type=ds.file_type, storage_key=ds.storage_key,
                          fingerprint=ds.fingerprint, record_count=ds.record_count or 0)
     get_run_logger().info("dataset %s: %s records of %s (sha256 %s)", ref.name, ref.record_count, ref.file_type,

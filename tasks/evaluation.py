@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from tasks.common import step_options
+from tasks.common import step_options, wait_for_dataset
 from weft.datasets.formats import iter_batches
 from weft.db import session_scope
 from weft.evaluation import report, scoring
@@ -40,6 +40,7 @@ class EvalInputs(BaseModel):
 
 @task(**step_options("resolve_evaluation"))
 def resolve_evaluation(spec: EvaluateSpec, evaluation_id: str, owner_id: str) -> EvalInputs:
+    wait_for_dataset(spec.dataset_id)
     with session_scope() as s:
         model, ds = s.get(Model, spec.model_id), s.get(Dataset, spec.dataset_id)
         adapter = s.get(Adapter, model.details.get("adapter_id")) if model.provider_type == "adapter" else None

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from tasks.common import step_options
 from weft import hardware, model_metadata
 from weft.db import session_scope
+from weft.ids import model_id_of
 from weft.model_metadata import ModelMetadata
 from weft.paths import resolve_disk_uri
 from weft.specs.models import AddCloudModelSpec, AddLocalModelSpec, check_local_uri
@@ -48,15 +49,10 @@ class Staged(BaseModel):
 
 def model_created(session, model_id: str, name: str, kind: str, workflow_id: str, owner_id: str) -> None:
     """The `model.created` webhook event (once per model, in the registering transaction)."""
-    from weft.webhooks import emit
+    from weft.webhooks.outbox import emit
 
     emit(session, "model.created", {"model_id": model_id, "name": name, "type": kind, "workflow_id": workflow_id},
          key=f"model:{model_id}:created", user_id=owner_id)
-
-
-def model_id_for(workflow_id: str) -> str:
-    """The id a workflow's model gets: stable, so registering twice is one model."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"weft-model:{workflow_id}"))
 
 
 def credential_secret(block_name: str | None) -> str | None:
@@ -232,7 +228,7 @@ def register_local_model(spec: AddLocalModelSpec, staged: Staged, metadata: Mode
                          estimate: hardware.HardwareEstimate, workflow_id: str, owner_id: str) -> str:
     """Move the staged files to `models/{id}` and insert the model row, in one transaction."""
     storage = get_storage()
-    model_id = model_id_for(workflow_id)
+    model_id = model_id_of(workflow_id)
     key = f"models/{model_id}"
     with session_scope() as s:
         s.merge(Model(
@@ -284,7 +280,7 @@ def resolve_cloud_model(spec: AddCloudModelSpec) -> CloudTarget:
 @task(**step_options("register_model"))
 def register_cloud_model(spec: AddCloudModelSpec, target: CloudTarget, workflow_id: str, owner_id: str) -> str:
     """Insert the cloud model's row (no weights to store)."""
-    model_id = model_id_for(workflow_id)
+    model_id = model_id_of(workflow_id)
     with session_scope() as s:
         s.merge(Model(
             id=model_id, user_id=owner_id, workflow_id=workflow_id, name=spec.name, description=spec.description,

@@ -21,7 +21,7 @@ from weft.monitoring import retrain
 from weft.monitoring.drift import DriftResult, DriftThresholds, LatencyResult, detect_drift, latency_drift
 from weft.storage import get_storage
 from weft.tables import Adapter, Dataset, DriftAlert, Endpoint, InferenceRecord, Model
-from weft.webhooks import emit
+from weft.webhooks.outbox import emit
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -12,20 +11,18 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from tasks.common import step_options
+from weft import pools
 from weft import runs
 from weft.db import get_engine, session_scope
+from weft.ids import endpoint_id_of, replica_id_of
 from weft.serving import launch
 from weft.serving.plan import Plan, plan_replicas
 from weft.settings import get_settings
 from weft.specs.serving import DeploySpec, admit_deploy
 from weft.tables import Cluster, CloudModel, Endpoint, Model, Provider, Replica, utcnow
-from weft.webhooks import emit
+from weft.webhooks.outbox import emit
 
-REPLICA_POOLS = ("gpu", "cpu")
-
-
-def endpoint_id_of(workflow_id: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"weft-endpoint:{workflow_id}"))
+REPLICA_POOLS = pools.GPU_FIRST
 
 
 class NewEndpoint(BaseModel):
@@ -106,10 +103,10 @@ def start_replicas(endpoint_id: str, count: int, workflow_id: str) -> list[str]:
     """Create `count` replicas, each a serve_replica flow run on the endpoint's pool (idempotent per replica)."""
     with session_scope() as s:
         endpoint = s.get(Endpoint, endpoint_id)
-        pool, per_replica = endpoint.pool or "cpu", (endpoint.plan or {}).get("per_replica_concurrency", 1)
+        pool, per_replica = endpoint.pool or pools.CPU, (endpoint.plan or {}).get("per_replica_concurrency", 1)
     ids = []
     for n in range(count):
-        replica_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"weft-replica:{workflow_id}:{n}"))
+        replica_id = replica_id_of(workflow_id, n)
         with session_scope() as s:
             if s.get(Replica, replica_id) is None:
                 s.add(Replica(id=replica_id, endpoint_id=endpoint_id, max_concurrency=per_replica))

@@ -15,11 +15,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel
 
-from tasks.common import step_options
+from tasks.common import step_options, wait_for_dataset
 from tasks.models import model_created
 from weft import hardware
 from weft.datasets.formats import iter_batches
 from weft.db import session_scope
+from weft.ids import adapter_id_of, finetuned_model_id_of
 from weft.specs.training import FineTuneSpec
 from weft.storage import get_storage
 from weft.tables import Adapter, Dataset, Model, utcnow
@@ -51,12 +52,11 @@ class Prepared(BaseModel):
 
 @task(**step_options("resolve_inputs"))
 def resolve_inputs(spec: FineTuneSpec) -> Inputs:
+    wait_for_dataset(spec.dataset_id)
     with session_scope() as s:
         model, ds = s.get(Model, spec.base_model), s.get(Dataset, spec.dataset_id)
         if model is None or not model.storage_uri:
             raise ValueError(f"base model {spec.base_model} has no stored weights")
-        if ds is None or ds.status != "ready":
-            raise ValueError(f"dataset {spec.dataset_id} is not ready")
         key = f"models/{model.id}"
         with get_storage().local(key) as folder:
             digest = hashlib.sha256()
@@ -178,11 +178,8 @@ def train_adapter(inputs: Inputs, prepared: Prepared, estimate: Estimate, spec: 
 @task(**step_options("register_adapter"))
 def register_adapter(inputs: Inputs, trained: Trained, spec: FineTuneSpec, workflow_id: str, owner_id: str) -> str:
     """The adapter (with lineage) and the fine-tuned model that is base + adapter; returns the model id."""
-    import uuid
-
     storage = get_storage()
-    adapter_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"weft-adapter:{workflow_id}"))
-    model_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"weft-finetuned:{workflow_id}"))
+    adapter_id, model_id = adapter_id_of(workflow_id), finetuned_model_id_of(workflow_id)
     key = f"adapters/{adapter_id}"
     if storage.exists(trained.adapter_key):  # already moved when this step ran before
         storage.move(trained.adapter_key, key)

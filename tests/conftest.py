@@ -23,7 +23,7 @@ def session_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(session_dir: Path) -> Path:
     """A tiny Llama folder (config, model.safetensors, tokenizer with chat template, card)."""
-    from tests.tiny_model import build_tiny_model
+    from weft.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(session_dir / "models" / "tiny-llama")
 
@@ -112,3 +112,17 @@ def auth_headers(client):
         return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
     return make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`@pytest.mark.gpu` tests are skipped where torch sees no CUDA device."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return  # torch is not imported for a selection without GPU tests
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in gpu_tests:
+        item.add_marker(skip)

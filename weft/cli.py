@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "worker":
         import os
 
-        from deployments.register import prefect_cli
         from weft.clusters import report_hardware
+        from weft.platform import prefect_cli
 
         hardware = report_hardware(args.pool).hardware
         print(f"pool {args.pool}: {hardware['cpu_count']} CPUs, {hardware['memory_gb']} GB, "

@@ -11,10 +11,11 @@ from typing import Any
 import yaml
 from sqlmodel import select
 
+from weft import pools
 from weft.db import session_scope
 from weft.tables import Cluster, utcnow
 
-SYSTEM_POOLS = {"cpu": "Local CPU", "gpu": "Local GPU"}
+SYSTEM_POOLS = pools.TITLES
 
 
 def detect_hardware() -> dict[str, Any]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
+from weft.net import free_port
 from weft.demo_data import TEST_FILE, TRAIN_FILE, read_jsonl
 
 DEMO_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -31,12 +31,6 @@ EVAL_BENCHMARKS = ["weft_general_qa"]  # offline lm-eval task kept in weft/evalu
 
 def say(msg: str = "") -> None:
     print(msg, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check, what: str, timeout: float, poll: float = 0.5):

@@ -17,9 +17,10 @@ from sqlmodel import Session, or_, select
 from weft import runs
 from weft.datasets.uploads import import_local_file
 from weft.tables import Adapter, Dataset, Model
+from weft.training.config import quantization_refusal
 
 ALGORITHMS = {"lora": "lora", "qlora": "qlora", "dora": "dora"}
-QUANTIZATION = {None: None, "none": None, "int4": "nf4", "nf4": "nf4", "4bit": "nf4", "int8": "int8"}
+QUANTIZATION = {None: None, "none": None, "int4": "nf4", "nf4": "nf4", "4bit": "nf4"}
 CONFIG_FIELDS = ("rank", "alpha", "dropout", "target_modules", "learning_rate", "batch_size",
                  "gradient_accumulation_steps", "num_epochs", "max_steps", "warmup_steps", "validation_split",
                  "checkpoint_steps", "max_seq_length", "logging_steps", "seed")
@@ -64,6 +65,8 @@ def job_steps(session: Session, user_id: str, config: dict[str, Any]) -> tuple[d
     if algorithm not in ALGORITHMS:
         raise InvalidConfig(f"algorithm must be one of {sorted(ALGORITHMS)}", {"field": "algorithm"})
     quantization = config.get("quantization")
+    if refusal := quantization_refusal(quantization):
+        raise InvalidConfig(refusal, {"field": "quantization"})
     if quantization not in QUANTIZATION:
         raise InvalidConfig(f"quantization must be one of {sorted(k for k in QUANTIZATION if k)}",
                             {"field": "quantization"})

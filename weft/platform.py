@@ -7,6 +7,7 @@ ignores a single SIGTERM, so it gets SIGINT).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +17,16 @@ from pathlib import Path
 
 import httpx
 
+from weft import pools
 from weft.settings import Settings, get_settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def prefect_cli() -> str:
+    """The `prefect` executable of this environment."""
+    local = Path(sys.executable).with_name("prefect")
+    return str(local) if local.exists() else (shutil.which("prefect") or "prefect")
 
 
 def gpu_visible() -> bool:
@@ -90,35 +98,36 @@ class Platform:
 
     def start(self) -> None:
         """Start everything, in order, and return when the API answers."""
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
         from weft.db import migrate
 
         os.environ.update({"WEFT_HOME": str(self.settings.home_dir)})
         migrate()
-        prefect = str(Path(sys.executable).with_name("prefect"))
+        prefect = prefect_cli()
         self.spawn("prefect-server", [prefect, "server", "start", "--host", "127.0.0.1",
                                       "--port", str(self.settings.prefect_port)])
         self.wait_http("prefect-server", f"{self.settings.prefect_api}/health")
 
-        with temporary_settings({PREFECT_API_URL: self.settings.prefect_api}):
-            from blocks.storage import save_result_storage
-            from deployments.register import ensure_work_pools, register_deployments
+        self.register()
 
-            ensure_work_pools()
-            save_result_storage(self.settings)
-            register_deployments(PROJECT_DIR, env=self.env())
-
-        pools = ["cpu", "gpu"] if gpu_visible() else ["cpu"]
+        local_pools = [pools.CPU, pools.GPU] if gpu_visible() else [pools.CPU]
         from weft.clusters import report_hardware
 
-        for pool in pools:
+        for pool in local_pools:
             report_hardware(pool)
             self.spawn(f"worker-{pool}", [prefect, "worker", "start", "--pool", pool, "--type", "process"])
         if self.with_api:
             self.spawn("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", self.settings.api_host,
                                "--port", str(self.settings.api_port)])
             self.wait_http("api", f"{self.api_url}/")
+
+    def register(self) -> None:
+        """Work pools, the result-storage block and the deployments, by `python -m deployments.register`
+        (a child process: weft's core imports no deployment or block code)."""
+        result = subprocess.run([sys.executable, "-m", "deployments.register"], cwd=PROJECT_DIR, env=self.env(),
+                                capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"registering the deployments failed ({result.returncode}):\n"
+                               f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
     def stop(self) -> None:
         """Stop the children: workers with SIGINT, the API and server with SIGTERM; kill stragglers."""

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 600
     disk_roots: list[Path] | None = Field(default=None, description="folders the `disk` provider may read")
     max_upload_mb: int = 500
+    dataset_ready_timeout_seconds: float = Field(default=600.0, description="how long a workflow waits for an "
+                                                                             "uploaded dataset's validation")
     step_api_timeout_seconds: float = 10.0
     replica_host: str = Field(default="127.0.0.1", description="address replicas bind and advertise (a worker "
                                                                 "on another machine: its reachable address)")
@@ -84,3 +86,26 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+class WebhookSettings(BaseSettings):
+    """Knobs of the webhook delivery worker, from `WEFT_WEBHOOK_*` (read at each use, so tests can change them)."""
+
+    model_config = SettingsConfigDict(env_prefix="WEFT_WEBHOOK_", extra="ignore")
+
+    backoff_seconds: float = Field(default=2.0, ge=0, description="delay after the 1st failed attempt; doubles")
+    max_backoff_seconds: float = Field(default=3600.0, ge=0, description="cap of one retry delay")
+    max_attempts: int = Field(default=10, ge=1, description="attempts before a delivery is marked failed")
+    timeout_seconds: float = Field(default=10.0, gt=0, description="HTTP timeout of one attempt")
+    poll_seconds: float = Field(default=2.0, gt=0, description="period of the reconcile + deliver loop")
+    lookback_seconds: float = Field(default=3600.0, ge=0,
+                                    description="finished workflows changed this long before a (re)start "
+                                                "are still checked for missed events")
+    subscribe: bool = Field(default=True, description="also listen to Prefect's flow-run events")
+    concurrency: int = Field(default=4, ge=1, description="deliveries sent in parallel")
+    lease_seconds: float = Field(default=120.0, gt=0, description="how long a claimed delivery is reserved")
+
+
+def webhook_settings() -> WebhookSettings:
+    """Fresh from the environment on every call (not cached, unlike `get_settings`)."""
+    return WebhookSettings()

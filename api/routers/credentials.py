@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Page, Paging, paginate
-from api.schemas import CredentialIn, CredentialOut
+from api.schemas.credentials import CredentialIn, CredentialOut
 from weft.tables import Credential, new_id
 
 log = logging.getLogger(__name__)

@@ -2,47 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, BackgroundTasks, Body, Request, status
-from pydantic import BaseModel
 from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Paging, paginate
-from api.routers.workflows import post_step, step_endpoint
+from api.paging import Page, Paging, paginate
+from api.schemas.datasets import AnalysisOptionsBody, AnalysisOut, AnalysisStarted, DatasetOut
+from weft import workflows
 from weft.datasets.formats import UnsupportedFileType, file_type_of
 from weft.datasets.uploads import TooLarge, store_upload, validate_dataset
 from weft.settings import get_settings
-from weft.specs import get_type
 from weft.storage import get_storage
 from weft.tables import Dataset, new_id
-from weft.workflows import WorkflowView
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 MULTIPART_SLACK = 64 * 1024  # form fields and part headers around the file
-
-
-class DatasetOut(BaseModel):
-    id: str
-    name: str
-    description: str | None
-    file_path: str
-    file_type: str
-    size_bytes: int
-    fingerprint: str | None
-    record_count: int | None
-    status: str
-    error: str | None
-    created_at: Any
-    updated_at: Any
-
-    @classmethod
-    def of(cls, ds: Dataset) -> "DatasetOut":
-        return cls(file_path=get_storage().url(ds.storage_key), **ds.model_dump(exclude={"storage_key"}))
 
 
 def owned(session, user_id: str, dataset_id: str) -> Dataset:
@@ -90,10 +67,10 @@ async def upload_dataset(request: Request, user: CurrentUser, session: SessionDe
     return DatasetOut.of(ds)
 
 
-@router.get("")
+@router.get("", response_model=Page[DatasetOut])
 def list_datasets(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
     stmt = select(Dataset).where(Dataset.user_id == user.id).order_by(col(Dataset.created_at).desc())
-    return paginate(session, stmt, page, lambda ds: DatasetOut.of(ds).model_dump(mode="json"))
+    return paginate(session, stmt, page, DatasetOut.of)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
@@ -109,20 +86,20 @@ def delete_dataset(dataset_id: str, user: CurrentUser, session: SessionDep) -> N
     session.commit()
 
 
-@router.post("/{dataset_id}/analyze")
+@router.post("/{dataset_id}/analyze", response_model=AnalysisStarted)
 def analyze_dataset(dataset_id: str, user: CurrentUser, session: SessionDep,
-                    options: dict[str, Any] | None = Body(default=None)) -> dict:
+                    options: AnalysisOptionsBody | None = Body(default=None)) -> dict:
     """Start the analyze_dataset workflow with default (or the given) options."""
     ds = owned(session, user.id, dataset_id)
-    wt = get_type("analyze_dataset")
-    first = post_step(wt, {"workflow_total_steps": 2, "step_number": 1, "dataset_id": ds.id}, user.id, session)
-    view = post_step(wt, {**(options or {}), "workflow_id": first.workflow_id, "step_number": 2,
-                          "trigger_workflow": True}, user.id, session)
+    if options is not None and not isinstance(options, dict):
+        raise ApiError(422, "VALIDATION_ERROR", "the request body must be a JSON object")
+    wf = workflows.create(session, user.id, "analyze_dataset", [{"dataset_id": ds.id}, options or {}], trigger=True)
+    view = workflows.view(session, wf)
     return {"id": ds.id, "workflow_id": view.workflow_id, "status": view.status, "flow_run_id": view.flow_run_id,
             "analysis": ds.analysis}
 
 
-@router.get("/{dataset_id}/analysis")
+@router.get("/{dataset_id}/analysis", response_model=AnalysisOut)
 def get_analysis(dataset_id: str, user: CurrentUser, session: SessionDep) -> dict:
     ds = owned(session, user.id, dataset_id)
     if ds.analysis is None:
@@ -130,6 +107,3 @@ def get_analysis(dataset_id: str, user: CurrentUser, session: SessionDep) -> dic
                        {"resource": "analysis", "id": dataset_id})
     return {"id": ds.id, "workflow_id": ds.analysis_workflow_id, "analysis": ds.analysis, "splits": ds.splits}
 
-
-router.add_api_route("/analyze-workflow", step_endpoint("analyze_dataset"), methods=["POST"],
-                     response_model=WorkflowView, name="analyze_dataset_step", summary="Analyze dataset (step API)")

@@ -3,17 +3,15 @@ retrain, and read the evidently report."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 from fastapi import APIRouter, Query
-from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict
+from fastapi.responses import HTMLResponse
 from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Paging, paginate
+from api.paging import Page, Paging, paginate
+from api.schemas.drift import AlertUpdate, DriftAlertOut
 from weft.monitoring import retrain
 from weft.storage import get_storage
 from weft.tables import DriftAlert, utcnow
@@ -24,15 +22,13 @@ STATUSES = ("open", "acknowledged", "resolved")
 SEVERITIES = ("low", "medium", "high")
 
 
-def alert_view(alert: DriftAlert) -> dict[str, Any]:
-    return {
-        "id": alert.id, "endpoint_id": alert.endpoint_id, "model_id": alert.model_id, "model_name": alert.model_name,
-        "severity": alert.severity, "type": alert.type, "description": alert.description, "metrics": alert.metrics,
-        "status": alert.status, "recommended_action": alert.recommended_action,
-        "report_url": f"/api/v1/monitoring/drift-alerts/{alert.id}/report" if alert.report_key else None,
-        "decisions": alert.decisions, "detected_at": alert.detected_at.isoformat(),
-        "updated_at": alert.updated_at.isoformat(),
-    }
+def alert_view(alert: DriftAlert) -> DriftAlertOut:
+    return DriftAlertOut(
+        id=alert.id, endpoint_id=alert.endpoint_id, model_id=alert.model_id, model_name=alert.model_name,
+        severity=alert.severity, type=alert.type, description=alert.description, metrics=alert.metrics,
+        status=alert.status, recommended_action=alert.recommended_action,
+        report_url=f"/api/v1/monitoring/drift-alerts/{alert.id}/report" if alert.report_key else None,
+        decisions=alert.decisions, detected_at=alert.detected_at, updated_at=alert.updated_at)
 
 
 def _check(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
@@ -41,7 +37,7 @@ def _check(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
                        {"parameter": name, "allowed": list(allowed)})
 
 
-@router.get("/monitoring/drift-alerts")
+@router.get("/monitoring/drift-alerts", response_model=Page[DriftAlertOut])
 def list_drift_alerts(user: CurrentUser, session: SessionDep, page: Paging,
                       status: str | None = Query(None, description="open | acknowledged | resolved"),
                       severity: str | None = Query(None, description="low | medium | high"),
@@ -60,20 +56,14 @@ def list_drift_alerts(user: CurrentUser, session: SessionDep, page: Paging,
     return paginate(session, stmt.order_by(col(DriftAlert.detected_at).desc()), page, alert_view)
 
 
-@router.get("/monitoring/drift-alerts/{alert_id}")
-def get_drift_alert(alert_id: str, user: CurrentUser, session: SessionDep) -> dict:
+@router.get("/monitoring/drift-alerts/{alert_id}", response_model=DriftAlertOut)
+def get_drift_alert(alert_id: str, user: CurrentUser, session: SessionDep) -> DriftAlertOut:
     return alert_view(get_owned(session, DriftAlert, alert_id, user.id, "drift alert"))
 
 
-class AlertUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["acknowledged", "resolved"] | None = None
-    approve_retrain: bool = False
-
-
-@router.patch("/monitoring/drift-alerts/{alert_id}")
-async def update_drift_alert(alert_id: str, body: AlertUpdate, user: CurrentUser, session: SessionDep) -> dict:
+@router.patch("/monitoring/drift-alerts/{alert_id}", response_model=DriftAlertOut)
+async def update_drift_alert(alert_id: str, body: AlertUpdate, user: CurrentUser,
+                             session: SessionDep) -> DriftAlertOut:
     """Acknowledge or resolve an alert; `approve_retrain: true` records the approval and starts the retrain
     when the policy (cooldown, runs per week) allows: the decision is on the alert either way."""
     alert = get_owned(session, DriftAlert, alert_id, user.id, "drift alert")
@@ -99,10 +89,12 @@ async def update_drift_alert(alert_id: str, body: AlertUpdate, user: CurrentUser
     return alert_view(alert)
 
 
-@router.get("/monitoring/drift-alerts/{alert_id}/report", response_class=Response)
-def drift_report(alert_id: str, user: CurrentUser, session: SessionDep) -> Response:
+@router.get("/monitoring/drift-alerts/{alert_id}/report", response_class=HTMLResponse,
+            responses={200: {"description": "the evidently HTML report",
+                             "content": {"text/html": {"schema": {"type": "string"}}}}})
+def drift_report(alert_id: str, user: CurrentUser, session: SessionDep) -> HTMLResponse:
     """The evidently HTML report of a data-drift alert."""
     alert = get_owned(session, DriftAlert, alert_id, user.id, "drift alert")
     if not alert.report_key or not get_storage().exists(alert.report_key):
         raise ApiError(404, "NOT_FOUND", f"drift alert {alert_id} has no report", {"resource": "report"})
-    return Response(get_storage().read_bytes(alert.report_key), media_type="text/html")
+    return HTMLResponse(get_storage().read_bytes(alert.report_key))

@@ -15,11 +15,12 @@ from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.routers.workflows import post_step
 from weft import runs
+from weft.ids import endpoint_id_of
 from weft.serving.plan import DeployConfig, templates
 from weft.settings import get_settings
 from weft.specs import get_type
 from weft.tables import Endpoint, InferenceRecord, Model, Replica, utcnow
-from weft.webhooks import emit
+from weft.webhooks.outbox import emit
 from weft.workflows import discard
 
 router = APIRouter(tags=["endpoints"])
@@ -81,8 +82,6 @@ class DeployRequest(BaseModel):
 @router.post("/models/{model_id}/deploy", status_code=202)
 def deploy(model_id: str, body: DeployRequest, user: CurrentUser, session: SessionDep) -> dict:
     """Start a deploy_model workflow; the returned id is the endpoint's (GET /endpoints/{id})."""
-    from tasks.serving import endpoint_id_of
-
     model = get_owned(session, Model, model_id, user.id, "model")
     config = (body.deploy_config or DeployConfig()).model_dump(exclude_none=True)
     if body.instance_count:

@@ -3,31 +3,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.routers.workflows import post_step
-from weft import jobs
+from api.schemas.evaluations import (CompareOut, CompareRequest, EvaluateRequest, EvaluationCreated, EvaluationList,
+                                     EvaluationOut, EvaluationUpdate)
+from weft import jobs, workflows
+from weft.clock import utcnow
 from weft.datasets.uploads import import_local_file
-from weft.specs import get_type
 from weft.specs.evaluation import EvaluationSettings
-from weft.tables import Adapter, Evaluation, Model, Workflow, utcnow
-from weft.workflows import discard, merged_data, refresh_status, stored_steps
+from weft.tables import Adapter, Evaluation, Model, Workflow
+from weft.workflows import merged_data, refresh_status, stored_steps
 
 router = APIRouter(tags=["evaluations"])
-
-
-class EvaluateRequest(EvaluationSettings):
-    """Document 002's body (`test_set_path`, `base_model_name`) or a registered `dataset_id`."""
-
-    test_set_path: str | None = None
-    dataset_id: str | None = None
-    base_model_name: str | None = None
 
 
 def evaluation_view(session: Session, wf: Workflow, detail: bool = True) -> dict[str, Any]:
@@ -58,7 +50,7 @@ def owned_evaluation(session: Session, user_id: str, evaluation_id: str) -> Work
     return wf
 
 
-@router.post("/models/{model_id}/evaluate", status_code=201)
+@router.post("/models/{model_id}/evaluate", status_code=201, response_model=EvaluationCreated)
 def evaluate_model(model_id: str, body: EvaluateRequest, user: CurrentUser, session: SessionDep) -> dict:
     """Start an evaluation of a fine-tuned model on `test_set_path` (a file in the disk roots) or `dataset_id`."""
     get_owned(session, Model, model_id, user.id, "model")
@@ -71,28 +63,23 @@ def evaluate_model(model_id: str, body: EvaluateRequest, user: CurrentUser, sess
     except (ValueError, jobs.InvalidConfig) as exc:
         raise ApiError(422, "VALIDATION_ERROR", str(exc), {"field": "test_set_path" if "base" not in str(exc)
                                                            else "base_model_name"}) from exc
-    wt = get_type("evaluate_model")
     step1 = {"model_id": model_id, "dataset_id": dataset_id, "base_model_id": base_id,
              "test_set_path": body.test_set_path}
-    first = post_step(wt, {"workflow_total_steps": 2, "step_number": 1, **step1}, user.id, session)
-    try:
-        view = post_step(wt, {"workflow_id": first.workflow_id, "step_number": 2, "trigger_workflow": True,
-                              **body.model_dump(include=set(EvaluationSettings.model_fields))}, user.id, session)
-    except ApiError:
-        discard(session, first.workflow_id)
-        raise
+    step2 = body.model_dump(include=set(EvaluationSettings.model_fields))
+    wf = workflows.create(session, user.id, "evaluate_model", [step1, step2], trigger=True)
+    view = workflows.view(session, wf)
     return {"evaluation_id": view.workflow_id, "status": view.status.lower(), "message": "Evaluation job created",
             "flow_run_id": view.flow_run_id}
 
 
-@router.get("/evaluations/{evaluation_id}")
+@router.get("/evaluations/{evaluation_id}", response_model=EvaluationOut)
 def get_evaluation(evaluation_id: str, user: CurrentUser, session: SessionDep) -> dict:
     wf = owned_evaluation(session, user.id, evaluation_id)
     refresh_status(session, [wf])
     return evaluation_view(session, wf)
 
 
-@router.get("/evaluations")
+@router.get("/evaluations", response_model=EvaluationList)
 def list_evaluations(user: CurrentUser, session: SessionDep, page: int = Query(1, ge=1),
                      limit: int = Query(10, ge=1, le=100), model_id: str | None = None,
                      status: str | None = None) -> dict:
@@ -105,15 +92,7 @@ def list_evaluations(user: CurrentUser, session: SessionDep, page: int = Query(1
     return {"data": views[(page - 1) * limit:page * limit], "total": len(views), "page": page, "limit": limit}
 
 
-class EvaluationUpdate(BaseModel):
-    """A worker's report (document 002): what it sends replaces the stored values."""
-
-    status: Literal["pending", "running", "completed", "failed"] | None = None
-    results: dict[str, Any] | None = None
-    examples: list[dict[str, Any]] | None = Field(default=None, max_length=100_000)
-
-
-@router.put("/evaluations/{evaluation_id}")
+@router.put("/evaluations/{evaluation_id}", response_model=EvaluationOut)
 def update_evaluation(evaluation_id: str, body: EvaluationUpdate, user: CurrentUser, session: SessionDep) -> dict:
     wf = owned_evaluation(session, user.id, evaluation_id)
     data = merged_data(stored_steps(session, wf.id))
@@ -126,10 +105,6 @@ def update_evaluation(evaluation_id: str, body: EvaluationUpdate, user: CurrentU
     session.add(row)
     session.commit()
     return evaluation_view(session, wf)
-
-
-class CompareRequest(BaseModel):
-    experiment_ids: list[str] = Field(min_length=2, max_length=20)
 
 
 def experiment(session: Session, user_id: str, experiment_id: str) -> dict[str, Any]:
@@ -154,7 +129,7 @@ def experiment(session: Session, user_id: str, experiment_id: str) -> dict[str, 
                    "an evaluation", {"experiment_id": experiment_id})
 
 
-@router.post("/experiments/compare")
+@router.post("/experiments/compare", response_model=CompareOut)
 def compare_experiments(body: CompareRequest, user: CurrentUser, session: SessionDep) -> dict:
     """Metrics side by side (null where an experiment lacks one), configs, the best performer (highest
     accuracy, else lowest loss) and the measured runtime of each."""

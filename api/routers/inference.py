@@ -13,13 +13,16 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, CurrentUserId, SessionDep, get_owned
 from weft.db import get_engine
 from api.errors import ApiError
 from api.gateway import CACHE_SECONDS, Gateway, Result, prompt_text
+from api.schemas.inference import (SSE_RESPONSE, BatchItem, BatchItemError, BatchItemOut, BatchOut, BatchRequest,
+                                   ChatCompletionResponse, CompletionResponse, DeploymentTestOut, DetokenizeResponse,
+                                   Generation, OpenAIModel, OpenAIModelList, PredictionOut, PredictRequest,
+                                   TestRequest, TokenizeResponse, TokenizerInfo)
 from weft.tables import Endpoint, utcnow
 
 router = APIRouter(tags=["inference"])  # /api/v1/...
@@ -182,33 +185,26 @@ def endpoint_route(path: str, method: str = "POST"):
     return handler
 
 
-for _path in ("/v1/completions", "/v1/chat/completions"):
-    openai_router.add_api_route(_path, openai_route(_path), methods=["POST"],
+# (path, the JSON body a replica answers with); both also stream SSE with `stream: true`
+for _path, _model in (("/v1/completions", CompletionResponse), ("/v1/chat/completions", ChatCompletionResponse)):
+    openai_router.add_api_route(_path, openai_route(_path), methods=["POST"], response_model=_model,
+                                responses=SSE_RESPONSE,
                                 summary=f"OpenAI {_path.rsplit('/', 1)[1]} (model = endpoint name)")
     openai_router.add_api_route(f"/endpoints/{{name}}{_path}", endpoint_route(_path), methods=["POST"],
+                                response_model=_model, responses=SSE_RESPONSE,
                                 summary=f"OpenAI {_path.rsplit('/', 1)[1]} of one endpoint")
-for _path, _method in (("/tokenize", "POST"), ("/detokenize", "POST"), ("/tokenizer_info", "GET")):
+for _path, _method, _model in (("/tokenize", "POST", TokenizeResponse), ("/detokenize", "POST", DetokenizeResponse),
+                               ("/tokenizer_info", "GET", TokenizerInfo)):
     openai_router.add_api_route(f"/endpoints/{{name}}{_path}", endpoint_route(_path, _method), methods=[_method],
-                                summary=f"vLLM's {_path} of one endpoint's model")
+                                response_model=_model, summary=f"vLLM's {_path} of one endpoint's model")
 
 
-@openai_router.get("/v1/models")
-def openai_models(user: CurrentUser, session: SessionDep) -> dict:
-    """The caller's active endpoints, as OpenAI models."""
-    rows = session.exec(select(Endpoint).where(Endpoint.user_id == user.id, Endpoint.status == "active"))
-    return {"object": "list", "data": [{"id": e.name, "object": "model", "created": int(e.created_at.timestamp()),
-                                        "owned_by": "weft"} for e in rows]}
-
-
-class Generation(BaseModel):
-    max_tokens: int = Field(default=256, ge=1, le=32_768)
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-
-
-class PredictRequest(Generation):
-    model_id: str
-    prompt: str = Field(min_length=1)
+@openai_router.get("/v1/models", response_model=OpenAIModelList)
+def openai_models(user: CurrentUser, session: SessionDep) -> OpenAIModelList:
+    """The caller's active endpoints, as OpenAI models (OpenAI's list shape: not paged)."""
+    rows = session.exec(select(Endpoint).where(Endpoint.user_id == user.id, Endpoint.status == "active")
+                        .order_by(col(Endpoint.created_at), col(Endpoint.id)))
+    return OpenAIModelList(data=[OpenAIModel(id=e.name, created=int(e.created_at.timestamp())) for e in rows])
 
 
 def completion_body(prompt: str, g: Generation) -> dict[str, Any]:
@@ -220,7 +216,7 @@ def failed(result: Result) -> ApiError:
     return ApiError(502 if result.status_code >= 500 else result.status_code, "INFERENCE_ERROR", message)
 
 
-@router.post("/inference/predict")
+@router.post("/inference/predict", response_model=PredictionOut)
 async def predict(body: PredictRequest, request: Request, user_id: CurrentUserId) -> JSONResponse:
     endpoint = await endpoint_of_model(user_id, body.model_id)
     payload = completion_body(body.prompt, body)
@@ -228,28 +224,18 @@ async def predict(body: PredictRequest, request: Request, user_id: CurrentUserId
     if result.status_code >= 400:
         raise failed(result)
     choice, usage = result.body["choices"][0], result.body.get("usage", {})
-    return recorded(request, result, endpoint, user_id, "/inference/predict", payload, {
-        "id": f"pred_{uuid.uuid4().hex[:12]}", "model_id": body.model_id, "output": choice["text"],
-        "tokens_input": usage.get("prompt_tokens"), "tokens_output": usage.get("completion_tokens"),
-        "finish_reason": choice.get("finish_reason"), "latency_ms": round(result.latency_ms, 1),
-        "created_at": utcnow().isoformat() + "Z"})
+    out = PredictionOut(id=f"pred_{uuid.uuid4().hex[:12]}", model_id=body.model_id, output=choice["text"],
+                        tokens_input=usage.get("prompt_tokens"), tokens_output=usage.get("completion_tokens"),
+                        finish_reason=choice.get("finish_reason"), latency_ms=round(result.latency_ms, 1),
+                        created_at=utcnow())
+    return recorded(request, result, endpoint, user_id, "/inference/predict", payload, out.model_dump(mode="json"))
 
 
-class BatchItem(BaseModel):
-    id: str = Field(min_length=1, max_length=200)
-    prompt: str = Field(min_length=1)
-
-
-class BatchRequest(Generation):
-    model_id: str
-    requests: list[BatchItem] = Field(min_length=1, max_length=1000)
-
-
-@router.post("/inference/batch-predict")
-async def batch_predict(body: BatchRequest, request: Request, user_id: CurrentUserId) -> dict:
+@router.post("/inference/batch-predict", response_model=BatchOut)
+async def batch_predict(body: BatchRequest, request: Request, user_id: CurrentUserId) -> BatchOut:
     """Every prompt through the gateway concurrently (spread over the replicas); totals are measured."""
     endpoint = await endpoint_of_model(user_id, body.model_id)
-    results: list[dict[str, Any] | None] = [None] * len(body.requests)
+    results: list[BatchItemOut | BatchItemError | None] = [None] * len(body.requests)
     latencies: list[float] = []
 
     async def one(index: int, item: BatchItem) -> None:
@@ -258,12 +244,13 @@ async def batch_predict(body: BatchRequest, request: Request, user_id: CurrentUs
         gateway(request).record(endpoint.id, result.replica_id, user_id, "/inference/batch-predict",
                                 result.latency_ms, result.status_code, result.body, item.prompt)
         if result.status_code >= 400:
-            results[index] = {"id": item.id, "error": failed(result).message}
+            results[index] = BatchItemError(id=item.id, error=failed(result).message)
             return
         choice, usage = result.body["choices"][0], result.body.get("usage", {})
         latencies.append(result.latency_ms)
-        results[index] = {"id": item.id, "output": choice["text"], "tokens_input": usage.get("prompt_tokens", 0),
-                          "tokens_output": usage.get("completion_tokens", 0), "finish_reason": choice.get("finish_reason")}
+        results[index] = BatchItemOut(id=item.id, output=choice["text"], tokens_input=usage.get("prompt_tokens", 0),
+                                      tokens_output=usage.get("completion_tokens", 0),
+                                      finish_reason=choice.get("finish_reason"))
 
     limit = anyio.CapacityLimiter(32)
 
@@ -274,19 +261,15 @@ async def batch_predict(body: BatchRequest, request: Request, user_id: CurrentUs
     async with anyio.create_task_group() as group:
         for index, item in enumerate(body.requests):
             group.start_soon(bounded, index, item)
-    ok = [r for r in results if r and "error" not in r]
-    return {"id": f"batch_{uuid.uuid4().hex[:12]}", "results": results,
-            "total_tokens_input": sum(r["tokens_input"] for r in ok),
-            "total_tokens_output": sum(r["tokens_output"] for r in ok),
-            "avg_latency_ms": round(sum(latencies) / len(latencies), 1) if latencies else None,
-            "created_at": utcnow().isoformat() + "Z"}
+    ok = [r for r in results if isinstance(r, BatchItemOut)]
+    return BatchOut(id=f"batch_{uuid.uuid4().hex[:12]}", results=[r for r in results if r is not None],
+                    total_tokens_input=sum(r.tokens_input for r in ok),
+                    total_tokens_output=sum(r.tokens_output for r in ok),
+                    avg_latency_ms=round(sum(latencies) / len(latencies), 1) if latencies else None,
+                    created_at=utcnow())
 
 
-class TestRequest(Generation):
-    prompt: str = Field(min_length=1)
-
-
-@router.post("/deployments/{deployment_id}/test")
+@router.post("/deployments/{deployment_id}/test", response_model=DeploymentTestOut)
 async def test_deployment(deployment_id: str, body: TestRequest, request: Request,
                           user_id: CurrentUserId) -> JSONResponse:
     """Document 003: one completion through the gateway with its measured latency."""
@@ -295,6 +278,6 @@ async def test_deployment(deployment_id: str, body: TestRequest, request: Reques
     result = await forward(request, endpoint, user_id, "/v1/completions", payload)
     if result.status_code >= 400:
         raise failed(result)
-    return recorded(request, result, endpoint, user_id, "/deployments/test", payload, {
-        "response": result.body["choices"][0]["text"], "latency_ms": round(result.latency_ms, 1),
-        "tokens_generated": result.body.get("usage", {}).get("completion_tokens")})
+    out = DeploymentTestOut(response=result.body["choices"][0]["text"], latency_ms=round(result.latency_ms, 1),
+                            tokens_generated=result.body.get("usage", {}).get("completion_tokens"))
+    return recorded(request, result, endpoint, user_id, "/deployments/test", payload, out.model_dump(mode="json"))

@@ -6,17 +6,17 @@ from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Body, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Paging, paginate
-from api.routers.workflows import cancel_workflow, post_step
-from weft import jobs, runs
-from weft.specs import get_type
+from api.paging import Page, Paging, paginate
+from api.schemas.jobs import (AdapterOut, JobCancelled, JobCreateBody, JobCreated, JobList, JobLogs, JobOut, LogPush,
+                              LogPushed)
+from weft import jobs, workflows
+from weft.errors import Invalid
 from weft.tables import Adapter, Workflow
-from weft.workflows import discard, merged_data, refresh_status, stored_steps
+from weft.workflows import merged_data, refresh_status, stored_steps
 
 router = APIRouter(tags=["jobs"])
 
@@ -45,27 +45,20 @@ def owned_job(session, user_id: str, job_id: str) -> Workflow:
     return wf
 
 
-@router.post("/jobs", status_code=201)
-def create_job(user: CurrentUser, session: SessionDep, body: dict[str, Any] = Body(...)) -> dict:
+@router.post("/jobs", status_code=201, response_model=JobCreated)
+def create_job(user: CurrentUser, session: SessionDep, body: JobCreateBody = Body(...)) -> dict:
     """Start a fine-tune from a document-003 `config` (base_model, algorithm, rank, ..., dataset_id)."""
     config = body.get("config") if isinstance(body, dict) else None
     if not isinstance(config, dict):
         raise ApiError(400, "INVALID_CONFIG", "the body must be {\"config\": {...}}", {"field": "config"})
-    first = None
     try:
         step1, step2 = jobs.job_steps(session, user.id, config)
-        wt = get_type("fine_tune")
-        first = post_step(wt, {"workflow_total_steps": 2, "step_number": 1, **step1}, user.id, session)
-        view = post_step(wt, {"workflow_id": first.workflow_id, "step_number": 2, "trigger_workflow": True,
-                              **step2}, user.id, session)
+        wf = workflows.create(session, user.id, "fine_tune", [step1, step2], trigger=True)
     except jobs.InvalidConfig as exc:
         raise ApiError(400, "INVALID_CONFIG", str(exc), exc.details) from exc
-    except ApiError as exc:
-        if first is not None:
-            discard(session, first.workflow_id)
-        if exc.code != "VALIDATION_ERROR":
-            raise
+    except Invalid as exc:  # document 003 calls every bad config a 400 INVALID_CONFIG
         raise ApiError(400, "INVALID_CONFIG", exc.message, exc.details) from exc
+    view = workflows.view(session, wf)
     import torch
 
     return {"job_id": view.workflow_id, "status": view.status.lower(), "created_at": view.created_at,
@@ -74,32 +67,32 @@ def create_job(user: CurrentUser, session: SessionDep, body: dict[str, Any] = Bo
             "flow_run_id": view.flow_run_id}
 
 
-@router.get("/jobs")
-def list_jobs(user: CurrentUser, session: SessionDep, status: str | None = Query(None),
-              limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0)) -> dict:
-    stmt = select(Workflow).where(Workflow.user_id == user.id, Workflow.workflow_type == "fine_tune")
-    refresh_status(session, list(session.exec(stmt.where(col(Workflow.status).not_in(runs.TERMINAL)))))
-    if status:
-        stmt = stmt.where(Workflow.status == status.upper())
-    rows = list(session.exec(stmt.order_by(col(Workflow.created_at).desc())))
-    return {"jobs": [job_view(session, wf) for wf in rows[offset:offset + limit]], "total": len(rows)}
+@router.get("/jobs", response_model=JobList)
+def list_jobs(user: CurrentUser, session: SessionDep, page: Paging, status: str | None = Query(None)) -> dict:
+    """Document 003's `{jobs, total}`, newest first, one page (`limit`, `offset`) read from the database."""
+    stmt = workflows.listing(session, user.id, workflow_type="fine_tune", status=status)
+    listed = paginate(session, stmt, page, lambda wf: job_view(session, wf))
+    return {"jobs": listed["data"], "total": listed["meta"]["total"], "limit": page.limit, "offset": page.offset}
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_model=JobOut)
 def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> dict:
     wf = owned_job(session, user.id, job_id)
     refresh_status(session, [wf])
     return job_view(session, wf, detail=True)
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", response_model=JobCancelled)
 def cancel_job(job_id: str, user: CurrentUser, session: SessionDep, background: BackgroundTasks) -> dict:
+    """Cancel the job's run (as `POST /workflows/{id}/cancel`, compensation included)."""
     owned_job(session, user.id, job_id)
-    view = cancel_workflow(job_id, user, session, background)
-    return {"success": True, "job_id": job_id, "status": view.status.lower()}
+    wf = workflows.cancel(session, user.id, job_id)
+    background.add_task(workflows.compensate_after_cancel, wf.id, wf.flow_run_id)
+    return {"success": True, "job_id": job_id, "status": workflows.view(session, wf).status.lower()}
 
 
-@router.get("/jobs/{job_id}/logs", response_model=None)
+@router.get("/jobs/{job_id}/logs", response_model=None,
+            responses={200: {"model": JobLogs, "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 def job_logs(job_id: str, request: Request, user: CurrentUser, session: SessionDep,
              lines: int | None = Query(None, ge=1, le=10_000), limit: int | None = Query(None, ge=1, le=10_000)):
     """JSON (`?lines=` / `?limit=`, documents 003 and 002) or, for `Accept: text/event-stream`, a live
@@ -116,13 +109,7 @@ def job_logs(job_id: str, request: Request, user: CurrentUser, session: SessionD
     return {"job_id": job_id, "logs": [line.model_dump() for line in logs], "count": len(logs)}
 
 
-class LogPush(BaseModel):
-    level: str = Field(default="info", pattern="^(?i)(debug|info|warn|warning|error|critical)$")
-    message: str = Field(min_length=1, max_length=10_000)
-    source: str = Field(default="kernel", pattern=r"^[\w.-]{1,50}$")
-
-
-@router.post("/jobs/{job_id}/logs", status_code=201)
+@router.post("/jobs/{job_id}/logs", status_code=201, response_model=LogPushed)
 def push_job_log(job_id: str, body: LogPush, user: CurrentUser, session: SessionDep) -> dict:
     """Push a log line (document 002) into the job's run logs on the Prefect server."""
     wf = owned_job(session, user.id, job_id)
@@ -132,7 +119,7 @@ def push_job_log(job_id: str, body: LogPush, user: CurrentUser, session: Session
     return {"job_id": job_id, "level": body.level.lower(), "message": body.message, "source": body.source}
 
 
-@router.get("/adapters")
+@router.get("/adapters", response_model=Page[AdapterOut])
 def list_adapters(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
     stmt = select(Adapter).where(Adapter.user_id == user.id).order_by(col(Adapter.created_at).desc())
-    return paginate(session, stmt, page, lambda a: a.model_dump(mode="json"))
+    return paginate(session, stmt, page, lambda a: a.model_dump())

@@ -12,7 +12,7 @@ from sqlmodel import col, select
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Page, Paging, paginate
-from api.schemas import ModelOut, ModelSummary, ScanOverrideIn
+from api.schemas.models import ModelOut, ModelSummary, ScanOverrideIn, SecurityScanOut
 from weft.tables import Model, utcnow
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -35,15 +35,15 @@ def list_models(user: CurrentUser, session: SessionDep, page: Paging,
     return paginate(session, stmt, page, ModelSummary.model_validate)
 
 
-@router.get("/{model_id}/security-scan")
-def get_security_scan(model_id: str, user: CurrentUser, session: SessionDep) -> dict:
+@router.get("/{model_id}/security-scan", response_model=SecurityScanOut)
+def get_security_scan(model_id: str, user: CurrentUser, session: SessionDep) -> SecurityScanOut:
     """The last security scan of the model (status, issues by severity, findings)."""
     model = get_owned(session, Model, model_id, user.id, "model")
     if model.scan is None:
         raise ApiError(404, "NOT_FOUND", f"model {model_id} has not been scanned yet",
                        {"resource": "security-scan", "id": model_id})
-    return {"model_id": model.id, "scan_verified": model.scan_verified, "scan_override": model.scan_override,
-            **model.scan}
+    return SecurityScanOut.model_validate({**model.scan, "model_id": model.id, "scan_verified": model.scan_verified,
+                                           "scan_override": model.scan_override})
 
 
 @router.post("/{model_id}/security-scan/override", response_model=ModelOut)

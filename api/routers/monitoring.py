@@ -6,22 +6,25 @@ from fastapi import APIRouter, Query
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Paging, page_response
+from api.paging import Page, Paging, page_response
+from api.schemas.monitoring import DeploymentMetrics, MetricsOverview, Recommendation
 from weft.monitoring import metrics, recommendations
 from weft.tables import Endpoint
 
 router = APIRouter(tags=["monitoring"])
 
 
-@router.get("/monitoring/metrics")
+@router.get("/monitoring/metrics", response_model=MetricsOverview)
 def monitoring_metrics(user: CurrentUser, session: SessionDep) -> dict:
     """Cost, performance and usage of the caller's deployments, month to date."""
     return metrics.overview(session, user.id)
 
 
-@router.get("/metrics/{deployment_id}")
+@router.get("/metrics/{deployment_id}", response_model=DeploymentMetrics)
 def deployment_metrics(deployment_id: str, user: CurrentUser, session: SessionDep,
-                       hours: float = Query(24, gt=0, le=168), resolution: str = Query("1h")) -> dict:
+                       hours: float = Query(24, gt=0, le=168, description="the period: the last `hours` hours"),
+                       resolution: str = Query("1h", description="time-series bucket: 1m | 5m | 1h | 1d")) -> dict:
+    """Counts, latency percentiles, cold starts, a time series at `resolution` and the measured cost."""
     if resolution not in metrics.RESOLUTIONS:
         raise ApiError(422, "VALIDATION_ERROR", f"resolution must be one of {list(metrics.RESOLUTIONS)}",
                        {"parameter": "resolution"})
@@ -29,7 +32,9 @@ def deployment_metrics(deployment_id: str, user: CurrentUser, session: SessionDe
     return metrics.deployment(session, endpoint, hours, resolution)
 
 
-@router.get("/monitoring/optimization-recommendations")
+@router.get("/monitoring/optimization-recommendations", response_model=Page[Recommendation])
 def optimization_recommendations(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
+    """Recommendations derived from the last day of measured traffic of the caller's active endpoints.
+    They are computed on request, not stored, so the page is cut from the computed list."""
     found = recommendations.for_user(session, user.id)
     return page_response(found[page.offset:page.offset + page.limit], len(found), page)

@@ -8,7 +8,7 @@ from sqlmodel import col, select
 from api.deps import CurrentUser, SessionDep
 from api.errors import not_found
 from api.paging import Page, Paging, paginate
-from api.schemas import CloudModelOut, ProviderOut
+from api.schemas.providers import CloudModelOut, ProviderOut
 from weft.tables import CloudModel, Provider
 
 router = APIRouter(prefix="/providers", tags=["providers"])

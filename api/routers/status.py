@@ -4,42 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 from sqlalchemy import text
 from sqlmodel import Session
 
 from api.deps import SessionDep
+from api.schemas.status import ComponentIssue, Health, State, Status
 from weft import __version__
 from weft.storage import get_storage
 
 root = APIRouter(tags=["status"])
 router = APIRouter(tags=["status"])
 PREFECT_TIMEOUT_SECONDS = 2.0
-
-State = Literal["operational", "degraded"]
-
-
-class Health(BaseModel):
-    status: str
-    message: str
-    version: str
-    timestamp: datetime
-
-
-class Issue(BaseModel):
-    component: str
-    message: str
-
-
-class Status(BaseModel):
-    api: State
-    database: State
-    storage: State
-    prefect: State
-    issues: list[Issue]
 
 
 @root.get("/", response_model=Health)
@@ -73,7 +50,7 @@ def api_status(session: SessionDep) -> Status:
     checks: dict[str, Callable[[], str | None]] = {
         "database": lambda: check_database(session), "storage": check_storage, "prefect": check_prefect}
     states: dict[str, State] = {}
-    issues: list[Issue] = []
+    issues: list[ComponentIssue] = []
     for name, check in checks.items():
         try:
             problem = check()
@@ -81,5 +58,5 @@ def api_status(session: SessionDep) -> Status:
             problem = f"{type(exc).__name__}: {exc}"
         states[name] = "operational" if problem is None else "degraded"
         if problem is not None:
-            issues.append(Issue(component=name, message=problem))
+            issues.append(ComponentIssue(component=name, message=problem))
     return Status(api="operational", issues=issues, **states)

@@ -7,96 +7,21 @@ payload, the headers and how a receiver verifies `X-Weft-Signature`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel, Field, field_validator
 from sqlmodel import col, delete, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Page, Paging, paginate
 from api.routers.credentials import remove_secret, store_secret
-from api.schemas import Out, UtcDatetime
+from api.schemas.webhooks import (DeliveryOut, DeliveryStatus, EventTypeOut, WebhookCreated, WebhookIn, WebhookOut,
+                                  WebhookUpdate)
 from weft import webhooks
 from weft.tables import Webhook, WebhookDelivery, new_id, utcnow
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
-
-
-# --- schemas ----------------------------------------------------------------------------------------
-
-def _check_url(value: str) -> str:
-    value = value.strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an absolute http:// or https:// URL")
-    if parts.username or parts.password:
-        raise ValueError("must not contain credentials; use the signing secret to authenticate deliveries")
-    return value
-
-
-class WebhookIn(BaseModel):
-    url: str = Field(max_length=2048, description="http(s) URL that receives POSTed events")
-    events: list[str] = Field(min_length=1, max_length=len(webhooks.EVENT_TYPES),
-                              description="event types to receive; see GET /webhooks/event-types")
-    secret: str | None = Field(default=None, min_length=8, max_length=256,
-                               description="signing secret; weft generates one (returned once) when absent")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_url(v)
-
-
-class WebhookUpdate(BaseModel):
-    url: str | None = Field(default=None, max_length=2048)
-    events: list[str] | None = Field(default=None, min_length=1, max_length=len(webhooks.EVENT_TYPES))
-    active: bool | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        return None if v is None else _check_url(v)
-
-
-class WebhookOut(Out):
-    id: str
-    url: str
-    events: list[str]
-    active: bool
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
-
-
-class WebhookCreated(WebhookOut):
-    secret: str | None = Field(default=None, description="the generated signing secret; shown only here")
-
-
-class AttemptOut(BaseModel):
-    at: str
-    status_code: int | None = None
-    error: str | None = None
-    duration_ms: float | None = None
-
-
-class DeliveryOut(Out):
-    id: str
-    webhook_id: str
-    event_id: str
-    event_type: str
-    status: Literal["pending", "delivered", "failed"]
-    attempts: list[AttemptOut]
-    attempt_count: int = 0
-    next_attempt_at: UtcDatetime | None
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
-
-
-class EventTypeOut(BaseModel):
-    type: str
-    description: str
 
 
 def delivery_out(row: WebhookDelivery) -> DeliveryOut:
@@ -180,7 +105,7 @@ def delete_webhook(webhook_id: str, user: CurrentUser, session: SessionDep) -> N
 
 @router.get("/{webhook_id}/deliveries", response_model=Page[DeliveryOut])
 def list_deliveries(webhook_id: str, user: CurrentUser, session: SessionDep, page: Paging,
-                    status_filter: Literal["pending", "delivered", "failed"] | None = Query(None, alias="status"),
+                    status_filter: DeliveryStatus | None = Query(None, alias="status"),
                     event_type: str | None = Query(None)) -> dict[str, Any]:
     """The webhook's deliveries, newest first, each with every attempt (time, status code, error,
     duration)."""

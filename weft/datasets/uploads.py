@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from typing import BinaryIO
 
 from sqlmodel import Session, select
@@ -56,6 +58,33 @@ def validate_dataset(dataset_id: str) -> None:
             ("error", result.error, None)
         ds.updated_at = utcnow()
         s.add(ds)
+
+
+def wait_until_validated(dataset_id: str, timeout: float | None = None, poll: float = 0.5,
+                         on_wait: Callable[[float], None] | None = None) -> None:
+    """Until the upload validation of `dataset_id` is done (`ready`); raises ValueError when it failed,
+    the dataset is gone, or it is still `processing` after `timeout` (WEFT_DATASET_READY_TIMEOUT_SECONDS).
+    `on_wait(timeout)` is called once when it has to wait."""
+    timeout = get_settings().dataset_ready_timeout_seconds if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    waited = False
+    while True:
+        with session_scope() as s:
+            ds = s.get(Dataset, dataset_id)
+            status, error = (ds.status, ds.error) if ds is not None else (None, None)
+        if status == "ready":
+            return
+        if status is None:
+            raise ValueError(f"dataset {dataset_id} does not exist")
+        if status != "processing":
+            raise ValueError(f"dataset {dataset_id} failed validation: {error or status}")
+        if time.monotonic() >= deadline:
+            raise ValueError(f"dataset {dataset_id} is still being validated after {timeout:g} s "
+                             "(WEFT_DATASET_READY_TIMEOUT_SECONDS)")
+        if not waited and on_wait is not None:
+            on_wait(timeout)
+        waited = True
+        time.sleep(poll)
 
 
 def import_local_file(session: Session, user_id: str, path: str) -> Dataset:

@@ -25,7 +25,6 @@ import pandas as pd  # noqa: E402
 log = logging.getLogger(__name__)
 
 DESCRIPTORS = ("length", "word_count", "oov_share", "unigram_perplexity")
-SEVERITIES = ("none", "low", "medium", "high")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 MAX_ROWS = 5000  # per side: more rows buy no power for these tests and cost seconds in the text check
 
@@ -278,8 +277,3 @@ def latency_drift(previous_week_ms: Sequence[float], current_ms: Sequence[float]
     return LatencyResult(severity=severity, previous_count=len(prev), current_count=len(cur), p_value=p,
                          previous_p50_ms=round(p50p, 2), previous_p95_ms=round(p95p, 2), current_p50_ms=round(p50c, 2),
                          current_p95_ms=round(p95c, 2), p95_ratio=round(ratio, 3), reason=reason)
-
-
-def worse(a: str | None, b: str | None) -> str:
-    """The more severe of two severities."""
-    return max(a or "none", b or "none", key=SEVERITIES.index)

@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
+from weft import pools
 from weft.settings import get_settings
 from weft.tables import Adapter, Dataset, Endpoint, InferenceRecord, Model, Replica, utcnow
 
@@ -48,7 +49,7 @@ def records(session: Session, endpoint_ids: list[str], start: datetime, end: dat
 
 def replica_hours(session: Session, endpoints: list[Endpoint], start: datetime, end: datetime) -> dict[str, float]:
     """Hours each pool ran replicas of these endpoints within [start, end)."""
-    pools = {e.id: e.pool or "cpu" for e in endpoints}
+    pools = {e.id: e.pool or pools.CPU for e in endpoints}
     hours: dict[str, float] = {}
     for r in session.exec(select(Replica).where(col(Replica.endpoint_id).in_(list(pools)))) if pools else []:
         stopped = r.updated_at if r.state in ("stopped", "unhealthy") else (r.last_seen or r.updated_at)
@@ -62,7 +63,7 @@ def replica_hours(session: Session, endpoints: list[Endpoint], start: datetime, 
 
 def priced(hours: dict[str, float]) -> float:
     rates = get_settings().pool_hour_cost
-    return sum(h * rates.get(pool, rates.get("cpu", 0.0)) for pool, h in hours.items())
+    return sum(h * rates.get(pool, rates.get(pools.CPU, 0.0)) for pool, h in hours.items())
 
 
 def training_hours(session: Session, user_id: str, start: datetime, end: datetime) -> dict[str, float]:
@@ -71,7 +72,7 @@ def training_hours(session: Session, user_id: str, start: datetime, end: datetim
     hours: dict[str, float] = {}
     for a in session.exec(select(Adapter).where(Adapter.user_id == user_id, Adapter.created_at >= start,
                                                 Adapter.created_at < end)):
-        pool = (a.metrics or {}).get("pool") or "cpu"
+        pool = (a.metrics or {}).get("pool") or pools.CPU
         hours[pool] = hours.get(pool, 0.0) + float((a.metrics or {}).get("train_runtime", 0.0)) / 3600
     return hours
 
@@ -117,7 +118,8 @@ def overview(session: Session, user_id: str, now: datetime | None = None) -> dic
 def deployment(session: Session, endpoint: Endpoint, hours: float, resolution: str,
                now: datetime | None = None) -> dict[str, Any]:
     """Document 001's `GET /metrics/{deployment_id}`: counts, latency percentiles, cold starts (replica
-    starts), unique users, a time series at `resolution` and the measured cost."""
+    starts), unique users, a time series at `resolution` and the measured cost. Times are datetimes
+    (the API returns them as ISO 8601 UTC)."""
     end = now or utcnow()
     start = end - timedelta(hours=hours)
     rows = records(session, [endpoint.id], start, end)
@@ -135,12 +137,12 @@ def deployment(session: Session, endpoint: Endpoint, hours: float, resolution: s
     compute = priced(replica_hours(session, [endpoint], start, end))
     return {
         "deployment_id": endpoint.id,
-        "period": {"start": start.isoformat() + "Z", "end": end.isoformat() + "Z", "hours": hours,
+        "period": {"start": start, "end": end, "hours": hours,
                    "resolution": resolution},
         "metrics": {"request_count": len(rows), "error_count": len(rows) - len(ok), **lat.model_dump(),
                     "cold_starts": len(starts), "unique_users": len({r.user_id for r in rows if r.user_id}),
                     "tokens_input": sum(r.tokens_in for r in rows), "tokens_output": sum(r.tokens_out for r in rows)},
-        "time_series": {"timestamps": [(start + i * step).isoformat() + "Z" for i in range(buckets)],
+        "time_series": {"timestamps": [start + i * step for i in range(buckets)],
                         "request_counts": counts,
                         "avg_latencies": [round(s / c, 3) if c else None for s, c in zip(sums, counts)]},
         "cost_estimate": {"total_usd": round(compute, 4), "breakdown": {"compute": round(compute, 4)},

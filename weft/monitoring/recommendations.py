@@ -4,7 +4,6 @@ prompts → response caching, a model served in full precision that fits int8/in
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from weft import hardware
+from weft.ids import recommendation_id_of
 from weft.monitoring.metrics import latency, priced, records, replica_hours
 from weft.tables import Endpoint, Model, Replica, utcnow
 
@@ -23,7 +23,7 @@ REPEAT_SHARE = 0.2  # identical prompts at least this share of requests → cach
 
 def recommendation(endpoint: Endpoint, model: Model | None, kind: str, description: str, monthly: float,
                    percentage: float, impact: dict[str, str], complexity: str, evidence: dict[str, Any]) -> dict:
-    return {"id": f"opt_{uuid.uuid5(uuid.NAMESPACE_URL, f'{endpoint.id}:{kind}').hex[:12]}", "model_id": endpoint.model_id,
+    return {"id": recommendation_id_of(endpoint.id, kind), "model_id": endpoint.model_id,
             "model_name": model.name if model else None, "endpoint_id": endpoint.id, "type": kind,
             "description": description, "estimated_savings": {"monthly": round(monthly, 2),
                                                               "percentage": round(percentage)},
@@ -94,7 +94,7 @@ def for_user(session: Session, user_id: str) -> list[dict[str, Any]]:
 
 def publish(session: Session, endpoint: Endpoint) -> list[dict[str, Any]]:
     """The endpoint's recommendations as `optimization.recommended` webhook events, each at most once a day."""
-    from weft.webhooks import emit
+    from weft.webhooks.outbox import emit
 
     found = for_endpoint(session, endpoint)
     day = utcnow().strftime("%Y-%m-%d")

@@ -1,11 +1,12 @@
 """The retrain policy of high data-drift alerts, and the retrain chain it starts.
 
 On a high `data_drift` alert the policy decides whether to retrain now (cooldown, runs per week,
-approval switch) and, if so, creates a fine_tune workflow the way the step API does (validated steps,
-a workflow record, `runs.trigger`). The chain then advances each time `advance` runs (every drift
-monitor run, or the API's approval): fine_tune COMPLETED → evaluate_model on the new adapter's
-held-out split → deploy_model only when the evaluation's promotion gate passed. Every decision, taken
-or skipped, is appended to `alert.decisions` with its time and reason.
+approval switch) and, if so, creates a fine_tune workflow through the workflow service
+(`weft.workflows.create`: the step API's validation, admission check and start). The chain then
+advances each time `advance` runs (every drift monitor run, or the API's approval): fine_tune
+COMPLETED → evaluate_model on the new adapter's held-out split → deploy_model only when the
+evaluation's promotion gate passed. Every decision, taken or skipped, is appended to
+`alert.decisions` with its time and reason.
 
 Settings (environment): WEFT_RETRAIN_COOLDOWN_HOURS (24), WEFT_RETRAIN_MAX_PER_WEEK (2),
 WEFT_RETRAIN_REQUIRES_APPROVAL (false).
@@ -118,47 +119,21 @@ def retrain_plan(session: Session, alert: DriftAlert) -> tuple[dict[str, Any], d
     return step1, step2, note
 
 
-def create_workflow(session: Session, user_id: str, type_name: str, steps: list[dict[str, Any]],
-                    name: str | None = None) -> Workflow:
-    """A workflow with its validated steps, then its flow run: what POST /models/...-workflow does step by
-    step (validation with the owner's context, `put_step`, the type's admission check, `runs.trigger`)."""
-    from weft.specs import StepContext, get_type
-    from weft.specs.base import Refused
-    from weft.workflows import StartFailed, discard, put_step, start
+def _cause(exc: Exception) -> str:
+    """An exception as a decision's reason, with the fields a validation error names."""
+    from weft.errors import WeftError
 
-    wt = get_type(type_name)
-    previous: dict[str, Any] = {}
-    validated = []
-    for step_def, fields in zip(wt.steps, steps):
-        ctx = StepContext(user_id=user_id, previous=previous, session=session)
-        data = step_def.model.model_validate(fields, context=ctx).model_dump(mode="json")
-        validated.append((step_def.number, data))
-        previous = {**previous, **data}
-    ctx = StepContext(user_id=user_id, previous=previous, session=session)
-    spec = wt.spec.model_validate(previous, context=ctx).model_dump(mode="json")
-    wf = Workflow(user_id=user_id, workflow_type=wt.name, total_steps=len(wt.steps), name=name)
-    session.add(wf)
-    for number, data in validated:
-        put_step(session, wf, number, data)
-    session.commit()
-    session.refresh(wf)
-    try:
-        start(session, wt, wf, spec)
-    except Refused:
-        discard(session, wf.id)  # a refused start leaves nothing stored
-        raise
-    except StartFailed as exc:
-        wf.status, wf.reason = "FAILED", str(exc)
-        session.add(wf)
-        session.commit()
-        raise
-    return wf
+    if isinstance(exc, WeftError) and exc.details.get("errors"):
+        return f"{exc}: " + "; ".join(f"{e['field']}: {e['message']}" for e in exc.details["errors"])
+    return str(exc)
 
 
 def start_fine_tune(session: Session, alert: DriftAlert) -> tuple[str, str]:
     """Create and trigger the retrain's fine_tune workflow; returns (workflow id, data note)."""
+    from weft import workflows
+
     step1, step2, note = retrain_plan(session, alert)
-    wf = create_workflow(session, alert.user_id, "fine_tune", [step1, step2], name=step2["name"])
+    wf = workflows.create(session, alert.user_id, "fine_tune", [step1, step2], trigger=True, name=step2["name"])
     return wf.id, note
 
 
@@ -183,7 +158,7 @@ def apply_policy(session: Session, alert: DriftAlert, policy: RetrainPolicy | No
         workflow_id, note = start_fine_tune(session, alert)
     except Exception as exc:  # invalid data, refused, or Prefect unreachable: say so on the alert
         session.rollback()
-        entry = record(session, alert, RETRAIN, "failed", f"could not start the fine_tune workflow: {exc}")
+        entry = record(session, alert, RETRAIN, "failed", f"could not start the fine_tune workflow: {_cause(exc)}")
         session.commit()
         return entry
     entry = record(session, alert, RETRAIN, "started", f"{reason}; {note}", workflow_id=workflow_id)
@@ -205,11 +180,13 @@ def start_step(session: Session, alert: DriftAlert, step: str, type_name: str, s
                name: str, reason: str, **extra: Any) -> dict:
     """Start the chain's next workflow and record it on the alert ("failed" with the cause when it
     cannot start); commits."""
+    from weft import workflows
+
     try:
-        wf = create_workflow(session, alert.user_id, type_name, steps, name=name)
+        wf = workflows.create(session, alert.user_id, type_name, steps, trigger=True, name=name)
     except Exception as exc:
         session.rollback()
-        entry = record(session, alert, step, "failed", f"could not start {type_name}: {exc}", **extra)
+        entry = record(session, alert, step, "failed", f"could not start {type_name}: {_cause(exc)}", **extra)
     else:
         entry = record(session, alert, step, "started", reason, workflow_id=wf.id, **extra)
     session.commit()

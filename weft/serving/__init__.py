@@ -1,2 +1,2 @@
 """Model serving: replica planning (plan), server processes (launch) and weft's own OpenAI-compatible
-transformers server (openai_server; imported lazily, it pulls in torch)."""
+transformers server (the `server` package; it loads torch only when an app is created)."""

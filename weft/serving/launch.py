@@ -1,5 +1,5 @@
 """Start one OpenAI-compatible server process for a model: vLLM where CUDA and the `[gpu]` extra are
-present, else weft's transformers server (weft.serving.openai_server). The process dies with its parent
+present, else weft's transformers server (weft.serving.server). The process dies with its parent
 (PR_SET_PDEATHSIG), so cancelling or killing the replica's flow run takes the server down with it."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import ctypes
 import importlib.util
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,12 +30,6 @@ def engine_available() -> str:
     return "vllm" if cuda and importlib.util.find_spec("vllm") and shutil.which("vllm") else "transformers"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return s.getsockname()[1]
-
-
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -56,7 +49,7 @@ def command(spec: ServerSpec) -> list[str]:
         if spec.adapter_dir:  # the endpoint name answers with the adapter; the base keeps its folder name
             return [*cmd, "--enable-lora", "--lora-modules", f"{spec.served_name}={spec.adapter_dir}"]
         return [*cmd, "--served-model-name", spec.served_name]
-    cmd = [sys.executable, "-m", "weft.serving.openai_server", "--model", spec.model_dir, "--name", spec.served_name,
+    cmd = [sys.executable, "-m", "weft.serving.server", "--model", spec.model_dir, "--name", spec.served_name,
            "--host", spec.host, "--port", str(spec.port)]
     if spec.adapter_dir:
         cmd += ["--adapter", f"{spec.served_name}-adapter={spec.adapter_dir}", "--default-adapter",

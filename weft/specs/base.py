@@ -34,14 +34,6 @@ class Stage:
     title: str
 
 
-class Refused(Exception):
-    """A valid workflow that may not start now (a 409): e.g. deploying a model whose scan is not SAFE."""
-
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.details = code, message, details or {}
-
-
 @dataclass(frozen=True)
 class WorkflowType:
     name: str
@@ -52,7 +44,7 @@ class WorkflowType:
     stages: tuple[Stage, ...]
     deployment_name: str = "default"
     compensate: Callable[[str], None] | None = field(default=None, compare=False)
-    # Checked before every start (API, retry): raises Refused when the run must not happen now.
+    # Checked before every start (API, retry): raises weft.errors.Refused when the run must not happen now.
     admit: Callable[[Any, dict[str, Any]], None] | None = field(default=None, compare=False)
     # Work pools in order of preference, each with a deployment named after it (prefect.yaml);
     # empty: the single `deployment_name` deployment.
@@ -103,20 +95,21 @@ def stored_model(value: str | None, info: ValidationInfo) -> str | None:
     return value
 
 
-def ready_dataset(value: str, info: ValidationInfo) -> str:
-    """`value` names one of the caller's datasets that passed its upload validation."""
+def usable_dataset(value: str, info: ValidationInfo) -> str:
+    """`value` names one of the caller's datasets that passed its upload validation or is still in it
+    (`processing`: the flow's first step waits for the outcome); one that failed it is refused."""
     ctx = step_context(info)
     if ctx.session is not None:
         from weft.tables import Dataset
 
         ds = ctx.owned(Dataset, value, "dataset")
-        if ds.status != "ready":
-            raise ValueError(f"dataset {value} is {ds.status}, not ready" + (f": {ds.error}" if ds.error else ""))
+        if ds.status not in ("ready", "processing"):
+            raise ValueError(f"dataset {value} failed validation" + (f": {ds.error}" if ds.error else ""))
     return value
 
 
 StoredModelId = Annotated[str, AfterValidator(stored_model)]
-ReadyDatasetId = Annotated[str, AfterValidator(ready_dataset)]
+UsableDatasetId = Annotated[str, AfterValidator(usable_dataset)]
 
 REGISTRY: dict[str, WorkflowType] = {}
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from weft.specs.base import ReadyDatasetId, Stage, StepDef, StepModel, StoredModelId, WorkflowType, register
+from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, UsableDatasetId, WorkflowType, register
 
 
 class ChooseDataset(StepModel):
-    dataset_id: ReadyDatasetId
+    dataset_id: UsableDatasetId
 
 
 class AnalysisOptions(StepModel):

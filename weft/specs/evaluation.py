@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pydantic import Field, ValidationInfo, model_validator
 
-from weft.specs.base import ReadyDatasetId, Stage, StepDef, StepModel, StoredModelId, WorkflowType, register, \
+from weft import pools
+from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, UsableDatasetId, WorkflowType, register, \
     step_context
 
 
 class ChooseModelAndTestSet(StepModel):
     model_id: StoredModelId = Field(description="the fine-tuned model (base + adapter) to evaluate")
-    dataset_id: ReadyDatasetId = Field(description="test set: a registered dataset (its held-out split when the "
+    dataset_id: UsableDatasetId = Field(description="test set: a registered dataset (its held-out split when the "
                                                    "model was trained on it with a validation_split)")
     base_model_id: StoredModelId | None = Field(default=None, description="compare against this model instead "
                                                                           "of the adapter's base")
@@ -54,7 +55,7 @@ EVALUATE = register(
                StepDef(2, "Benchmarks and promotion gate", EvaluationSettings)),
         spec=EvaluateSpec,
         flow_name="evaluate_model",
-        pools=("gpu", "cpu"),
+        pools=pools.GPU_FIRST,
         stages=(
             Stage("resolve_evaluation", "Resolve model, adapter, base and test set"),
             Stage("load_test_set", "Load the test examples"),

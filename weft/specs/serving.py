@@ -7,8 +7,9 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from weft.errors import Refused
 from weft.serving.plan import DeployConfig, templates
-from weft.specs.base import Refused, Stage, StepDef, StepModel, WorkflowType, register, step_context
+from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register, step_context
 
 
 def owned_model(value: str, info: ValidationInfo) -> str:

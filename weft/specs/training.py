@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from weft.specs.base import ReadyDatasetId, Stage, StepDef, StepModel, StoredModelId, WorkflowType, register
+from weft import pools
+from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, UsableDatasetId, WorkflowType, register
 from weft.training.config import TrainConfig
 
 
 class ChooseBaseAndData(StepModel):
     base_model: StoredModelId = Field(description="id of a registered model with files")
-    dataset_id: ReadyDatasetId
+    dataset_id: UsableDatasetId
 
 
 class AdapterSettings(StepModel):
@@ -30,7 +31,7 @@ FINE_TUNE = register(
                StepDef(2, "Adapter and training config", AdapterSettings)),
         spec=FineTuneSpec,
         flow_name="fine_tune",
-        pools=("gpu", "cpu"),
+        pools=pools.GPU_FIRST,
         stages=(
             Stage("resolve_inputs", "Resolve base model and dataset"),
             Stage("prepare_dataset", "Prepare records for the chat template"),

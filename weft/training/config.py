@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Quantizations a job config may name that weft cannot train, and why (refused rather than trained otherwise).
+UNSUPPORTED_QUANTIZATION = {"int8": "weft's qlora trains on a 4-bit NF4 base only ('nf4'); 8-bit training is "
+                                    "not implemented. Omit quantization for full-precision lora or dora"}
+
+
+def quantization_refusal(value: object) -> str | None:
+    """Why `value` is a quantization weft cannot train, or None."""
+    why = UNSUPPORTED_QUANTIZATION.get(value) if isinstance(value, str) else None
+    return f"quantization {value!r} is not supported: {why}" if why else None
 
 
 class TrainConfig(BaseModel):
@@ -15,7 +25,7 @@ class TrainConfig(BaseModel):
     alpha: int = Field(default=32, ge=1, le=1024)
     dropout: float = Field(default=0.05, ge=0.0, le=0.5)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    quantization: Literal["none", "nf4", "int8"] | None = None
+    quantization: Literal["none", "nf4"] | None = None
     learning_rate: float = Field(default=2e-4, gt=0.0, le=1e-2)
     batch_size: int = Field(default=4, ge=1, le=512)
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=512)
@@ -27,6 +37,13 @@ class TrainConfig(BaseModel):
     max_seq_length: int = Field(default=512, ge=16, le=131_072)
     logging_steps: int = Field(default=10, ge=1)
     seed: int = Field(default=42, ge=0)
+
+    @field_validator("quantization", mode="before")
+    @classmethod
+    def _quantization_supported(cls, value):
+        if refusal := quantization_refusal(value):
+            raise ValueError(refusal)
+        return value
 
     @model_validator(mode="after")
     def _quantization_matches_method(self):

@@ -1,0 +1,100 @@
+"""Training jobs (document 003: a job is a fine_tune workflow, job id = workflow id) and adapters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from api.schemas.common import UtcDatetime
+from api.schemas.workflows import documented_as
+from weft.jobs import LogLine
+
+
+class JobCreate(BaseModel):
+    config: dict[str, Any] = Field(description="base_model (id, name or uri), dataset_id or dataset_path, algorithm "
+                                               "(lora | qlora | dora), rank, alpha, learning_rate, ...")
+
+
+# the body of POST /jobs: checked by the handler, so a wrong one is document 003's 400 INVALID_CONFIG
+JobCreateBody = documented_as(JobCreate, "JobCreateBody", "A document-003 job config.")
+
+
+class JobCreated(BaseModel):
+    job_id: str
+    status: str
+    created_at: UtcDatetime
+    estimated_duration_minutes: float | None
+    flow_run_id: str | None
+
+
+class Artifact(BaseModel):
+    path: str
+    size_bytes: int
+    hash: str = Field(description="sha256:<hex>")
+
+
+class JobOut(BaseModel):
+    job_id: str
+    config: dict[str, Any] = Field(description="base_model, dataset_id, name and the training config")
+    status: str = Field(description="pending | running | completed | failed | cancelled")
+    created_at: UtcDatetime
+    flow_run_id: str | None
+    progress: float = Field(description="0..1, from the run's progress artifact")
+    metrics: dict[str, Any]
+    reason: str | None
+    model_id: str | None = Field(description="the fine-tuned model, once registered")
+    adapter_id: str | None
+    artifact: Artifact | None = Field(default=None, description="the adapter's file (job details only)")
+
+
+class JobList(BaseModel):
+    """Document 003's list, one page of it: `total` counts every matching job."""
+
+    jobs: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobCancelled(BaseModel):
+    success: bool
+    job_id: str
+    status: str
+
+
+class JobLogs(BaseModel):
+    job_id: str
+    logs: list[LogLine]
+    count: int
+
+
+class LogPush(BaseModel):
+    level: str = Field(default="info", pattern="^(?i)(debug|info|warn|warning|error|critical)$")
+    message: str = Field(min_length=1, max_length=10_000)
+    source: str = Field(default="kernel", pattern=r"^[\w.-]{1,50}$")
+
+
+class LogPushed(BaseModel):
+    job_id: str
+    level: str
+    message: str
+    source: str
+
+
+class AdapterOut(BaseModel):
+    id: str
+    user_id: str
+    name: str
+    base_model_id: str
+    dataset_id: str | None
+    dataset_fingerprint: str | None
+    model_id: str | None = Field(description="the fine-tuned model registered with it")
+    workflow_id: str | None
+    method: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    storage_key: str
+    size_bytes: int
+    sha256: str | None
+    created_at: UtcDatetime

@@ -1,0 +1,98 @@
+"""The step-numbered workflow API (document 004): the request body of each workflow type's step route
+and the views the workflow routes return.
+
+A step route's body is, in OpenAPI, a union discriminated on `step_number` of that type's steps: each
+member is the step's own model from `weft.specs` merged with the envelope (`workflow_id`,
+`workflow_total_steps`, `step_number` as a constant, `trigger_workflow`), so a client generator builds
+valid requests. The union only documents the body: the route hands the JSON object to
+`weft.workflows.post_step`, which validates the envelope and then the step with a `StepContext`
+(the caller, the earlier steps, the database session) exactly as the step API always has, so its
+errors (`add_local_model has no step 7`, `step 3 (Add model details) is invalid`, per-field details)
+stay the same. Validating with the union itself would report every member's mismatch instead, and
+without the context the validators that look up the caller's rows could not run.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, TypeAdapter, create_model
+from pydantic_core import core_schema
+
+from api.schemas.common import UtcDatetime
+from weft.specs import StepDef, StepModel, WorkflowType, get_type
+from weft.workflows import StepEnvelope, WorkflowSummary, WorkflowView
+
+
+class WorkflowOut(WorkflowView):
+    """A workflow as document 004's step API returns it: the merged data of its steps, and its run's
+    status, reason and per-stage progress (`steps[]`)."""
+
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class WorkflowSummaryOut(WorkflowSummary):
+    """One workflow of `GET /workflows`."""
+
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+def camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def step_request_model(wt: WorkflowType, step: StepDef) -> type[StepModel]:
+    """Step `step` of `wt` as one request body: the step's fields and the envelope's."""
+    envelope = StepEnvelope.model_fields
+    first = step.number == wt.steps[0].number
+    return create_model(
+        f"{camel(wt.name)}Step{step.number}",
+        __base__=step.model,
+        __doc__=f"{wt.title}, step {step.number}: {step.title}.",
+        workflow_id=(str | None, Field(default=None, description=(
+            "the workflow to change; absent: start a new one" if first else "the workflow this step belongs to"))),
+        workflow_total_steps=(int | None, Field(default=None, ge=1, le=50, description=(
+            "required when workflow_id is absent (a new workflow)" if first else "only when starting a workflow"))),
+        step_number=(Literal[step.number], Field(description=envelope["step_number"].description)),  # type: ignore[valid-type]
+        trigger_workflow=(bool, Field(default=False, description=envelope["trigger_workflow"].description)),
+    )
+
+
+def documented_as(annotation: Any, name: str, doc: str, step: int | None = None) -> type:
+    """A body type that accepts any JSON value but is described in OpenAPI as `annotation` (a one-member
+    union on `step_number` when `step` is given: `annotation` is that step's model)."""
+    schema = TypeAdapter(annotation).core_schema  # self-contained: it carries its own definitions
+
+    def json_schema(_schema: Any, handler: Any) -> dict[str, Any]:
+        described = handler(schema)
+        if step is not None and "$ref" in described:
+            return {"oneOf": [described], "discriminator": {"propertyName": "step_number",
+                                                            "mapping": {str(step): described["$ref"]}}}
+        return described
+
+    def core(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.any_schema(metadata={"pydantic_js_annotation_functions": [json_schema]})
+
+    return type(name, (), {"__doc__": doc, "__get_pydantic_core_schema__": classmethod(core)})
+
+
+@cache
+def step_members(type_name: str) -> tuple[type[StepModel], ...]:
+    """The request model of each step of `type_name`, in step order."""
+    wt = get_type(type_name)
+    return tuple(step_request_model(wt, step) for step in wt.steps)
+
+
+@cache
+def step_request(type_name: str) -> type:
+    """The body of `type_name`'s step route: documented as the union of its steps on `step_number`."""
+    wt = get_type(type_name)
+    members = step_members(type_name)
+    name, doc = f"{camel(type_name)}StepRequest", f"One step of {wt.title}: " + ", ".join(
+        f"{s.number} {s.title}" for s in wt.steps) + "."
+    if len(members) == 1:  # a union of one: pydantic has no discriminator for it, so it is described as one
+        return documented_as(members[0], name, doc, step=wt.steps[0].number)
+    return documented_as(Annotated[Union[members], Field(discriminator="step_number")], name, doc)  # noqa: UP007

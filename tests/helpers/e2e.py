@@ -1,0 +1,49 @@
+"""Driving the real stack through document 004's step sequences."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+LOCAL = "/api/v1/models/local-model-workflow"
+
+
+def register(api: httpx.Client, name: str) -> dict[str, str]:
+    r = api.post("/api/v1/auth/register", json={"email": f"{name}@example.com", "username": name,
+                                                  "password": "correct-horse-battery"})
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def local_steps(provider: str, uri: str, name: str = "tiny llama") -> list[dict]:
+    """Document 004's add-local-model sequence (workflow_id is filled in as it is returned)."""
+    return [
+        {"workflow_total_steps": 6, "step_number": 1, "trigger_workflow": False, "modality": "llm"},
+        {"step_number": 2, "trigger_workflow": False, "provider_type": provider},
+        {"step_number": 3, "trigger_workflow": False, "name": name, "uri": uri, "author": "weft-tests",
+         "tags": [{"name": "text-generation", "color": "#66d1DF"}], "icon": None},
+        {"step_number": 4, "trigger_workflow": True, "proprietary_credential_id": None},
+    ]
+
+
+def post_sequence(api, headers, path: str, steps: list[dict]) -> dict:
+    workflow_id = None
+    body = {}
+    for step in steps:
+        payload = {**step, **({"workflow_id": workflow_id} if workflow_id else {})}
+        r = api.post(path, json=payload, headers=headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        workflow_id = body["workflow_id"]
+    return body
+
+
+def wait_status(api, headers, workflow_id: str, statuses: set[str], timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = api.get(f"/api/v1/workflows/{workflow_id}", headers=headers).json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"workflow {workflow_id} stayed {body['status']}: {body}")

@@ -1,0 +1,47 @@
+"""The replica plan and the server command lines (vLLM's can only be checked as a command here)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from weft.serving.launch import ServerSpec, command
+from weft.serving.plan import DeployConfig, plan_replicas, templates
+
+SMOLLM2 = {"parameter_count": 134_515_008, "num_layers": 30, "hidden_size": 576, "num_attention_heads": 9,
+           "num_key_value_heads": 3}
+
+
+def test_plan_follows_concurrency_engine_and_memory():
+    cpu = plan_replicas(SMOLLM2, DeployConfig(concurrent_requests=3), engine="transformers", device="cpu",
+                        device_memory_gb=24)
+    assert (cpu.replicas, cpu.per_replica_concurrency) == (3, 1)  # one generate at a time per replica
+    gpu = plan_replicas(SMOLLM2, DeployConfig(concurrent_requests=10), engine="vllm", device="H100",
+                        device_memory_gb=80)
+    assert (gpu.replicas, gpu.per_replica_concurrency) == (1, 256)
+    tight = plan_replicas(SMOLLM2, DeployConfig(concurrent_requests=100, avg_context_length=100_000,
+                                                avg_sequence_length=1000), engine="vllm", device="T4",
+                          device_memory_gb=2)
+    assert tight.per_replica_concurrency < 256 and tight.replicas == min(8, -(-100 // tight.per_replica_concurrency))
+    assert plan_replicas(SMOLLM2, DeployConfig(replicas=2), engine="vllm", device="H100",
+                         device_memory_gb=80).replicas == 2
+    with pytest.raises(ValueError, match="needs"):
+        plan_replicas({"parameter_count": 70_000_000_000}, DeployConfig(), engine="vllm", device="T4",
+                      device_memory_gb=16)
+
+
+def test_deploy_config_and_templates_validate():
+    with pytest.raises(ValidationError, match="low <= high"):
+        DeployConfig(ttft=[1000, 50])
+    with pytest.raises(ValidationError):
+        DeployConfig(unknown_field=1)
+    assert all(t.deploy_config.concurrent_requests >= 1 for t in templates().values())
+
+
+def test_server_command_lines():
+    assert command(ServerSpec(model_dir="/m", served_name="ep", engine="vllm", port=9)) == [
+        "vllm", "serve", "/m", "--host", "127.0.0.1", "--port", "9", "--served-model-name", "ep"]
+    assert command(ServerSpec(model_dir="/m", served_name="ep", engine="vllm", adapter_dir="/a", port=9))[-3:] == [
+        "--enable-lora", "--lora-modules", "ep=/a"]
+    weft = command(ServerSpec(model_dir="/m", served_name="ep", adapter_dir="/a", port=9))
+    assert weft[1:3] == ["-m", "weft.serving.server"] and weft[-2:] == ["--default-adapter", "ep-adapter"]

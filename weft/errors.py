@@ -1,0 +1,77 @@
+"""The errors weft's services raise. Each says what went wrong in domain terms (a code, a message, and
+details a client can act on); the API maps them to HTTP statuses in one place (`api.errors`).
+
+- `NotFound`: the record does not exist, or belongs to someone else (404).
+- `Invalid`: the input is wrong; `details["errors"]` names each field and why (422).
+- `Refused`: valid, but may not happen now, with its own code, e.g. `SCAN_NOT_SAFE` (409).
+- `Conflict`: the record's state does not allow it, e.g. a finished workflow's steps (409).
+- `Unavailable`: a dependency is busy or unreachable: the database, the Prefect server (503).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
+
+
+class WeftError(Exception):
+    """A failure a caller should see: a machine-readable `code`, a `message` and `details`."""
+
+    code: ClassVar[str] = "SERVICE_ERROR"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.details = message, details or {}
+        if code is not None:
+            self.code = code  # type: ignore[misc]  (an instance's own code shadows the class default)
+
+
+class NotFound(WeftError):
+    code = "NOT_FOUND"
+
+    @classmethod
+    def of(cls, kind: str, id: str) -> NotFound:
+        """`{kind} {id} not found`, with the resource and its id in the details."""
+        return cls(f"{kind} {id} not found", {"resource": kind, "id": id})
+
+
+class Invalid(WeftError):
+    """Bad input. `errors` (a list of `{"field", "message"}`) becomes `details["errors"]`."""
+
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None,
+                 details: dict[str, Any] | None = None, *, code: str | None = None) -> None:
+        super().__init__(message, {"errors": errors, **(details or {})} if errors is not None else details, code=code)
+
+    @classmethod
+    def field(cls, field: str, why: str, message: str | None = None) -> Invalid:
+        """One field is wrong (the message defaults to `field: why`)."""
+        return cls(message or f"{field}: {why}", [{"field": field, "message": why}])
+
+    @classmethod
+    def of(cls, exc: ValidationError, message: str) -> Invalid:
+        """A pydantic validation error, one entry per failing field (`a.b.0` paths)."""
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()]
+        return cls(message, errors)
+
+
+class Refused(WeftError):
+    """A valid request that may not happen now, with its own code: e.g. deploying a model whose scan
+    is not SAFE (`SCAN_NOT_SAFE`)."""
+
+    code = "REFUSED"
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details, code=code)
+
+
+class Conflict(WeftError):
+    code = "CONFLICT"
+
+
+class Unavailable(WeftError):
+    """The database is busy or a service weft depends on (the Prefect server) is unreachable: try again."""
+
+    code = "SERVICE_UNAVAILABLE"

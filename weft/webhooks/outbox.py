@@ -1,0 +1,108 @@
+"""The events outbox: `emit` writes an `Event` and its pending deliveries in the caller's transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+from sqlalchemy import insert
+from sqlmodel import Session, col, select
+
+from weft.tables import Event, Webhook, WebhookDelivery, new_id, utcnow
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES: dict[str, str] = {
+    # document 000
+    "workflow.created": "A new workflow has been created",
+    "workflow.started": "A workflow's run has started running",
+    "workflow.completed": "A workflow's run has completed successfully",
+    "workflow.failed": "A workflow's run has failed (or crashed)",
+    "workflow.cancelled": "A workflow's run has been cancelled",
+    "model.created": "A new model has been created",
+    "model.deployed": "A model has been deployed",
+    "model.undeployed": "A model has been undeployed",
+    "drift.detected": "Drift has been detected in a model",
+    "optimization.recommended": "A new optimization recommendation has been generated",
+    # document 001
+    "deployment.created": "A new deployment (endpoint) has been initiated",
+    "deployment.building": "A deployment is being built (its replicas are starting)",
+    "deployment.ready": "A deployment is active and ready",
+    "deployment.failed": "A deployment has failed",
+    "deployment.stopped": "A deployment has been stopped",
+    "deployment.deleted": "A deployment has been removed",
+    "prediction.error": "A prediction request has failed",
+}
+"""The event types a webhook can subscribe to, with what each means."""
+
+TEST_EVENT = "webhook.test"  # sent by POST /webhooks/{id}/test to that webhook only; not subscribable
+
+
+def as_utc(value: datetime) -> datetime:
+    """`value`, read as UTC when it is naive (as SQLite returns it)."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def iso(value: datetime) -> str:
+    """`2025-08-01T14:30:00Z`, as the documents write times."""
+    return as_utc(value).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _insert_ignoring_conflict(session: Session, table: Any, values: dict[str, Any], unique: list[str]) -> bool:
+    """INSERT that does nothing when `unique` already exists; True when a row was written. Runs in the
+    caller's transaction without aborting it."""
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
+        return session.execute(stmt).rowcount == 1
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with session.begin_nested():
+            session.execute(insert(table).values(**values))
+        return True
+    except IntegrityError:
+        return False
+
+
+def subscribers(session: Session, user_id: str | None, event_type: str) -> list[Webhook]:
+    """The user's active webhooks subscribed to `event_type`."""
+    if user_id is None:
+        return []
+    hooks = session.exec(select(Webhook).where(Webhook.user_id == user_id, col(Webhook.active).is_(True))).all()
+    return [h for h in hooks if event_type in (h.events or [])]
+
+
+def emit(session: Session, type: str, data: dict[str, Any], *, key: str, user_id: str | None,
+         webhooks: Iterable[Webhook] | None = None) -> Event | None:
+    """Add an event to the outbox and a pending delivery for each active webhook of `user_id`
+    subscribed to `type` (or for `webhooks`, when given). Nothing happens, and None is returned, when
+    an event with `key` exists already. Does not commit: the caller's commit publishes it."""
+    if type not in EVENT_TYPES and type != TEST_EVENT:
+        raise ValueError(f"unknown webhook event type {type!r}; known: {', '.join(EVENT_TYPES)}")
+    now = utcnow()
+    event = Event(id=new_id(), key=key, user_id=user_id, type=type, data=to_jsonable_python(data or {}),
+                  created_at=now)
+    if not _insert_ignoring_conflict(session, Event, event.model_dump(), ["key"]):
+        return None
+    targets = list(webhooks) if webhooks is not None else subscribers(session, user_id, type)
+    for hook in targets:
+        _insert_ignoring_conflict(session, WebhookDelivery, WebhookDelivery(
+            id=new_id(), webhook_id=hook.id, event_id=event.id, event_type=type, status="pending", attempts=[],
+            next_attempt_at=now, created_at=now, updated_at=now).model_dump(), ["webhook_id", "event_id"])
+    log.debug("event %s %s (%s) for %d webhook(s)", type, event.id, key, len(targets))
+    return event
+
+
+def payload(event: Event) -> dict[str, Any]:
+    """The JSON body of a delivery (document 000's shape, plus document 001's `event`/`timestamp`)."""
+    created = iso(event.created_at)
+    return {"id": event.id, "type": event.type, "created_at": created, "data": event.data,
+            "event": event.type, "timestamp": created}
