@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows import names
 from flows.common import workflow_ref
 from tasks.models import register_cloud_model, resolve_cloud_model
 from weft.specs.models import AddCloudModelSpec
 
 
-@flow(name="add_cloud_model", log_prints=True)
+@flow(name="add_cloud_model", log_prints=True,
+      flow_run_name=names.run_name(names.spec("name"), names.workflow()))
 def add_cloud_model(spec: AddCloudModelSpec, workflow_id: str | None = None, cache_version: int = 0,
                     owner_id: str | None = None) -> str:
     """Resolve the catalog entry or manual uri → register."""

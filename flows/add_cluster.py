@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows import names
 from flows.common import workflow_ref
 from tasks.clusters import create_work_pool, register_cluster, register_replica_deployment
 from weft.specs.clusters import AddClusterSpec
 
 
-@flow(name="add_cluster", log_prints=True)
+@flow(name="add_cluster", log_prints=True,
+      flow_run_name=names.run_name(names.spec("name"), names.spec("pool_name"), names.workflow()))
 def add_cluster(spec: AddClusterSpec, workflow_id: str | None = None, cache_version: int = 0,
                 owner_id: str | None = None) -> str:
     """Work pool → serve_replica deployment on it → cluster record. Returns the cluster id."""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows import names
 from flows.common import workflow_ref
-from flows.model_security_scan import scan_model
 from tasks.models import (estimate_hardware, extract_metadata, fetch_model, register_local_model,
                           validate_source)
+from tasks.scanning import scan_model
 from weft.specs.models import AddLocalModelSpec
 
 
-@flow(name="add_local_model", log_prints=True)
+@flow(name="add_local_model", log_prints=True,
+      flow_run_name=names.run_name(names.spec("name"), names.workflow()))
 def add_local_model(spec: AddLocalModelSpec, workflow_id: str | None = None, cache_version: int = 0,
                     owner_id: str | None = None) -> str:
     """Validate source → fetch into registry storage → extract metadata → estimate hardware → register →

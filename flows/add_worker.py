@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows import names
 from flows.common import workflow_ref
 from tasks.serving import plan_workers, start_replicas, wait_healthy
 from weft.specs.serving import AddWorkerSpec
+from weft.tables import Endpoint
 
 
-@flow(name="add_worker", log_prints=True)
+@flow(name="add_worker", log_prints=True,
+      flow_run_name=names.run_name(names.spec("endpoint_id", Endpoint), names.workflow()))
 def add_worker(spec: AddWorkerSpec, workflow_id: str | None = None, cache_version: int = 0,
                owner_id: str | None = None) -> list[str]:
     """Plan the extra replicas → start them → wait until healthy. Returns the new replica ids."""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows import names
 from flows.common import workflow_ref
 from tasks.datasets import (check_expectations, detect_format, find_duplicates, find_outliers, load_dataset,
                             measure_token_lengths, profile_records, recommend, save_analysis, write_split)
 from weft.datasets.report import assemble
 from weft.specs.datasets import AnalyzeDatasetSpec
+from weft.tables import Dataset
 
 
-@flow(name="analyze_dataset", log_prints=True)
+@flow(name="analyze_dataset", log_prints=True,
+      flow_run_name=names.run_name(names.spec("dataset_id", Dataset), names.workflow()))
 def analyze_dataset(spec: AnalyzeDatasetSpec, workflow_id: str | None = None, cache_version: int = 0,
                     owner_id: str | None = None) -> dict:
     """Load in chunks → field statistics → format → token lengths → duplicates → outliers → data

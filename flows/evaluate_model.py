@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows import names
 from flows.common import workflow_ref
 from tasks.evaluation import (check_adapter_effect, compare_outputs, load_test_set, resolve_evaluation,
                               run_benchmarks, score_and_gate)
 from weft.specs.evaluation import EvaluateSpec
+from weft.tables import Model
 
 
-@flow(name="evaluate_model", log_prints=True)
+@flow(name="evaluate_model", log_prints=True,
+      flow_run_name=names.run_name(names.spec("model_id", Model), names.workflow()))
 def evaluate_model(spec: EvaluateSpec, workflow_id: str | None = None, cache_version: int = 0,
                    owner_id: str | None = None) -> bool:
     """Resolve → load test set → answer with both models → adapter-effect check → benchmarks → score and gate."""

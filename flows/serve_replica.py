@@ -9,8 +9,9 @@ from contextlib import ExitStack
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows import names
 from weft.db import session_scope
-from weft.serving import launch
+from weft.serving import launch, placement
 from weft.settings import get_settings
 from weft.storage import get_storage
 from weft.tables import Adapter, Endpoint, Model, Replica, utcnow
@@ -26,7 +27,9 @@ def mark(replica_id: str, **fields) -> None:
         s.add(replica)
 
 
-@flow(name="serve_replica", log_prints=True)
+@flow(name="serve_replica", log_prints=True,
+      flow_run_name=names.run_name(names.param("endpoint_id", Endpoint),
+                                   names.param("replica_id", label="replica")))
 def serve_replica(endpoint_id: str, replica_id: str) -> None:
     """Resolve model files → start the server → register URL and health → heartbeat while it lives."""
     log = get_run_logger()
@@ -36,15 +39,20 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         model = s.get(Model, endpoint.model_id)
         adapter = s.get(Adapter, model.details.get("adapter_id")) if model.provider_type == "adapter" else None
         base_key = f"models/{adapter.base_model_id}" if adapter else f"models/{model.id}"
-        adapter_key, name = (adapter.storage_key if adapter else None), endpoint.name
+        adapter_key, name, planned = (adapter.storage_key if adapter else None), endpoint.name, endpoint.engine
     mark(replica_id, flow_run_id=str(flow_run.id), state="starting")
+    try:  # the engine the plan chose (what the endpoint reports), or a clear failure where it cannot run
+        engine = placement.choose_engine(planned, placement.local_device()[0])
+    except placement.PlacementError as exc:
+        mark(replica_id, state="unhealthy", reason=str(exc))
+        raise
     with ExitStack() as stack:
         storage = get_storage()
         model_dir = stack.enter_context(storage.local(base_key))
         adapter_dir = stack.enter_context(storage.local(adapter_key)) if adapter_key else None
         spec = launch.ServerSpec(model_dir=str(model_dir), served_name=name, host=settings.replica_host,
                                  adapter_dir=str(adapter_dir) if adapter_dir else None, port=free_port("0.0.0.0"),
-                                 engine=launch.engine_available())
+                                 engine=engine)
         url = f"http://{spec.host}:{spec.port}"
         log_file = settings.home_dir / "logs" / "replicas" / f"{replica_id}.log"
         log.info("starting %s server for %s on %s (log %s)", spec.engine, name, url, log_file)

@@ -24,9 +24,11 @@ from weft.db import session_scope
 from weft.ids import model_id_of
 from weft.model_metadata import ModelMetadata
 from weft.paths import resolve_disk_uri
+from weft.secret_blocks import read_secret
 from weft.specs.models import AddCloudModelSpec, AddLocalModelSpec, check_local_uri
 from weft.storage import CHUNK, get_storage
 from weft.tables import CloudModel, Credential, Model, Provider, utcnow
+from weft.webhooks.outbox import model_created
 
 WEIGHT_SUFFIXES = (".gguf", ".safetensors")
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
@@ -45,22 +47,6 @@ class Staged(BaseModel):
     """Where the fetched model lies in registry storage."""
 
     key: str
-
-
-def model_created(session, model_id: str, name: str, kind: str, workflow_id: str, owner_id: str) -> None:
-    """The `model.created` webhook event (once per model, in the registering transaction)."""
-    from weft.webhooks.outbox import emit
-
-    emit(session, "model.created", {"model_id": model_id, "name": name, "type": kind, "workflow_id": workflow_id},
-         key=f"model:{model_id}:created", user_id=owner_id)
-
-
-def credential_secret(block_name: str | None) -> str | None:
-    if not block_name:
-        return None
-    from prefect.blocks.system import Secret
-
-    return Secret.load(block_name).get()
 
 
 def transient_http_error(task: Any, task_run: Any, state: State) -> bool:
@@ -101,7 +87,7 @@ def fetch_model(source: Source, workflow_id: str) -> Staged:
     storage = get_storage()
     key = f"staging/{workflow_id}/model"
     if source.provider_type == "hugging_face":
-        size = storage.put_dir(hf_snapshot(source.uri, credential_secret(source.credential_block)), key)
+        size = storage.put_dir(hf_snapshot(source.uri, read_secret(source.credential_block) if source.credential_block else None), key)
     elif source.provider_type == "disk":
         path = Path(source.local_path or "")
         if path.is_file():
@@ -111,7 +97,7 @@ def fetch_model(source: Source, workflow_id: str) -> Staged:
         else:
             size = storage.put_dir(path, key)
     else:
-        size = download_url(source.uri, key, credential_secret(source.credential_block))
+        size = download_url(source.uri, key, read_secret(source.credential_block) if source.credential_block else None)
     log.info("fetched %d files, %s into %s", len(storage.list(key)), hardware.human_bytes(size), storage.url(key))
     return Staged(key=key)
 

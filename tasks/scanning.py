@@ -118,3 +118,10 @@ def roll_up_scan(files: ModelFiles, findings: list[list[Issue]]) -> ScanResult:
     create_markdown_artifact(markdown(files.name, result), key="security-scan", description=f"scan of {files.name}")
     get_run_logger().info("scan status %s: %d issues", result.status, result.total_issues)
     return result
+
+
+def scan_model(model_id: str) -> ScanResult:
+    """The scan's steps, in order: the model_security_scan flow's body and the onboarding flow's last step."""
+    files = list_model_files(model_id)
+    findings = [scan_pickles(files), validate_safetensors(files), detect_code(files), check_gguf(files)]
+    return roll_up_scan(files, findings)

@@ -8,21 +8,19 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.deployments import run_deployment
 from pydantic import BaseModel
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from tasks.common import step_options
 from weft import pools
 from weft import runs
 from weft.db import get_engine, session_scope
 from weft.ids import endpoint_id_of, replica_id_of
-from weft.serving import launch
+from weft.serving import placement
 from weft.serving.plan import Plan, plan_replicas
 from weft.settings import get_settings
 from weft.specs.serving import DeploySpec, admit_deploy
-from weft.tables import Cluster, CloudModel, Endpoint, Model, Provider, Replica, utcnow
+from weft.tables import CloudModel, Endpoint, Model, Provider, Replica, utcnow
 from weft.webhooks.outbox import emit
-
-REPLICA_POOLS = pools.GPU_FIRST
 
 
 class NewEndpoint(BaseModel):
@@ -54,41 +52,19 @@ def validate_deployment(spec: DeploySpec, workflow_id: str, owner_id: str) -> Ne
     return NewEndpoint(endpoint_id=endpoint_id, proxy=proxy)
 
 
-def device_of(pool: str) -> tuple[str, float]:
-    """The device replicas of `pool` get: the cluster's reported hardware, else this machine's."""
-    with session_scope() as s:
-        cluster = s.exec(select(Cluster).where(Cluster.pool_name == pool)).first()
-        gpus = (cluster.hardware or {}).get("gpus") if cluster else None
-    if gpus:
-        return gpus[0]["name"], gpus[0]["memory_gb"]
-    import os
-
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory / 1e9
-    return "cpu", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-
-
 @task(**step_options("plan_deployment"))
 def plan_deployment(endpoint_id: str, spec: DeploySpec) -> Plan:
     """Replica count and pool from deploy_config and the model's memory estimate."""
     with session_scope() as s:
-        if spec.cluster_id:
-            cluster = s.get(Cluster, spec.cluster_id)
-            if cluster is None:
-                raise ValueError(f"cluster {spec.cluster_id} does not exist")
-            pool, note = cluster.pool_name, None
-        else:
-            pool, note = runs.pick_pool(REPLICA_POOLS)
+        pool, note = placement.replica_pool(s, spec.cluster_id)
+        device, memory = placement.device_of(s, pool)
         model = s.get(Model, spec.model_id)
         details = dict(model.details or {})
         if model.provider_type == "adapter":
             details = dict((s.get(Model, details.get("base_model_id")) or model).details or {}) | details
     if note:
         get_run_logger().warning(note)
-    device, memory = device_of(pool)
-    engine = "vllm" if device != "cpu" and launch.engine_available() == "vllm" else "transformers"
+    engine = placement.choose_engine(spec.engine, device)
     plan = plan_replicas(details, spec.deploy_config, engine=engine, device=device, device_memory_gb=memory)
     with session_scope() as s:
         endpoint = s.get(Endpoint, endpoint_id)

@@ -16,7 +16,6 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from pydantic import BaseModel
 
 from tasks.common import step_options, wait_for_dataset
-from tasks.models import model_created
 from weft import hardware
 from weft.datasets.formats import iter_batches
 from weft.db import session_scope
@@ -28,6 +27,7 @@ from weft.training.checkpoints import CheckpointStore
 from weft.training.progress import format_line, loss_curve_png, summary_markdown
 from weft.training.records import training_record
 from weft.training.trainer import train
+from weft.webhooks.outbox import model_created
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 

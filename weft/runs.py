@@ -15,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling
 from pydantic import BaseModel
 
@@ -70,6 +70,10 @@ def online_workers(pool: str) -> int:
                 pool, worker_filter=WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"]))))
         except ObjectNotFound:
             return 0
+        except PrefectHTTPStatusError as exc:  # this client call answers a missing pool with a bare 404
+            if exc.response.status_code == 404:
+                return 0
+            raise
 
 
 def pick_pool(pools: tuple[str, ...]) -> tuple[str, str | None]:

@@ -2,6 +2,8 @@
 cluster configuration, never in weft's tables, step data or logs.
 
 The functions are sync (callers run them in a thread); an async caller uses `anyio.to_thread`.
+Prefect is imported when a secret is touched, so importing this module (and `weft.webhooks.verify`,
+which a webhook receiver uses) stays cheap.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from prefect.blocks.system import Secret
 from sqlmodel import Session
 
 from weft.errors import Unavailable
@@ -24,6 +25,8 @@ def block_name(kind: str, row_id: str) -> str:
 
 def read_secret(name: str) -> str:
     """The value of the Secret block `name`."""
+    from prefect.blocks.system import Secret
+
     return str(Secret.load(name).get())
 
 
@@ -33,6 +36,8 @@ def _unavailable(action: str, name: str) -> Unavailable:
 
 def save_secret(name: str, value: str) -> None:
     """Save (or replace) the Secret block `name`; an unreachable Prefect server is `Unavailable`."""
+    from prefect.blocks.system import Secret
+
     try:
         Secret(value=value).save(name, overwrite=True)
     except Exception as exc:
@@ -54,6 +59,8 @@ def store_secret(session: Session, row: Any, name: str, value: str) -> None:
 
 
 def _delete(name: str) -> None:
+    from prefect.blocks.system import Secret
+
     try:
         Secret.delete(name)
     except ValueError:  # Prefect's "Unable to find block document named ..."

@@ -10,8 +10,18 @@ from sqlmodel import Session, col, select
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Page, Paging, paginate
-from api.schemas.auth import (ApiKeyCreated, ApiKeyIn, ApiKeyOut, LoginIn, MeOut, RegisterIn, RegisterOut,
-                              TokenIn, TokenOut, UserOut)
+from api.schemas.auth import (
+    ApiKeyCreated,
+    ApiKeyIn,
+    ApiKeyOut,
+    LoginIn,
+    MeOut,
+    RegisterIn,
+    RegisterOut,
+    TokenIn,
+    TokenOut,
+    UserOut,
+)
 from api.security import create_access_token, hash_api_key, hash_password, new_api_key, verify_password
 from weft.tables import ApiKey, Model, User, Workflow
 

@@ -14,9 +14,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError
-from api.routers.workflows import post_step
+from api.schemas.clusters import ADD_CLUSTER_FORM, ClusterList
+from api.schemas.workflows import WorkflowOut
+from weft import workflows
 from weft.clusters import pool_type_of
-from weft.specs import get_type
+from weft.errors import WeftError
 from weft.tables import Cluster, new_id
 
 router = APIRouter(tags=["clusters"])
@@ -30,7 +32,7 @@ def cluster_view(cluster: Cluster) -> dict[str, Any]:
             "created_at": cluster.created_at}
 
 
-@router.post("/clusters/clusters")
+@router.post("/clusters/clusters", response_model=WorkflowOut, openapi_extra={"requestBody": ADD_CLUSTER_FORM})
 async def add_cluster_step(request: Request, user: CurrentUser, session: SessionDep) -> dict:
     """multipart: step_number, workflow_total_steps, trigger_workflow, name, icon, ingress_url,
     configuration_file (YAML; a kubeconfig makes a Kubernetes pool)."""
@@ -57,14 +59,14 @@ async def add_cluster_step(request: Request, user: CurrentUser, session: Session
                        {"field": "configuration_file"})
     body["pool_name"] = re.sub(r"[^a-z0-9-]+", "-", str(body.get("name", "")).lower()).strip("-")[:50] or "cluster"
     try:
-        view = await run_in_threadpool(post_step, get_type("add_cluster"), body, user.id, session)
-    except ApiError:
+        view = await run_in_threadpool(workflows.post_step, session, user.id, "add_cluster", body)
+    except WeftError:
         await Secret.adelete(body["config_block"])  # a refused step leaves no secret behind
         raise
     return view.model_dump(mode="json")
 
 
-@router.get("/clusters")
+@router.get("/clusters", response_model=ClusterList)
 def list_clusters(user: CurrentUser, session: SessionDep) -> dict:
     """weft's own pools and the caller's clusters, with the hardware their workers reported."""
     rows = session.exec(select(Cluster).where(or_(Cluster.user_id == user.id, col(Cluster.user_id).is_(None)))

@@ -94,8 +94,7 @@ def analyze_dataset(dataset_id: str, user: CurrentUser, session: SessionDep,
     if options is not None and not isinstance(options, dict):
         raise ApiError(422, "VALIDATION_ERROR", "the request body must be a JSON object")
     wf = workflows.create(session, user.id, "analyze_dataset", [{"dataset_id": ds.id}, options or {}], trigger=True)
-    view = workflows.view(session, wf)
-    return {"id": ds.id, "workflow_id": view.workflow_id, "status": view.status, "flow_run_id": view.flow_run_id,
+    return {"id": ds.id, "workflow_id": wf.id, "status": wf.status, "flow_run_id": wf.flow_run_id,
             "analysis": ds.analysis}
 
 

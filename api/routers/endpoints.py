@@ -7,21 +7,20 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.routers.workflows import post_step
-from weft import runs
+from api.schemas.endpoints import DeploymentList, DeploymentOut, DeployOut, EndpointList, EndpointOut, TemplateList
+from weft import runs, workflows
 from weft.ids import endpoint_id_of
-from weft.serving.plan import DeployConfig, templates
+from weft.serving import placement
+from weft.serving.plan import DeployConfig, Engine, templates
 from weft.settings import get_settings
-from weft.specs import get_type
 from weft.tables import Endpoint, InferenceRecord, Model, Replica, utcnow
 from weft.webhooks.outbox import emit
-from weft.workflows import discard
 
 router = APIRouter(tags=["endpoints"])
 
@@ -65,48 +64,58 @@ def base_url() -> str:
 
 
 class DeployRequest(BaseModel):
-    """Document 000's body; `instance_count` is the replica count, `deploy_config` document 004's."""
+    """Document 000's body; `instance_count` is the replica count, `deploy_config` document 004's. What
+    weft cannot honour is a 422 naming the field, never ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
-    endpoint_type: str | None = None
-    quantization: str | None = None
-    instance_type: str | None = None
+    endpoint_type: Engine | None = Field(default=None, description="engine asked for; the answer says which runs")
+    quantization: str | None = Field(default=None, description="only 'none': weft serves the weights as stored")
+    instance_type: str | None = Field(default=None, description="a registered cluster's work pool (or name)")
     instance_count: int | None = Field(default=None, ge=1, le=64)
     endpoint_name: str | None = Field(default=None, min_length=1, max_length=100)
     template_id: str | None = None
     deploy_config: DeployConfig | None = None
     cluster_id: str | None = None
 
+    @field_validator("quantization")
+    @classmethod
+    def _as_stored(cls, value: str | None) -> None:
+        if value not in (None, "none"):
+            raise ValueError(f"{value!r} is not supported: weft serves a model's weights as they are stored "
+                             "(register a quantized model to serve one)")
+        return None
 
-@router.post("/models/{model_id}/deploy", status_code=202)
+
+@router.post("/models/{model_id}/deploy", status_code=202, response_model=DeployOut)
 def deploy(model_id: str, body: DeployRequest, user: CurrentUser, session: SessionDep) -> dict:
     """Start a deploy_model workflow; the returned id is the endpoint's (GET /endpoints/{id})."""
     model = get_owned(session, Model, model_id, user.id, "model")
+    try:
+        cluster_id = placement.target_cluster(session, user.id, body.cluster_id, body.instance_type)
+        engine = placement.deploy_engine(session, model, body.endpoint_type, cluster_id)
+    except placement.PlacementError as exc:
+        raise ApiError(422, "VALIDATION_ERROR", str(exc), {"field": exc.field}) from exc
     config = (body.deploy_config or DeployConfig()).model_dump(exclude_none=True)
     if body.instance_count:
         config["replicas"] = body.instance_count
     name = body.endpoint_name or f"{model.name}-{model_id[:8]}"
-    wt = get_type("deploy_model")
-    first = post_step(wt, {"workflow_total_steps": 5, "step_number": 1, "model_id": model_id}, user.id, session)
-    try:
-        post_step(wt, {"workflow_id": first.workflow_id, "step_number": 3, "endpoint_name": name,
-                       "template_id": body.template_id, "deploy_config": config}, user.id, session)
-        view = post_step(wt, {"workflow_id": first.workflow_id, "step_number": 5, "cluster_id": body.cluster_id,
-                              "trigger_workflow": True}, user.id, session)
-    except ApiError:
-        discard(session, first.workflow_id)
-        raise
+    steps = {1: {"model_id": model_id},  # document 004's local deploy: model, endpoint and config, cluster
+             3: {"endpoint_name": name, "template_id": body.template_id, "deploy_config": config,
+                 "engine": body.endpoint_type},
+             5: {"cluster_id": cluster_id}}
+    wf = workflows.create(session, user.id, "deploy_model", steps, trigger=True, total_steps=5)
+    view = workflows.view(session, wf)
     endpoint = Endpoint(id=endpoint_id_of(view.workflow_id), user_id=user.id, model_id=model_id, name=name,
-                        status="deploying", workflow_id=view.workflow_id, config=config)
+                        status="deploying", workflow_id=view.workflow_id, config=config, engine=engine)
     session.add(endpoint)
     session.commit()
-    return {"id": endpoint.id, "model_id": model_id, "name": name, "endpoint_type": body.endpoint_type or "weft",
+    return {"id": endpoint.id, "model_id": model_id, "name": name, "endpoint_type": engine,
             "endpoint_url": f"{base_url()}/v1", "model": name, "status": "deploying", "workflow_id": view.workflow_id,
             "flow_run_id": view.flow_run_id, "created_at": endpoint.created_at, "updated_at": endpoint.updated_at}
 
 
-@router.get("/endpoints")
+@router.get("/endpoints", response_model=EndpointList)
 def list_endpoints(user: CurrentUser, session: SessionDep, status: str | None = Query(None)) -> dict:
     stmt = select(Endpoint).where(Endpoint.user_id == user.id).order_by(col(Endpoint.created_at).desc())
     if status:
@@ -115,7 +124,7 @@ def list_endpoints(user: CurrentUser, session: SessionDep, status: str | None = 
     return {"data": [endpoint_view(session, e, base_url()) for e in rows], "total": len(rows)}
 
 
-@router.get("/endpoints/{endpoint_id}")
+@router.get("/endpoints/{endpoint_id}", response_model=EndpointOut)
 def get_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep) -> dict:
     return endpoint_view(session, get_owned(session, Endpoint, endpoint_id, user.id, "endpoint"), base_url())
 
@@ -127,14 +136,14 @@ def deployment_view(session: Session, endpoint: Endpoint) -> dict[str, Any]:
             "endpoint": view["endpoint_url"] if endpoint.status == "active" else None}
 
 
-@router.get("/deployments")
+@router.get("/deployments", response_model=DeploymentList)
 def list_deployments(user: CurrentUser, session: SessionDep, status: str | None = Query(None)) -> dict:
     rows = session.exec(select(Endpoint).where(Endpoint.user_id == user.id).order_by(col(Endpoint.created_at).desc()))
     views = [deployment_view(session, e) for e in rows]
     return {"deployments": [v for v in views if not status or v["status"] == status]}
 
 
-@router.get("/deployments/{deployment_id}")
+@router.get("/deployments/{deployment_id}", response_model=DeploymentOut)
 def get_deployment(deployment_id: str, user: CurrentUser, session: SessionDep) -> dict:
     return deployment_view(session, get_owned(session, Endpoint, deployment_id, user.id, "deployment"))
 
@@ -148,7 +157,7 @@ def stop_replica(session: Session, replica: Replica) -> None:
     session.add(replica)
 
 
-@router.delete("/endpoints/{endpoint_id}/workers/{worker_id}")
+@router.delete("/endpoints/{endpoint_id}/workers/{worker_id}", response_model=EndpointOut)
 def remove_worker(endpoint_id: str, worker_id: str, user: CurrentUser, session: SessionDep) -> dict:
     """Take one replica out of rotation and cancel its flow run (its server stops with it)."""
     endpoint = get_owned(session, Endpoint, endpoint_id, user.id, "endpoint")
@@ -160,7 +169,7 @@ def remove_worker(endpoint_id: str, worker_id: str, user: CurrentUser, session: 
     return endpoint_view(session, endpoint, base_url())
 
 
-@router.delete("/endpoints/{endpoint_id}")
+@router.delete("/endpoints/{endpoint_id}", response_model=EndpointOut)
 def stop_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep) -> dict:
     """Stop the endpoint: every replica run is cancelled and requests get 503."""
     endpoint = get_owned(session, Endpoint, endpoint_id, user.id, "endpoint")
@@ -176,6 +185,6 @@ def stop_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep) -> d
     return endpoint_view(session, endpoint, base_url())
 
 
-@router.get("/templates")
+@router.get("/templates", response_model=TemplateList)
 def list_templates(user: CurrentUser) -> dict:
     return {"data": [t.model_dump() for t in templates().values()]}

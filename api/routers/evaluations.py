@@ -67,9 +67,8 @@ def evaluate_model(model_id: str, body: EvaluateRequest, user: CurrentUser, sess
              "test_set_path": body.test_set_path}
     step2 = body.model_dump(include=set(EvaluationSettings.model_fields))
     wf = workflows.create(session, user.id, "evaluate_model", [step1, step2], trigger=True)
-    view = workflows.view(session, wf)
-    return {"evaluation_id": view.workflow_id, "status": view.status.lower(), "message": "Evaluation job created",
-            "flow_run_id": view.flow_run_id}
+    return {"evaluation_id": wf.id, "status": wf.status.lower(), "message": "Evaluation job created",
+            "flow_run_id": wf.flow_run_id}
 
 
 @router.get("/evaluations/{evaluation_id}", response_model=EvaluationOut)

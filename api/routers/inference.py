@@ -16,13 +16,29 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, CurrentUserId, SessionDep, get_owned
-from weft.db import get_engine
 from api.errors import ApiError
 from api.gateway import CACHE_SECONDS, Gateway, Result, prompt_text
-from api.schemas.inference import (SSE_RESPONSE, BatchItem, BatchItemError, BatchItemOut, BatchOut, BatchRequest,
-                                   ChatCompletionResponse, CompletionResponse, DeploymentTestOut, DetokenizeResponse,
-                                   Generation, OpenAIModel, OpenAIModelList, PredictionOut, PredictRequest,
-                                   TestRequest, TokenizeResponse, TokenizerInfo)
+from api.schemas.inference import (
+    SSE_RESPONSE,
+    BatchItem,
+    BatchItemError,
+    BatchItemOut,
+    BatchOut,
+    BatchRequest,
+    ChatCompletionResponse,
+    CompletionResponse,
+    DeploymentTestOut,
+    DetokenizeResponse,
+    Generation,
+    OpenAIModel,
+    OpenAIModelList,
+    PredictionOut,
+    PredictRequest,
+    TestRequest,
+    TokenizeResponse,
+    TokenizerInfo,
+)
+from weft.db import get_engine
 from weft.tables import Endpoint, utcnow
 
 router = APIRouter(tags=["inference"])  # /api/v1/...

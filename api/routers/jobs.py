@@ -58,13 +58,12 @@ def create_job(user: CurrentUser, session: SessionDep, body: JobCreateBody = Bod
         raise ApiError(400, "INVALID_CONFIG", str(exc), exc.details) from exc
     except Invalid as exc:  # document 003 calls every bad config a 400 INVALID_CONFIG
         raise ApiError(400, "INVALID_CONFIG", exc.message, exc.details) from exc
-    view = workflows.view(session, wf)
     import torch
 
-    return {"job_id": view.workflow_id, "status": view.status.lower(), "created_at": view.created_at,
-            "estimated_duration_minutes": jobs.estimated_minutes(session, {**step1, **view.data},
-                                                                 torch.cuda.is_available()),
-            "flow_run_id": view.flow_run_id}
+    spec = merged_data(stored_steps(session, wf.id))
+    return {"job_id": wf.id, "status": wf.status.lower(), "created_at": wf.created_at,
+            "estimated_duration_minutes": jobs.estimated_minutes(session, spec, torch.cuda.is_available()),
+            "flow_run_id": wf.flow_run_id}
 
 
 @router.get("/jobs", response_model=JobList)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fastapi import APIRouter
 from sqlalchemy import text
@@ -23,7 +23,7 @@ PREFECT_TIMEOUT_SECONDS = 2.0
 def health() -> Health:
     """Liveness: the API process answers."""
     return Health(status="healthy", message="Welcome to weft", version=__version__,
-                  timestamp=datetime.now(timezone.utc))
+                  timestamp=datetime.now(UTC))
 
 
 def check_database(session: Session) -> str | None:

@@ -16,8 +16,15 @@ from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Page, Paging, paginate
 from api.routers.credentials import remove_secret, store_secret
-from api.schemas.webhooks import (DeliveryOut, DeliveryStatus, EventTypeOut, WebhookCreated, WebhookIn, WebhookOut,
-                                  WebhookUpdate)
+from api.schemas.webhooks import (
+    DeliveryOut,
+    DeliveryStatus,
+    EventTypeOut,
+    WebhookCreated,
+    WebhookIn,
+    WebhookOut,
+    WebhookUpdate,
+)
 from weft import webhooks
 from weft.tables import Webhook, WebhookDelivery, new_id, utcnow
 

@@ -36,7 +36,8 @@ def step_endpoint(type_name: str):
     union of the type's steps (`api.schemas.workflows.step_request`) and validated by the service."""
     wt = get_type(type_name)
 
-    def handler(user: CurrentUser, session: SessionDep, body: Any = Body(..., title=f"{wt.title} step")) -> WorkflowView:
+    def handler(user: CurrentUser, session: SessionDep,
+                body: Any = Body(..., title=f"{wt.title} step")) -> WorkflowView:
         return workflows.post_step(session, user.id, type_name, body)
 
     handler.__annotations__["body"] = step_request(type_name)
@@ -64,7 +65,8 @@ def get_workflow(workflow_id: str, user: CurrentUser, session: SessionDep) -> Wo
 
 
 @router.post("/workflows/{workflow_id}/cancel", response_model=WorkflowOut)
-def cancel_workflow(workflow_id: str, user: CurrentUser, session: SessionDep, background: BackgroundTasks) -> WorkflowView:
+def cancel_workflow(workflow_id: str, user: CurrentUser, session: SessionDep,
+                    background: BackgroundTasks) -> WorkflowView:
     """Cancel the flow run (its process is killed) and run the workflow's compensation."""
     wf = workflows.cancel(session, user.id, workflow_id)
     background.add_task(workflows.compensate_after_cancel, wf.id, wf.flow_run_id)

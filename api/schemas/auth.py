@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
@@ -59,7 +59,7 @@ class ApiKeyIn(BaseModel):
         if value is None:
             return None
         value = as_utc(value)
-        if value <= datetime.now(timezone.utc):
+        if value <= datetime.now(UTC):
             raise ValueError("expires_at must be in the future")
         return value
 

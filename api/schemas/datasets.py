@@ -34,7 +34,8 @@ class DatasetOut(BaseModel):
 
 
 # the body of POST /datasets/{id}/analyze: step 2 of analyze_dataset, validated by the workflow service
-AnalysisOptionsBody = documented_as(AnalysisOptions, "AnalyzeOptions", "The analysis options; every field has a default.")
+AnalysisOptionsBody = documented_as(AnalysisOptions, "AnalyzeOptions",
+                                    "The analysis options; every field has a default.")
 
 
 class AnalysisStarted(BaseModel):

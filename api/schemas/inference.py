@@ -8,8 +8,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.schemas.common import UtcDatetime
-from weft.serving.server.protocol import (ChatCompletionResponse, CompletionResponse, DetokenizeResponse,
-                                          TokenizeResponse, TokenizerInfo)
+from weft.serving.server.protocol import (
+    ChatCompletionResponse,
+    CompletionResponse,
+    DetokenizeResponse,
+    TokenizeResponse,
+    TokenizerInfo,
+)
 
 __all__ = ["BatchItem", "BatchItemError", "BatchItemOut", "BatchOut", "BatchRequest", "ChatCompletionResponse",
            "CompletionResponse", "DeploymentTestOut", "DetokenizeResponse", "Generation", "OpenAIModel",

@@ -65,12 +65,15 @@ def documented_as(annotation: Any, name: str, doc: str, step: int | None = None)
     """A body type that accepts any JSON value but is described in OpenAPI as `annotation` (a one-member
     union on `step_number` when `step` is given: `annotation` is that step's model)."""
     schema = TypeAdapter(annotation).core_schema  # self-contained: it carries its own definitions
+    if "ref" in schema:  # a model: described by reference (a component), as FastAPI does for a model body
+        schema = core_schema.definitions_schema(core_schema.definition_reference_schema(schema["ref"]), [schema])
 
     def json_schema(_schema: Any, handler: Any) -> dict[str, Any]:
         described = handler(schema)
         if step is not None and "$ref" in described:
-            return {"oneOf": [described], "discriminator": {"propertyName": "step_number",
-                                                            "mapping": {str(step): described["$ref"]}}}
+            ref = described["$ref"]
+            return {"oneOf": [{"$ref": ref}],
+                    "discriminator": {"propertyName": "step_number", "mapping": {str(step): ref}}}
         return described
 
     def core(cls, source: Any, handler: Any) -> core_schema.CoreSchema:

@@ -39,7 +39,7 @@ def server(tiny_model_dir: Path, adapter_dir: Path):
     """The app under uvicorn in a background thread on a free port; yields the base URL."""
     import uvicorn
 
-    from weft.serving.server import create_app
+    from weft.serving.server.app import create_app
 
     app = create_app(tiny_model_dir, NAME, {ADAPTER: adapter_dir})
     port = free_port()

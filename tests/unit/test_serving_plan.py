@@ -45,3 +45,27 @@ def test_server_command_lines():
         "--enable-lora", "--lora-modules", "ep=/a"]
     weft = command(ServerSpec(model_dir="/m", served_name="ep", adapter_dir="/a", port=9))
     assert weft[1:3] == ["-m", "weft.serving.server"] and weft[-2:] == ["--default-adapter", "ep-adapter"]
+
+
+def test_the_engine_is_the_one_asked_for_or_refused(monkeypatch):
+    from weft.serving import launch
+    from weft.serving.placement import PlacementError, choose_engine
+
+    monkeypatch.setattr(launch, "engine_available", lambda: "transformers")
+    assert choose_engine(None, "H100") == choose_engine("transformers", "cpu") == "transformers"
+    with pytest.raises(PlacementError, match="endpoint_type 'vllm' cannot run on cpu") as refused:
+        choose_engine("vllm", "cpu")
+    assert refused.value.field == "endpoint_type"
+    monkeypatch.setattr(launch, "engine_available", lambda: "vllm")
+    assert choose_engine(None, "H100") == choose_engine("vllm", "H100") == "vllm"
+    assert choose_engine("transformers", "H100") == "transformers"
+    with pytest.raises(PlacementError):
+        choose_engine("vllm", "cpu")  # vLLM installed, but the replicas' pool has no GPU
+
+
+@pytest.mark.gpu
+def test_vllm_serves_where_cuda_and_vllm_are_present():
+    pytest.importorskip("vllm", reason="vLLM is the [gpu] extra")
+    from weft.serving.placement import choose_engine, local_device
+
+    assert choose_engine(None, local_device()[0]) == "vllm"

@@ -49,15 +49,15 @@ def records(session: Session, endpoint_ids: list[str], start: datetime, end: dat
 
 def replica_hours(session: Session, endpoints: list[Endpoint], start: datetime, end: datetime) -> dict[str, float]:
     """Hours each pool ran replicas of these endpoints within [start, end)."""
-    pools = {e.id: e.pool or pools.CPU for e in endpoints}
+    pool_of = {e.id: e.pool or pools.CPU for e in endpoints}
     hours: dict[str, float] = {}
-    for r in session.exec(select(Replica).where(col(Replica.endpoint_id).in_(list(pools)))) if pools else []:
+    for r in session.exec(select(Replica).where(col(Replica.endpoint_id).in_(list(pool_of)))) if pool_of else []:
         stopped = r.updated_at if r.state in ("stopped", "unhealthy") else (r.last_seen or r.updated_at)
         if r.state == "healthy":
             stopped = max(stopped, min(end, utcnow()))
         overlap = (min(stopped, end) - max(r.created_at, start)).total_seconds()
         if overlap > 0:
-            hours[pools[r.endpoint_id]] = hours.get(pools[r.endpoint_id], 0.0) + overlap / 3600
+            hours[pool_of[r.endpoint_id]] = hours.get(pool_of[r.endpoint_id], 0.0) + overlap / 3600
     return hours
 
 

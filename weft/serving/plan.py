@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -17,6 +17,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "catalog" / "templates.yaml
 # Sequences one replica runs at once: vLLM batches continuously; weft's transformers server runs one
 # generate at a time (it queues the rest), so concurrency beyond 1 only adds latency there.
 ENGINE_CONCURRENCY = {"vllm": 256, "transformers": 1}
+Engine = Literal["vllm", "transformers"]
 
 
 class DeployConfig(BaseModel):

@@ -8,8 +8,11 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from weft.errors import Refused
-from weft.serving.plan import DeployConfig, templates
+from weft.serving.plan import DeployConfig, Engine, templates
 from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register, step_context
+
+ENGINE_HELP = ("serving engine of the replicas; unset: vLLM where their pool has a CUDA GPU and vLLM, else weft's "
+               "transformers server. A requested engine that cannot run there fails the plan step")
 
 
 def owned_model(value: str, info: ValidationInfo) -> str:
@@ -49,6 +52,7 @@ class DeployStep3(StepModel):
     template_id: str | None = None
     endpoint_name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[\w .:/-]+$")
     deploy_config: DeployConfig | None = None
+    engine: Engine | None = Field(default=None, description=ENGINE_HELP)
 
     _template = field_validator("template_id")(known_template)
 
@@ -74,6 +78,7 @@ class DeploySpec(StepModel):
     template_id: str | None = None
     endpoint_name: str = Field(min_length=1, max_length=100, pattern=r"^[\w .:/-]+$")
     deploy_config: DeployConfig = Field(default_factory=DeployConfig)
+    engine: Engine | None = Field(default=None, description=ENGINE_HELP)
     cluster_id: str | None = None
 
     _owned = field_validator("model_id")(owned_model)

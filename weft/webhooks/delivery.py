@@ -13,10 +13,12 @@ import httpx
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from weft.clock import as_utc, utcnow
+from weft.secret_blocks import read_secret
 from weft.settings import WebhookSettings, webhook_settings
-from weft.tables import Event, Webhook, WebhookDelivery, utcnow
-from weft.webhooks.outbox import as_utc, payload
-from weft.webhooks.signing import SIGNATURE_HEADER, load_secret, sign
+from weft.tables import Event, Webhook, WebhookDelivery
+from weft.webhooks.outbox import payload
+from weft.webhooks.signing import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ def _deliver_one(delivery_id: str, client: httpx.Client, settings: WebhookSettin
     body = json.dumps(payload(event), separators=(",", ":"), default=str).encode()
     try:
         if hook.secret_block not in secret_cache:
-            secret_cache[hook.secret_block] = load_secret(hook.secret_block)
+            secret_cache[hook.secret_block] = read_secret(hook.secret_block)
         secret = secret_cache[hook.secret_block]
     except Exception as exc:  # Prefect down or block gone: try again later
         log.warning("webhook %s: could not load its signing secret %s: %s", hook.id, hook.secret_block, exc)

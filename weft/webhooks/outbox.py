@@ -11,7 +11,8 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
-from weft.tables import Event, Webhook, WebhookDelivery, new_id, utcnow
+from weft.clock import as_utc, utcnow
+from weft.tables import Event, Webhook, WebhookDelivery, new_id
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,6 @@ EVENT_TYPES: dict[str, str] = {
 """The event types a webhook can subscribe to, with what each means."""
 
 TEST_EVENT = "webhook.test"  # sent by POST /webhooks/{id}/test to that webhook only; not subscribable
-
-
-def as_utc(value: datetime) -> datetime:
-    """`value`, read as UTC when it is naive (as SQLite returns it)."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def iso(value: datetime) -> str:
@@ -99,6 +95,12 @@ def emit(session: Session, type: str, data: dict[str, Any], *, key: str, user_id
             next_attempt_at=now, created_at=now, updated_at=now).model_dump(), ["webhook_id", "event_id"])
     log.debug("event %s %s (%s) for %d webhook(s)", type, event.id, key, len(targets))
     return event
+
+
+def model_created(session: Session, model_id: str, name: str, kind: str, workflow_id: str, owner_id: str) -> None:
+    """The `model.created` event (once per model, in the registering transaction)."""
+    emit(session, "model.created", {"model_id": model_id, "name": name, "type": kind, "workflow_id": workflow_id},
+         key=f"model:{model_id}:created", user_id=owner_id)
 
 
 def payload(event: Event) -> dict[str, Any]:

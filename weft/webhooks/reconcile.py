@@ -9,8 +9,9 @@ from uuid import UUID
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
-from weft.tables import Event, Workflow, utcnow
-from weft.webhooks.outbox import as_utc, emit
+from weft.clock import as_utc, utcnow
+from weft.tables import Event, Workflow
+from weft.webhooks.outbox import emit
 
 WORKFLOW_EVENTS = {"RUNNING": "workflow.started", "COMPLETED": "workflow.completed", "FAILED": "workflow.failed",
                    "CANCELLED": "workflow.cancelled"}

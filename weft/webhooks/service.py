@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import anyio
 
+from weft.clock import utcnow
 from weft.settings import webhook_settings
-from weft.tables import utcnow
 from weft.webhooks.delivery import deliver_due
 from weft.webhooks.reconcile import reconcile
 
@@ -118,7 +118,7 @@ class WebhookService:
         from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
         event_filter = EventFilter(event=EventNameFilter(prefix=["prefect.flow-run."]),
-                                   occurred=EventOccurredFilter(since=datetime.now(timezone.utc)))
+                                   occurred=EventOccurredFilter(since=utcnow()))
         async with get_events_subscriber(filter=event_filter, reconnection_attempts=2) as subscriber:
             self.subscribed = True
             async for event in subscriber:

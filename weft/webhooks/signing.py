@@ -7,6 +7,8 @@ import hmac
 import secrets
 import time
 
+from weft.secret_blocks import block_name
+
 SIGNATURE_HEADER = "X-Weft-Signature"
 
 
@@ -17,14 +19,7 @@ def generate_secret() -> str:
 
 def secret_block_name(webhook_id: str) -> str:
     """The Prefect Secret block holding a webhook's signing secret."""
-    return f"weft-webhook-{webhook_id}"
-
-
-def load_secret(block_name: str) -> str:
-    """The signing secret stored in the Prefect Secret block `block_name`."""
-    from prefect.blocks.system import Secret
-
-    return str(Secret.load(block_name).get())
+    return block_name("webhook", webhook_id)
 
 
 def _as_bytes(body: bytes | str) -> bytes:

@@ -10,13 +10,10 @@ decoded text. `max_tokens` is clamped to the context left after the prompt (fini
 
 Modules: `protocol` (request/response bodies), `engine` (model, adapters, generation), `stops` (stop strings),
 `logprobs` (OpenAI logprob formats), `errors` (OpenAIError), `state` (what routes share), `streaming` (SSE),
-`app` (FastAPI app and routes), `__main__` (CLI).
+`app` (FastAPI app and routes: `create_app`), `__main__` (CLI).
 
 CLI: python -m weft.serving.server --model DIR --name NAME [--host H] [--port P]
                                    [--adapter name=DIR ...] [--default-adapter name]
 """
 
-from weft.serving.server.app import create_app
-from weft.serving.server.errors import OpenAIError
-
-__all__ = ["create_app", "OpenAIError"]
+# Nothing is imported here: the API imports `protocol` alone for its response models.

@@ -1,0 +1,89 @@
+"""Endpoints and their workers (replicas), document 003's deployment view of them, document 000's
+deploy call, and the deploy templates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from api.schemas.common import UtcDatetime
+from weft.serving.plan import Template
+
+
+class DeployOut(BaseModel):
+    id: str = Field(description="the endpoint (GET /endpoints/{id}); also the deployment id")
+    model_id: str
+    name: str
+    endpoint_type: str | None = Field(description="the engine the replicas will run (vllm | transformers) or the "
+                                                  "cloud provider")
+    endpoint_url: str = Field(description="the OpenAI-compatible base URL; `model` is the endpoint's name")
+    model: str
+    status: str
+    workflow_id: str
+    flow_run_id: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class WorkerOut(BaseModel):
+    """One replica: a serve_replica flow run."""
+
+    id: str
+    state: str = Field(description="starting | healthy | unresponsive | unhealthy | stopped")
+    url: str | None
+    engine: str | None
+    flow_run_id: str | None
+    max_concurrency: int
+    last_seen: UtcDatetime | None
+    reason: str | None
+    created_at: UtcDatetime
+
+
+class EndpointUsage(BaseModel):
+    """Measured from the gateway's records of the last hour."""
+
+    requests_last_hour: int
+    requests_per_minute: float
+    avg_latency_ms: float | None
+    success_rate: float | None
+
+
+class EndpointOut(BaseModel):
+    id: str
+    name: str
+    model_id: str
+    status: str = Field(description="pending | deploying | active | failed | stopped")
+    kind: str = Field(description="replicas | proxy")
+    endpoint_type: str | None = Field(description="the engine (vllm | transformers) or the provider")
+    pool: str | None
+    endpoint_url: str
+    model: str
+    deploy_config: dict[str, Any]
+    plan: dict[str, Any]
+    workflow_id: str | None
+    reason: str | None
+    workers: list[WorkerOut]
+    metrics: EndpointUsage
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class EndpointList(BaseModel):
+    data: list[EndpointOut]
+    total: int
+
+
+class DeploymentOut(EndpointOut):
+    """Document 003's deployment: the endpoint, `running` when active, with its URL once it serves."""
+
+    deployment_id: str
+    endpoint: str | None
+
+
+class DeploymentList(BaseModel):
+    deployments: list[DeploymentOut]
+
+
+class TemplateList(BaseModel):
+    data: list[Template]

@@ -1,0 +1,89 @@
+"""Every status value weft stores or returns, defined once.
+
+A workflow's status is upper case (document 004: `PENDING` … `CANCELLED`); every other status is
+lower case, as the source documents spell them. They are `StrEnum`s, so a stored or JSON value
+compares equal to its member.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class WorkflowStatus(StrEnum):
+    """A workflow, derived from its flow run's state."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    CANCELLING = "CANCELLING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED})
+RETRYABLE = frozenset({WorkflowStatus.FAILED, WorkflowStatus.CANCELLED})
+
+
+class StageStatus(StrEnum):
+    """One step of a workflow (a task run of its flow), as shown in `steps[]`."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CACHED = "cached"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    NOT_RUN = "not_run"
+
+
+class RunStatus(StrEnum):
+    """A job or an evaluation (documents 000, 002, 003), lower case."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ModelStatus(StrEnum):
+    ACTIVE = "active"
+
+
+class DatasetStatus(StrEnum):
+    PROCESSING = "processing"
+    READY = "ready"
+    ERROR = "error"
+
+
+class EndpointStatus(StrEnum):
+    PENDING = "pending"
+    DEPLOYING = "deploying"
+    ACTIVE = "active"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class ReplicaState(StrEnum):
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNRESPONSIVE = "unresponsive"
+    STOPPED = "stopped"
+
+
+class ClusterStatus(StrEnum):
+    AVAILABLE = "available"
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
