@@ -11,7 +11,6 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -20,8 +19,9 @@ from sqlmodel import Session, select
 
 from api.errors import ApiError
 from weft.db import get_engine
-from weft.settings import get_settings
-from weft.tables import Credential, Endpoint, InferenceRecord, Replica, utcnow
+from weft.secret_blocks import read_secret
+from weft.serving.rotation import in_rotation
+from weft.tables import Credential, Endpoint, InferenceRecord, Replica
 
 log = logging.getLogger(__name__)
 DEAD_SECONDS = 10.0  # a replica that refused a connection sits out this long
@@ -70,10 +70,8 @@ class Gateway:
         self.recorder.add(inference_record(*args, **kwargs))
 
     def _healthy_from_db(self, endpoint_id: str) -> list[Replica]:
-        fresh = utcnow() - timedelta(seconds=get_settings().replica_stale_seconds)
         with Session(get_engine()) as s:
-            return list(s.exec(select(Replica).where(Replica.endpoint_id == endpoint_id, Replica.state == "healthy",
-                                                     Replica.last_seen >= fresh, Replica.url.is_not(None))))
+            return list(s.exec(select(Replica).where(Replica.endpoint_id == endpoint_id, in_rotation())))
 
     async def replicas(self, endpoint_id: str) -> list[Replica]:
         now = time.monotonic()
@@ -165,13 +163,11 @@ class Gateway:
 
 def proxy_target(endpoint: Endpoint) -> Target:
     """A cloud endpoint: the provider's OpenAI-compatible base URL with the stored credential."""
-    from prefect.blocks.system import Secret
-
     with Session(get_engine()) as s:
         credential = s.get(Credential, endpoint.credential_id or "")
     if credential is None or not endpoint.proxy_url:
         raise ApiError(503, "SERVICE_UNAVAILABLE", f"endpoint {endpoint.name} has no provider URL or credential")
-    secret = Secret.load(credential.block_name).get()
+    secret = read_secret(credential.block_name)
     return Target(None, endpoint.proxy_url.rstrip("/"), {"Authorization": f"Bearer {secret}"}, endpoint.proxy_model)
 
 

@@ -9,11 +9,14 @@ from prefect.exceptions import ObjectAlreadyExists
 from sqlmodel import select
 
 from tasks.common import step_options
+from weft import pools
 from weft.db import session_scope
 from weft.specs.clusters import AddClusterSpec
+from weft.specs.names import WorkflowName
+from weft.statuses import ClusterStatus
 from weft.tables import Cluster
 
-TEMPLATE_DEPLOYMENT = "serve_replica/cpu"  # copied onto each new pool
+TEMPLATE_DEPLOYMENT = f"{WorkflowName.SERVE_REPLICA}/{pools.CPU}"  # copied onto each new pool
 
 
 @task(**step_options("create_work_pool"))
@@ -48,7 +51,8 @@ def register_cluster(spec: AddClusterSpec, owner_id: str) -> str:
         cluster = s.exec(select(Cluster).where(Cluster.pool_name == spec.pool_name)).first() or Cluster(
             pool_name=spec.pool_name, name=spec.name)
         cluster.user_id, cluster.name, cluster.icon, cluster.ingress_url = owner_id, spec.name, spec.icon, spec.ingress_url
-        cluster.pool_type, cluster.config_block, cluster.status = spec.pool_type, spec.config_block, "available"
+        cluster.pool_type, cluster.config_block = spec.pool_type, spec.config_block
+        cluster.status = ClusterStatus.AVAILABLE
         s.add(cluster)
         s.flush()
         cluster_id = cluster.id

@@ -18,6 +18,7 @@ from weft.db import session_scope
 from weft.evaluation import report, scoring
 from weft.evaluation.generation import Answers, Decoding, base_and_tuned
 from weft.specs.evaluation import EvaluateSpec
+from weft.statuses import RunStatus
 from weft.storage import get_storage
 from weft.tables import Adapter, Dataset, Evaluation, Model, utcnow
 from weft.training.records import Example, example_of, training_record
@@ -58,7 +59,7 @@ def resolve_evaluation(spec: EvaluateSpec, evaluation_id: str, owner_id: str) ->
         row = s.get(Evaluation, evaluation_id) or Evaluation(id=evaluation_id, user_id=owner_id, model_id=model.id)
         row.base_model_id, row.dataset_id, row.test_set_path = base.id, ds.id, spec.test_set_path
         row.base_model_name, row.fine_tuned_name = base.name, model.name
-        row.status, row.started_at, row.updated_at = "running", row.started_at or utcnow(), utcnow()
+        row.status, row.started_at, row.updated_at = RunStatus.RUNNING, row.started_at or utcnow(), utcnow()
         s.add(row)
     get_run_logger().info("evaluating %s against %s on dataset %s%s", inputs.model_name, inputs.base_name, ds.name,
                           " (its held-out split)" if held_out else "")
@@ -153,7 +154,7 @@ def score_and_gate(inputs: EvalInputs, examples: list[Example], compared: Compar
         row = s.get(Evaluation, evaluation_id)
         row.results, row.examples = outcome.results, outcome.examples
         row.benchmarks, row.gate, row.promoted = benchmarks, gate.model_dump(), gate.promoted
-        row.status, row.error, row.completed_at, row.updated_at = "completed", None, utcnow(), utcnow()
+        row.status, row.error, row.completed_at, row.updated_at = RunStatus.COMPLETED, None, utcnow(), utcnow()
         model = s.get(Model, inputs.model_id)
         model.promoted, model.updated_at = gate.promoted, utcnow()
         s.add(row)

@@ -26,6 +26,7 @@ from weft.model_metadata import ModelMetadata
 from weft.paths import resolve_disk_uri
 from weft.secret_blocks import read_secret
 from weft.specs.models import AddCloudModelSpec, AddLocalModelSpec, check_local_uri
+from weft.statuses import ModelStatus
 from weft.storage import CHUNK, get_storage
 from weft.tables import CloudModel, Credential, Model, Provider, utcnow
 from weft.webhooks.outbox import model_created
@@ -220,7 +221,8 @@ def register_local_model(spec: AddLocalModelSpec, staged: Staged, metadata: Mode
         s.merge(Model(
             id=model_id, user_id=owner_id, workflow_id=workflow_id, name=spec.name, description=spec.description,
             type="base", modality=spec.modality, provider_type=spec.provider_type, uri=spec.uri, author=spec.author,
-            icon=spec.icon, tags=[t.model_dump() for t in spec.tags], status="active", storage_uri=storage.url(key),
+            icon=spec.icon, tags=[t.model_dump() for t in spec.tags], status=ModelStatus.ACTIVE,
+            storage_uri=storage.url(key),
             details=metadata.model_dump(), hardware=estimate.model_dump(),
             parameters={"model_size": hardware.human_size(metadata.parameter_count),
                         "quantization": metadata.quantization, "adapter_type": None},
@@ -272,7 +274,7 @@ def register_cloud_model(spec: AddCloudModelSpec, target: CloudTarget, workflow_
             id=model_id, user_id=owner_id, workflow_id=workflow_id, name=spec.name, description=spec.description,
             type="cloud", modality=spec.modality, provider_type="cloud_model", provider_id=spec.provider_id,
             cloud_model_id=spec.cloud_model_id, uri=target.uri, icon=spec.icon,
-            tags=[t.model_dump() for t in spec.tags], status="active", details=target.model_dump(),
+            tags=[t.model_dump() for t in spec.tags], status=ModelStatus.ACTIVE, details=target.model_dump(),
             parameters={"model_size": None, "quantization": None, "adapter_type": None}, updated_at=utcnow(),
         ))
         model_created(s, model_id, spec.name, "cloud", workflow_id, owner_id)

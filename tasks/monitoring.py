@@ -19,6 +19,7 @@ from sqlmodel import col, select
 from weft.db import session_scope
 from weft.monitoring import retrain
 from weft.monitoring.drift import DriftResult, DriftThresholds, LatencyResult, detect_drift, latency_drift
+from weft.statuses import AlertStatus, EndpointStatus
 from weft.storage import get_storage
 from weft.tables import Adapter, Dataset, DriftAlert, Endpoint, InferenceRecord, Model
 from weft.webhooks.outbox import emit
@@ -67,7 +68,7 @@ def advance_retrains() -> list[dict[str, Any]]:
 def endpoints_to_watch(endpoint_id: str | None = None) -> list[Watched]:
     """Active endpoints (or the one named), with their model and its fine-tune dataset."""
     with session_scope() as s:
-        stmt = select(Endpoint).where(Endpoint.status == "active")
+        stmt = select(Endpoint).where(Endpoint.status == EndpointStatus.ACTIVE)
         if endpoint_id:
             stmt = select(Endpoint).where(Endpoint.id == endpoint_id)
         watched = []
@@ -171,7 +172,8 @@ RECOMMENDED = {
 
 def _open_duplicate(s, endpoint_id: str, type_: str, since: datetime) -> DriftAlert | None:
     return s.exec(select(DriftAlert).where(DriftAlert.endpoint_id == endpoint_id, DriftAlert.type == type_,
-                                           DriftAlert.status == "open", col(DriftAlert.detected_at) >= since)).first()
+                                           DriftAlert.status == AlertStatus.OPEN,
+                                           col(DriftAlert.detected_at) >= since)).first()
 
 
 @task(cache_policy=NO_CACHE, name="raise_alert")

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from tasks.common import step_options
 from weft.db import session_scope
-from weft.scan.checks import Issue, code_issues, kind_of
+from weft.scan.checks import SAFE, Issue, code_issues, kind_of
 from weft.scan.isolated import run_isolated
 from weft.scan.report import ScanResult, markdown, roll_up
 from weft.storage import get_storage
@@ -112,7 +112,7 @@ def roll_up_scan(files: ModelFiles, findings: list[list[Issue]]) -> ScanResult:
     result = roll_up([i for group in findings for i in group], scanned, len(files.files) - len(scanned), files.files)
     with session_scope() as s:
         model = s.get(Model, files.model_id)
-        model.scan, model.scan_verified = result.model_dump(), result.status == "SAFE"
+        model.scan, model.scan_verified = result.model_dump(), result.status == SAFE
         model.updated_at = utcnow()
         s.add(model)
     create_markdown_artifact(markdown(files.name, result), key="security-scan", description=f"scan of {files.name}")

@@ -11,14 +11,15 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from tasks.common import step_options
-from weft import pools
-from weft import runs
+from weft import pools, runs
 from weft.db import get_engine, session_scope
 from weft.ids import endpoint_id_of, replica_id_of
 from weft.serving import placement
 from weft.serving.plan import Plan, plan_replicas
 from weft.settings import get_settings
+from weft.specs.names import WorkflowName
 from weft.specs.serving import DeploySpec, admit_deploy
+from weft.statuses import TERMINAL, EndpointStatus, ReplicaState, WorkflowStatus
 from weft.tables import CloudModel, Endpoint, Model, Provider, Replica, utcnow
 from weft.webhooks.outbox import emit
 
@@ -37,7 +38,7 @@ def validate_deployment(spec: DeploySpec, workflow_id: str, owner_id: str) -> Ne
         model = s.get(Model, spec.model_id)
         endpoint = s.get(Endpoint, endpoint_id) or Endpoint(id=endpoint_id, user_id=owner_id, model_id=model.id,
                                                             name=spec.endpoint_name, workflow_id=workflow_id)
-        endpoint.config, endpoint.status = spec.deploy_config.model_dump(), "deploying"
+        endpoint.config, endpoint.status = spec.deploy_config.model_dump(), EndpointStatus.DEPLOYING
         if model.provider_type == "cloud_model":
             cloud = s.get(CloudModel, model.cloud_model_id) if model.cloud_model_id else None
             provider = s.get(Provider, model.provider_id) if model.provider_id else None
@@ -86,7 +87,8 @@ def start_replicas(endpoint_id: str, count: int, workflow_id: str) -> list[str]:
         with session_scope() as s:
             if s.get(Replica, replica_id) is None:
                 s.add(Replica(id=replica_id, endpoint_id=endpoint_id, max_concurrency=per_replica))
-        run = run_deployment(name=f"serve_replica/{pool}", parameters={"endpoint_id": endpoint_id, "replica_id": replica_id},
+        run = run_deployment(name=f"{WorkflowName.SERVE_REPLICA}/{pool}",
+                             parameters={"endpoint_id": endpoint_id, "replica_id": replica_id},
                              timeout=0, idempotency_key=f"weft:replica:{replica_id}", tags=["weft", "replica"],
                              as_subflow=False)
         with session_scope() as s:
@@ -107,13 +109,13 @@ def wait_healthy(replica_ids: list[str], timeout: float | None = None) -> dict[s
         with session_scope() as s:
             replicas = [s.get(Replica, i) for i in replica_ids]
             states = {r.id: (r.state, r.url, r.reason, r.flow_run_id) for r in replicas}
-        if all(state == "healthy" for state, *_ in states.values()):
+        if all(state == ReplicaState.HEALTHY for state, *_ in states.values()):
             get_run_logger().info("%d replica(s) healthy: %s", len(states), ", ".join(u for _, u, _, _ in states.values()))
             return {i: url for i, (_, url, _, _) in states.items()}
         statuses = runs.run_statuses([f for *_, f in states.values() if f])
         for replica_id, (state, _, reason, flow_run_id) in states.items():
-            status, run_reason = statuses.get(flow_run_id, ("PENDING", None))
-            if state == "unhealthy" or status in runs.TERMINAL:
+            status, run_reason = statuses.get(flow_run_id, (WorkflowStatus.PENDING, None))
+            if state == ReplicaState.UNHEALTHY or status in TERMINAL:
                 raise RuntimeError(f"replica {replica_id} did not start: {reason or run_reason or status}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"replicas not healthy after {timeout:.0f} s: {states}")
@@ -124,10 +126,10 @@ def wait_healthy(replica_ids: list[str], timeout: float | None = None) -> dict[s
 def activate_endpoint(endpoint_id: str) -> str:
     with session_scope() as s:
         endpoint = s.get(Endpoint, endpoint_id)
-        endpoint.status, endpoint.reason, endpoint.updated_at = "active", None, utcnow()
+        endpoint.status, endpoint.reason, endpoint.updated_at = EndpointStatus.ACTIVE, None, utcnow()
         s.add(endpoint)
         data = {"deployment_id": endpoint.id, "endpoint_name": endpoint.name, "model_id": endpoint.model_id,
-                "status": "active", "kind": endpoint.kind}
+                "status": EndpointStatus.ACTIVE, "kind": endpoint.kind}
         emit(s, "deployment.ready", data, key=f"deployment:{endpoint.id}:ready", user_id=endpoint.user_id)
         emit(s, "model.deployed", data, key=f"model:{endpoint.model_id}:deployed:{endpoint.id}",
              user_id=endpoint.user_id)

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from weft.net import free_port
 from weft.demo_data import TEST_FILE, TRAIN_FILE, read_jsonl
+from weft.net import free_port
+from weft.statuses import RUN_TERMINAL, TERMINAL, DatasetStatus, RunStatus, WorkflowStatus
 
 DEMO_MODEL_NAME = "SmolLM2-135M-Instruct"
 # ~2 minutes of training on two CPU cores (126 s measured); exact match on the test file 0% -> 90%.
@@ -73,10 +74,10 @@ def onboard_model(api, headers, model_dir: Path) -> dict:
 
     def finished():
         view = ok(api.get(f"/api/v1/workflows/{workflow_id}", headers=headers))
-        return view if view["status"] in ("COMPLETED", "FAILED", "CANCELLED") else None
+        return view if view["status"] in TERMINAL else None
 
     view = wait_for(finished, "model onboarding", 600)
-    if view["status"] != "COMPLETED":
+    if view["status"] != WorkflowStatus.COMPLETED:
         raise RuntimeError(f"onboarding {view['status']}: {view.get('reason')}")
     return view
 
@@ -88,9 +89,9 @@ def upload_dataset(api, headers, path: Path) -> str:
 
     def ready():
         status = ok(api.get(f"/api/v1/datasets/{dataset_id}", headers=headers))["status"]
-        if status not in ("processing", "ready"):
+        if status not in (DatasetStatus.PROCESSING, DatasetStatus.READY):
             raise RuntimeError(f"dataset {dataset_id} is {status}")
-        return status == "ready"
+        return status == DatasetStatus.READY
 
     wait_for(ready, "dataset processing", 120, poll=0.3)
     return dataset_id
@@ -189,11 +190,11 @@ def run_demo(home: Path | None = None, steps: int | None = None, keep_running: b
 
         def done():
             v = ok(api.get(f"/api/v1/jobs/{job['job_id']}", headers=headers))
-            return v if v["status"] in ("completed", "failed", "cancelled", "crashed") else None
+            return v if v["status"] in RUN_TERMINAL else None
 
         view = wait_for(done, "training job", 1800, poll=1)
         timings["job"] = time.perf_counter() - t
-        if view["status"] != "completed":
+        if view["status"] != RunStatus.COMPLETED:
             raise RuntimeError(f"training job {view['status']}: {view.get('reason')}")
         metrics = view["metrics"]
         say(f"   job completed in {timings['job']:.0f} s: train_runtime {metrics.get('train_runtime', 0):.0f} s, "
@@ -209,11 +210,11 @@ def run_demo(home: Path | None = None, steps: int | None = None, keep_running: b
 
         def evaluated():
             v = ok(api.get(f"/api/v1/evaluations/{created['evaluation_id']}", headers=headers))
-            return v if v["status"] in ("completed", "failed", "cancelled") else None
+            return v if v["status"] in RUN_TERMINAL else None
 
         evaluation = wait_for(evaluated, "evaluation", 1800, poll=1)
         timings["evaluation"] = time.perf_counter() - t
-        if evaluation["status"] != "completed":
+        if evaluation["status"] != RunStatus.COMPLETED:
             raise RuntimeError(f"evaluation {evaluation['status']}: {evaluation.get('error')}")
         api.close()
     finally:

@@ -46,11 +46,6 @@ class Invalid(WeftError):
         super().__init__(message, {"errors": errors, **(details or {})} if errors is not None else details, code=code)
 
     @classmethod
-    def field(cls, field: str, why: str, message: str | None = None) -> Invalid:
-        """One field is wrong (the message defaults to `field: why`)."""
-        return cls(message or f"{field}: {why}", [{"field": field, "message": why}])
-
-    @classmethod
     def of(cls, exc: ValidationError, message: str) -> Invalid:
         """A pydantic validation error, one entry per failing field (`a.b.0` paths)."""
         errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()]

@@ -16,6 +16,7 @@ from sqlmodel import Session, or_, select
 
 from weft import runs
 from weft.datasets.uploads import import_local_file
+from weft.statuses import TERMINAL
 from weft.tables import Adapter, Dataset, Model
 from weft.training.config import quantization_refusal
 
@@ -200,14 +201,14 @@ def follow(flow_run_id: str, after: int = 0, poll: float = 0.5, idle_timeout: fl
             last_status = status
             yield Update(status=status, reason=reason)
         batch = read_logs(flow_run_id, offset=sent, limit=LOG_PAGE, newest_first=False)
-        if status not in runs.TERMINAL:
+        if status not in TERMINAL:
             cutoff = datetime.now(timezone.utc) - timedelta(seconds=SETTLE_SECONDS)
             batch = list(takewhile(lambda line: datetime.fromisoformat(line.timestamp) <= cutoff, batch))
         for line in batch:
             sent += 1
             yield Update(position=sent, line=line)
         idle = 0.0 if batch else idle + poll
-        quiet_after_end = quiet_after_end + 1 if status in runs.TERMINAL and not batch else 0
+        quiet_after_end = quiet_after_end + 1 if status in TERMINAL and not batch else 0
         if not batch:
             time.sleep(poll)
 

@@ -19,32 +19,35 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling
 from pydantic import BaseModel
 
+from weft import statuses
 from weft.specs import WorkflowType
+from weft.statuses import StageStatus, WorkflowStatus
 
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+# Re-exported for the callers that read `runs.TERMINAL` (weft/workflows/*, api/routers/endpoints.py).
+TERMINAL = statuses.TERMINAL
 
 STATUS = {
-    StateType.SCHEDULED: "PENDING",
-    StateType.PENDING: "PENDING",
-    StateType.PAUSED: "RUNNING",
-    StateType.RUNNING: "RUNNING",
-    StateType.COMPLETED: "COMPLETED",
-    StateType.FAILED: "FAILED",
-    StateType.CRASHED: "FAILED",
-    StateType.CANCELLING: "CANCELLING",
-    StateType.CANCELLED: "CANCELLED",
+    StateType.SCHEDULED: WorkflowStatus.PENDING,
+    StateType.PENDING: WorkflowStatus.PENDING,
+    StateType.PAUSED: WorkflowStatus.RUNNING,
+    StateType.RUNNING: WorkflowStatus.RUNNING,
+    StateType.COMPLETED: WorkflowStatus.COMPLETED,
+    StateType.FAILED: WorkflowStatus.FAILED,
+    StateType.CRASHED: WorkflowStatus.FAILED,
+    StateType.CANCELLING: WorkflowStatus.CANCELLING,
+    StateType.CANCELLED: WorkflowStatus.CANCELLED,
 }
 
 STAGE_STATUS = {
-    StateType.SCHEDULED: "pending",
-    StateType.PENDING: "pending",
-    StateType.PAUSED: "running",
-    StateType.RUNNING: "running",
-    StateType.COMPLETED: "completed",
-    StateType.FAILED: "failed",
-    StateType.CRASHED: "failed",
-    StateType.CANCELLING: "cancelled",
-    StateType.CANCELLED: "cancelled",
+    StateType.SCHEDULED: StageStatus.PENDING,
+    StateType.PENDING: StageStatus.PENDING,
+    StateType.PAUSED: StageStatus.RUNNING,
+    StateType.RUNNING: StageStatus.RUNNING,
+    StateType.COMPLETED: StageStatus.COMPLETED,
+    StateType.FAILED: StageStatus.FAILED,
+    StateType.CRASHED: StageStatus.FAILED,
+    StateType.CANCELLING: StageStatus.CANCELLED,
+    StateType.CANCELLED: StageStatus.CANCELLED,
 }
 
 
@@ -125,9 +128,9 @@ def log_to_run(flow_run_id: str, level: int, message: str, name: str = "weft.api
 def status_of(flow_run: FlowRun) -> tuple[str, str | None]:
     state = flow_run.state
     if state is None:
-        return "PENDING", None
+        return WorkflowStatus.PENDING, None
     status = STATUS[state.type]
-    reason = state.message if status in ("FAILED", "CANCELLED") else None
+    reason = state.message if status in statuses.RETRYABLE else None
     return status, reason
 
 
@@ -153,12 +156,12 @@ def run_view(wt: WorkflowType, flow_run_id: str) -> RunView:
     for stage in wt.stages:
         tr = latest.get(stage.id)
         if tr is None or tr.state is None:
-            stage_status = "not_run" if status in TERMINAL else "pending"
+            stage_status = StageStatus.NOT_RUN if status in TERMINAL else StageStatus.PENDING
         elif tr.state.name == "Cached":
-            stage_status = "cached"
+            stage_status = StageStatus.CACHED
         else:
             stage_status = STAGE_STATUS[tr.state.type]
-        if stage_status == "failed" and tr.state.message and status == "FAILED":
+        if stage_status == StageStatus.FAILED and tr.state.message and status == WorkflowStatus.FAILED:
             reason = f"{stage.title} failed: {tr.state.message}"
         stages.append(StageView(id=stage.id, title=stage.title, status=stage_status))
     return RunView(status=status, reason=reason, stages=stages)

@@ -30,8 +30,8 @@ def read_secret(name: str) -> str:
     return str(Secret.load(name).get())
 
 
-def _unavailable(action: str, name: str) -> Unavailable:
-    return Unavailable(f"could not {action} the secret in Prefect; is the server up?", {"block": name})
+def _unavailable(action: str) -> Unavailable:
+    return Unavailable(f"could not {action} the secret in Prefect; is the server up?")
 
 
 def save_secret(name: str, value: str) -> None:
@@ -42,7 +42,7 @@ def save_secret(name: str, value: str) -> None:
         Secret(value=value).save(name, overwrite=True)
     except Exception as exc:
         log.exception("could not save secret block %s", name)
-        raise _unavailable("store", name) from exc
+        raise _unavailable("store") from exc
 
 
 def store_secret(session: Session, row: Any, name: str, value: str) -> None:
@@ -73,4 +73,4 @@ def remove_secret(name: str) -> None:
         _delete(name)
     except Exception as exc:
         log.exception("could not delete secret block %s", name)
-        raise _unavailable("delete", name) from exc
+        raise _unavailable("delete") from exc

@@ -38,13 +38,18 @@ class StageStatus(StrEnum):
 
 
 class RunStatus(StrEnum):
-    """A job or an evaluation (documents 000, 002, 003), lower case."""
+    """A job or an evaluation (documents 000, 002, 003), lower case. A job's status is its workflow's,
+    lower-cased, so it can also be `cancelling`."""
 
     PENDING = "pending"
     RUNNING = "running"
+    CANCELLING = "cancelling"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+RUN_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
 class ModelStatus(StrEnum):

@@ -11,6 +11,17 @@ from sqlmodel import Field, SQLModel
 
 from weft.clock import utcnow
 from weft.ids import new_id
+from weft.statuses import (
+    AlertStatus,
+    ClusterStatus,
+    DatasetStatus,
+    DeliveryStatus,
+    EndpointStatus,
+    ModelStatus,
+    ReplicaState,
+    RunStatus,
+    WorkflowStatus,
+)
 
 
 class User(SQLModel, table=True):
@@ -71,7 +82,7 @@ class Workflow(SQLModel, table=True):
     workflow_type: str = Field(index=True)
     name: str | None = None  # set by document 000's POST /workflows; step workflows take it from their data
     description: str | None = None
-    status: str = "PENDING"
+    status: str = WorkflowStatus.PENDING
     total_steps: int
     current_step: int = 0
     flow_run_id: str | None = None
@@ -108,7 +119,7 @@ class Model(SQLModel, table=True):
     icon: str | None = None
     base_model: str | None = None
     specialization: str | None = None
-    status: str = "active"
+    status: str = ModelStatus.ACTIVE
     storage_uri: str | None = None
     tags: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -135,7 +146,7 @@ class Dataset(SQLModel, table=True):
     size_bytes: int = 0
     fingerprint: str | None = Field(default=None, index=True, description="sha256 of the bytes")
     record_count: int | None = None
-    status: str = "processing"  # processing | ready | error
+    status: str = DatasetStatus.PROCESSING
     error: str | None = None
     analysis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     analysis_workflow_id: str | None = None
@@ -175,7 +186,7 @@ class Evaluation(SQLModel, table=True):
     test_set_path: str | None = None
     base_model_name: str | None = None
     fine_tuned_name: str | None = None
-    status: str = "pending"  # pending | running | completed | failed | cancelled
+    status: str = RunStatus.PENDING
     results: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     examples: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     benchmarks: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -196,7 +207,7 @@ class Endpoint(SQLModel, table=True):
     user_id: str = Field(foreign_key="user.id", index=True)
     model_id: str = Field(index=True)
     name: str = Field(unique=True)
-    status: str = "pending"  # pending | deploying | active | failed | stopped
+    status: str = EndpointStatus.PENDING
     kind: str = "replicas"  # replicas | proxy
     workflow_id: str | None = None
     pool: str | None = None
@@ -218,7 +229,7 @@ class Replica(SQLModel, table=True):
     endpoint_id: str = Field(index=True)
     flow_run_id: str | None = Field(default=None, index=True)
     url: str | None = None
-    state: str = "starting"  # starting | healthy | unhealthy | stopped
+    state: str = ReplicaState.STARTING
     engine: str | None = None
     max_concurrency: int = 1
     last_seen: datetime | None = None
@@ -257,7 +268,7 @@ class Cluster(SQLModel, table=True):
     ingress_url: str | None = None
     config_block: str | None = None
     hardware: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = "available"
+    status: str = ClusterStatus.AVAILABLE
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -274,7 +285,7 @@ class DriftAlert(SQLModel, table=True):
     type: str  # data_drift | performance_drift
     description: str
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = "open"  # open | acknowledged | resolved
+    status: str = AlertStatus.OPEN
     recommended_action: str | None = None
     report_key: str | None = None  # the evidently HTML report in storage
     decisions: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -314,7 +325,7 @@ class WebhookDelivery(SQLModel, table=True):
     webhook_id: str = Field(index=True)
     event_id: str = Field(index=True)
     event_type: str
-    status: str = "pending"  # pending | delivered | failed
+    status: str = DeliveryStatus.PENDING
     attempts: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     next_attempt_at: datetime | None = Field(default_factory=utcnow, index=True)
     created_at: datetime = Field(default_factory=utcnow)

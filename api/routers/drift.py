@@ -13,12 +13,13 @@ from api.errors import ApiError
 from api.paging import Page, Paging, paginate
 from api.schemas.drift import AlertUpdate, DriftAlertOut
 from weft.monitoring import retrain
+from weft.statuses import AlertStatus
 from weft.storage import get_storage
 from weft.tables import DriftAlert, utcnow
 
 router = APIRouter(tags=["monitoring"])
 
-STATUSES = ("open", "acknowledged", "resolved")
+STATUSES = tuple(AlertStatus)
 SEVERITIES = ("low", "medium", "high")
 
 
@@ -73,10 +74,10 @@ async def update_drift_alert(alert_id: str, body: AlertUpdate, user: CurrentUser
     if body.approve_retrain and (alert.type != "data_drift" or alert.severity != "high"):
         raise ApiError(409, "CONFLICT", "only a high data_drift alert can start a retrain",
                        {"severity": alert.severity, "type": alert.type})
-    if body.approve_retrain and alert.status == "resolved":
+    if body.approve_retrain and alert.status == AlertStatus.RESOLVED:
         raise ApiError(409, "CONFLICT", "the alert is resolved", {"status": alert.status})
     if body.status and body.status != alert.status:
-        if alert.status == "resolved":
+        if alert.status == AlertStatus.RESOLVED:
             raise ApiError(409, "CONFLICT", "a resolved alert stays resolved", {"status": alert.status})
         retrain.record(session, alert, "status", body.status, f"set by user {user.id}", user_id=user.id)
         alert.status, alert.updated_at = body.status, utcnow()

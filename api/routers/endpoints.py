@@ -7,17 +7,17 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.schemas.endpoints import DeploymentList, DeploymentOut, DeployOut, EndpointList, EndpointOut, TemplateList
+from api.schemas.endpoints import (DeploymentList, DeploymentOut, DeployOut, DeployRequest, EndpointList, EndpointOut,
+                                   TemplateList)
 from weft import runs, workflows
 from weft.ids import endpoint_id_of
 from weft.serving import placement
-from weft.serving.plan import DeployConfig, Engine, templates
+from weft.serving.plan import DeployConfig, templates
 from weft.settings import get_settings
 from weft.tables import Endpoint, InferenceRecord, Model, Replica, utcnow
 from weft.webhooks.outbox import emit
@@ -63,30 +63,6 @@ def base_url() -> str:
     return f"http://{s.api_host}:{s.api_port}"
 
 
-class DeployRequest(BaseModel):
-    """Document 000's body; `instance_count` is the replica count, `deploy_config` document 004's. What
-    weft cannot honour is a 422 naming the field, never ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    endpoint_type: Engine | None = Field(default=None, description="engine asked for; the answer says which runs")
-    quantization: str | None = Field(default=None, description="only 'none': weft serves the weights as stored")
-    instance_type: str | None = Field(default=None, description="a registered cluster's work pool (or name)")
-    instance_count: int | None = Field(default=None, ge=1, le=64)
-    endpoint_name: str | None = Field(default=None, min_length=1, max_length=100)
-    template_id: str | None = None
-    deploy_config: DeployConfig | None = None
-    cluster_id: str | None = None
-
-    @field_validator("quantization")
-    @classmethod
-    def _as_stored(cls, value: str | None) -> None:
-        if value not in (None, "none"):
-            raise ValueError(f"{value!r} is not supported: weft serves a model's weights as they are stored "
-                             "(register a quantized model to serve one)")
-        return None
-
-
 @router.post("/models/{model_id}/deploy", status_code=202, response_model=DeployOut)
 def deploy(model_id: str, body: DeployRequest, user: CurrentUser, session: SessionDep) -> dict:
     """Start a deploy_model workflow; the returned id is the endpoint's (GET /endpoints/{id})."""
@@ -105,14 +81,13 @@ def deploy(model_id: str, body: DeployRequest, user: CurrentUser, session: Sessi
                  "engine": body.endpoint_type},
              5: {"cluster_id": cluster_id}}
     wf = workflows.create(session, user.id, "deploy_model", steps, trigger=True, total_steps=5)
-    view = workflows.view(session, wf)
-    endpoint = Endpoint(id=endpoint_id_of(view.workflow_id), user_id=user.id, model_id=model_id, name=name,
-                        status="deploying", workflow_id=view.workflow_id, config=config, engine=engine)
+    endpoint = Endpoint(id=endpoint_id_of(wf.id), user_id=user.id, model_id=model_id, name=name,
+                        status="deploying", workflow_id=wf.id, config=config, engine=engine)
     session.add(endpoint)
     session.commit()
     return {"id": endpoint.id, "model_id": model_id, "name": name, "endpoint_type": engine,
-            "endpoint_url": f"{base_url()}/v1", "model": name, "status": "deploying", "workflow_id": view.workflow_id,
-            "flow_run_id": view.flow_run_id, "created_at": endpoint.created_at, "updated_at": endpoint.updated_at}
+            "endpoint_url": f"{base_url()}/v1", "model": name, "status": "deploying", "workflow_id": wf.id,
+            "flow_run_id": wf.flow_run_id, "created_at": endpoint.created_at, "updated_at": endpoint.updated_at}
 
 
 @router.get("/endpoints", response_model=EndpointList)

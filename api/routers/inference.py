@@ -39,6 +39,7 @@ from api.schemas.inference import (
     TokenizerInfo,
 )
 from weft.db import get_engine
+from weft.statuses import EndpointStatus
 from weft.tables import Endpoint, utcnow
 
 router = APIRouter(tags=["inference"])  # /api/v1/...
@@ -67,7 +68,7 @@ def _endpoint_of_model(user_id: str, model_id: str) -> Endpoint:
     with Session(get_engine()) as session:
         get_owned(session, Model, model_id, user_id, "model")
         endpoint = session.exec(select(Endpoint).where(Endpoint.model_id == model_id, Endpoint.user_id == user_id,
-                                                       Endpoint.status == "active")
+                                                       Endpoint.status == EndpointStatus.ACTIVE)
                                 .order_by(col(Endpoint.created_at).desc())).first()
     if endpoint is None:
         raise ApiError(503, "SERVICE_UNAVAILABLE", f"model {model_id} has no active endpoint: deploy it first",
@@ -218,7 +219,7 @@ for _path, _method, _model in (("/tokenize", "POST", TokenizeResponse), ("/detok
 @openai_router.get("/v1/models", response_model=OpenAIModelList)
 def openai_models(user: CurrentUser, session: SessionDep) -> OpenAIModelList:
     """The caller's active endpoints, as OpenAI models (OpenAI's list shape: not paged)."""
-    rows = session.exec(select(Endpoint).where(Endpoint.user_id == user.id, Endpoint.status == "active")
+    rows = session.exec(select(Endpoint).where(Endpoint.user_id == user.id, Endpoint.status == EndpointStatus.ACTIVE)
                         .order_by(col(Endpoint.created_at), col(Endpoint.id)))
     return OpenAIModelList(data=[OpenAIModel(id=e.name, created=int(e.created_at.timestamp())) for e in rows])
 

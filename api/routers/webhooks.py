@@ -15,7 +15,6 @@ from sqlmodel import col, delete, select
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Page, Paging, paginate
-from api.routers.credentials import remove_secret, store_secret
 from api.schemas.webhooks import (
     DeliveryOut,
     DeliveryStatus,
@@ -27,6 +26,7 @@ from api.schemas.webhooks import (
 )
 from weft import webhooks
 from weft.tables import Webhook, WebhookDelivery, new_id, utcnow
+from weft.secret_blocks import remove_secret, store_secret
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 

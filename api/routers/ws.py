@@ -15,6 +15,8 @@ from api.errors import ApiError
 from api.security import API_KEY_PREFIX
 from weft import jobs
 from weft.db import get_engine
+from weft.specs.names import WorkflowName
+from weft.statuses import RETRYABLE
 from weft.tables import User, Workflow
 from weft.training.progress import parse_line
 
@@ -45,7 +47,7 @@ def messages(job_id: str, update: jobs.Update) -> list[dict[str, Any]]:
     """Document 003's messages for one update of the run."""
     if update.status is not None:
         out = [{"type": "status", "job_id": job_id, "status": update.status.lower(), "timestamp": now()}]
-        if update.status in ("FAILED", "CANCELLED"):
+        if update.status in RETRYABLE:
             out.append({"type": "error", "job_id": job_id, "error": f"job {update.status.lower()}",
                         "details": update.reason or "", "timestamp": now()})
         return out
@@ -66,7 +68,7 @@ async def job_updates(websocket: WebSocket, job_id: str) -> None:
             await websocket.close(code=POLICY_VIOLATION, reason=exc.message)
             return
         wf = session.get(Workflow, job_id)
-        if wf is None or wf.user_id != user.id or wf.workflow_type != "fine_tune":
+        if wf is None or wf.user_id != user.id or wf.workflow_type != WorkflowName.FINE_TUNE:
             await websocket.close(code=POLICY_VIOLATION, reason=f"job {job_id} not found")
             return
     await websocket.accept()

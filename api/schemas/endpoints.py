@@ -5,10 +5,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas.common import UtcDatetime
-from weft.serving.plan import Template
+from weft.serving.plan import DeployConfig, Engine, Template
+
+
+class DeployRequest(BaseModel):
+    """Document 000's body; `instance_count` is the replica count, `deploy_config` document 004's. What
+    weft cannot honour is a 422 naming the field, never ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    endpoint_type: Engine | None = Field(default=None, description="engine asked for; the answer says which runs")
+    quantization: str | None = Field(default=None, description="only 'none': weft serves the weights as stored")
+    instance_type: str | None = Field(default=None, description="a registered cluster's work pool (or name)")
+    instance_count: int | None = Field(default=None, ge=1, le=64)
+    endpoint_name: str | None = Field(default=None, min_length=1, max_length=100)
+    template_id: str | None = None
+    deploy_config: DeployConfig | None = None
+    cluster_id: str | None = None
+
+    @field_validator("quantization")
+    @classmethod
+    def _as_stored(cls, value: str | None) -> None:
+        if value not in (None, "none"):
+            raise ValueError(f"{value!r} is not supported: weft serves a model's weights as they are stored "
+                             "(register a quantized model to serve one)")
+        return None
 
 
 class DeployOut(BaseModel):

@@ -13,6 +13,7 @@ from weft.datasets.formats import file_type_of, validate_file
 from weft.db import session_scope
 from weft.paths import resolve_disk_path
 from weft.settings import get_settings
+from weft.statuses import DatasetStatus
 from weft.storage import Storage, get_storage
 from weft.tables import Dataset, new_id, utcnow
 
@@ -54,8 +55,8 @@ def validate_dataset(dataset_id: str) -> None:
         ds = s.get(Dataset, dataset_id)
         if ds is None:  # deleted meanwhile
             return
-        ds.status, ds.error, ds.record_count = ("ready", None, result.record_count) if result.ok else \
-            ("error", result.error, None)
+        ds.status, ds.error, ds.record_count = (DatasetStatus.READY, None, result.record_count) if result.ok else \
+            (DatasetStatus.ERROR, result.error, None)
         ds.updated_at = utcnow()
         s.add(ds)
 
@@ -72,11 +73,11 @@ def wait_until_validated(dataset_id: str, timeout: float | None = None, poll: fl
         with session_scope() as s:
             ds = s.get(Dataset, dataset_id)
             status, error = (ds.status, ds.error) if ds is not None else (None, None)
-        if status == "ready":
+        if status == DatasetStatus.READY:
             return
         if status is None:
             raise ValueError(f"dataset {dataset_id} does not exist")
-        if status != "processing":
+        if status != DatasetStatus.PROCESSING:
             raise ValueError(f"dataset {dataset_id} failed validation: {error or status}")
         if time.monotonic() >= deadline:
             raise ValueError(f"dataset {dataset_id} is still being validated after {timeout:g} s "
@@ -98,7 +99,7 @@ def import_local_file(session: Session, user_id: str, path: str) -> Dataset:
     with source.open("rb") as fh:
         sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
     existing = session.exec(select(Dataset).where(Dataset.user_id == user_id, Dataset.fingerprint == sha256,
-                                                  Dataset.status == "ready")).first()
+                                                  Dataset.status == DatasetStatus.READY)).first()
     if existing is not None:
         return existing
     dataset_id = new_id()
@@ -107,11 +108,11 @@ def import_local_file(session: Session, user_id: str, path: str) -> Dataset:
         size, _ = store_upload(fh, key, get_settings().max_upload_mb * 2**20)
     session.add(Dataset(id=dataset_id, user_id=user_id, name=source.stem, file_name=source.name, file_type=file_type,
                         description=f"imported from {source}", storage_key=key, size_bytes=size, fingerprint=sha256,
-                        status="processing"))
+                        status=DatasetStatus.PROCESSING))
     session.commit()
     validate_dataset(dataset_id)
     ds = session.get(Dataset, dataset_id)
     session.refresh(ds)
-    if ds.status != "ready":
+    if ds.status != DatasetStatus.READY:
         raise ValueError(f"{source} is not a valid {file_type} dataset: {ds.error}")
     return ds

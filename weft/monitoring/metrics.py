@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from weft import pools
 from weft.settings import get_settings
+from weft.statuses import EndpointStatus, ReplicaState
 from weft.tables import Adapter, Dataset, Endpoint, InferenceRecord, Model, Replica, utcnow
 
 RESOLUTIONS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
@@ -52,8 +53,9 @@ def replica_hours(session: Session, endpoints: list[Endpoint], start: datetime, 
     pool_of = {e.id: e.pool or pools.CPU for e in endpoints}
     hours: dict[str, float] = {}
     for r in session.exec(select(Replica).where(col(Replica.endpoint_id).in_(list(pool_of)))) if pool_of else []:
-        stopped = r.updated_at if r.state in ("stopped", "unhealthy") else (r.last_seen or r.updated_at)
-        if r.state == "healthy":
+        ended = r.state in (ReplicaState.STOPPED, ReplicaState.UNHEALTHY)
+        stopped = r.updated_at if ended else (r.last_seen or r.updated_at)
+        if r.state == ReplicaState.HEALTHY:
             stopped = max(stopped, min(end, utcnow()))
         overlap = (min(stopped, end) - max(r.created_at, start)).total_seconds()
         if overlap > 0:
@@ -100,7 +102,7 @@ def overview(session: Session, user_id: str, now: datetime | None = None) -> dic
     inference = priced(replica_hours(session, endpoints, start, end))
     storage = storage_cost(stored_gb(session, user_id), start, end)
     minutes = max((end - start).total_seconds() / 60, 1e-9)
-    active = [e for e in endpoints if e.status == "active"]
+    active = [e for e in endpoints if e.status == EndpointStatus.ACTIVE]
     return {
         "cost": {"total": round(training + inference + storage, 4), "training": round(training, 4),
                  "inference": round(inference, 4), "storage": round(storage, 4), "period": "month_to_date",

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 from weft import hardware
 from weft.ids import recommendation_id_of
 from weft.monitoring.metrics import latency, priced, records, replica_hours
+from weft.statuses import EndpointStatus, ReplicaState
 from weft.tables import Endpoint, Model, Replica, utcnow
 
 WINDOW = timedelta(hours=24)
@@ -36,7 +37,7 @@ def for_endpoint(session: Session, endpoint: Endpoint) -> list[dict[str, Any]]:
     rows = records(session, [endpoint.id], start, end)
     model = session.get(Model, endpoint.model_id)
     healthy = [r for r in session.exec(select(Replica).where(Replica.endpoint_id == endpoint.id,
-                                                             Replica.state == "healthy"))]
+                                                             Replica.state == ReplicaState.HEALTHY))]
     monthly = priced(replica_hours(session, [endpoint], start, end)) * 30
     out: list[dict[str, Any]] = []
     busy = sum(r.latency_ms for r in rows) / 1000 / WINDOW.total_seconds()  # replica-seconds busy per second
@@ -88,7 +89,8 @@ def for_endpoint(session: Session, endpoint: Endpoint) -> list[dict[str, Any]]:
 
 
 def for_user(session: Session, user_id: str) -> list[dict[str, Any]]:
-    endpoints = session.exec(select(Endpoint).where(Endpoint.user_id == user_id, Endpoint.status == "active"))
+    endpoints = session.exec(select(Endpoint).where(Endpoint.user_id == user_id,
+                                                    Endpoint.status == EndpointStatus.ACTIVE))
     return [rec for endpoint in endpoints for rec in for_endpoint(session, endpoint)]
 
 

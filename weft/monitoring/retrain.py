@@ -23,6 +23,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session, select
 
+from weft.specs.names import WorkflowName
+from weft.statuses import TERMINAL, AlertStatus, WorkflowStatus
 from weft.tables import Adapter, DriftAlert, Endpoint, Evaluation, Model, Workflow, utcnow
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ def decide(session: Session, alert: DriftAlert, policy: RetrainPolicy | None = N
         return "skipped: not a high data-drift alert", f"{alert.severity} {alert.type} alerts do not retrain"
     if _last(alert, RETRAIN, "started"):
         return "skipped: already started", "this alert has started its retrain already"
-    if alert.status == "resolved":
+    if alert.status == AlertStatus.RESOLVED:
         return "skipped: resolved", "the alert is resolved"
     starts = retrain_starts(session, alert.endpoint_id, alert.model_id)
     if starts and now - starts[-1] < timedelta(hours=policy.cooldown_hours):
@@ -133,7 +135,8 @@ def start_fine_tune(session: Session, alert: DriftAlert) -> tuple[str, str]:
     from weft import workflows
 
     step1, step2, note = retrain_plan(session, alert)
-    wf = workflows.create(session, alert.user_id, "fine_tune", [step1, step2], trigger=True, name=step2["name"])
+    wf = workflows.create(session, alert.user_id, WorkflowName.FINE_TUNE, [step1, step2], trigger=True,
+                          name=step2["name"])
     return wf.id, note
 
 
@@ -196,8 +199,6 @@ def start_step(session: Session, alert: DriftAlert, step: str, type_name: str, s
 def advance(session: Session, alert: DriftAlert) -> dict | None:
     """Move the alert's retrain chain one step if its current workflow has finished; returns the decision
     recorded, or None when there was nothing to do (no chain, or its workflow is still running)."""
-    from weft.runs import TERMINAL
-
     started = _last(alert, RETRAIN, "started")
     if started is None or _last(alert, DEPLOY) is not None:
         return None
@@ -206,7 +207,7 @@ def advance(session: Session, alert: DriftAlert) -> dict | None:
         status = _workflow_status(session, started["workflow_id"])
         if status not in TERMINAL:
             return None
-        if status != "COMPLETED":
+        if status != WorkflowStatus.COMPLETED:
             entry = record(session, alert, EVALUATE, "skipped: fine-tune failed",
                            f"fine_tune workflow {started['workflow_id']} ended {status}")
             record(session, alert, DEPLOY, "skipped: no model", "the retrain produced no model")
@@ -218,7 +219,7 @@ def advance(session: Session, alert: DriftAlert) -> dict | None:
                            f"fine_tune workflow {started['workflow_id']} registered no adapter model")
             session.commit()
             return entry
-        return start_step(session, alert, EVALUATE, "evaluate_model",
+        return start_step(session, alert, EVALUATE, WorkflowName.EVALUATE_MODEL,
                           [{"model_id": adapter.model_id, "dataset_id": adapter.dataset_id}, {}],
                           f"evaluate {adapter.name}", "fine-tune completed: evaluating on its held-out split of "
                           f"dataset {adapter.dataset_id}", model_id=adapter.model_id)
@@ -228,7 +229,7 @@ def advance(session: Session, alert: DriftAlert) -> dict | None:
     if status not in TERMINAL:
         return None
     evaluation = session.get(Evaluation, evaluating["workflow_id"])
-    if status != "COMPLETED" or evaluation is None:
+    if status != WorkflowStatus.COMPLETED or evaluation is None:
         entry = record(session, alert, DEPLOY, "skipped: evaluation failed",
                        f"evaluate_model workflow {evaluating['workflow_id']} ended {status}")
         session.commit()
@@ -242,7 +243,7 @@ def advance(session: Session, alert: DriftAlert) -> dict | None:
     endpoint = session.get(Endpoint, alert.endpoint_id) if alert.endpoint_id else None
     name = f"{endpoint.name if endpoint else 'retrained'}-r{utcnow().strftime('%Y%m%d%H%M')}"
     deploy_config = (endpoint.config if endpoint else None) or {}
-    return start_step(session, alert, DEPLOY, "deploy_model",
+    return start_step(session, alert, DEPLOY, WorkflowName.DEPLOY_MODEL,
                       [{"model_id": evaluating["model_id"]}, {},  # steps 1-3 of a local deploy
                        {"endpoint_name": name, "deploy_config": deploy_config}],
                       f"redeploy {name}", f"promotion gate passed: deploying {name}", evaluation_id=evaluation.id,

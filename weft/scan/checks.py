@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+SAFE = "SAFE"  # a scan's status when it found no issue; otherwise its worst severity
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".dill"}
 SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
                       "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,

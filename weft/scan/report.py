@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from weft.scan.checks import SEVERITIES, Issue
+from weft.scan.checks import SAFE, SEVERITIES, Issue
 
 
 class ScanResult(BaseModel):
@@ -22,7 +22,7 @@ def roll_up(issues: list[Issue], scanned: list[str], skipped: int, hashes: dict[
     by_severity = {s: sum(i.severity == s for i in issues) for s in SEVERITIES}
     worst = max((SEVERITIES.index(i.severity) for i in issues), default=None)
     ordered = sorted(issues, key=lambda i: (-SEVERITIES.index(i.severity), i.source, i.title))
-    return ScanResult(status="SAFE" if worst is None else SEVERITIES[worst], total_issues=len(issues),
+    return ScanResult(status=SAFE if worst is None else SEVERITIES[worst], total_issues=len(issues),
                       total_scanned=len(scanned), total_issues_by_severity=by_severity, scanned_files=scanned,
                       total_skipped_files=skipped, model_issues=ordered, file_hashes=hashes)
 

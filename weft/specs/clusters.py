@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register
+from weft.specs.names import WorkflowName
 
 
 class ClusterForm(StepModel):
@@ -22,11 +23,11 @@ class AddClusterSpec(ClusterForm):
 
 ADD_CLUSTER = register(
     WorkflowType(
-        name="add_cluster",
+        name=WorkflowName.ADD_CLUSTER,
         title="Add cluster",
         steps=(StepDef(1, "Cluster and configuration file", ClusterForm),),
         spec=AddClusterSpec,
-        flow_name="add_cluster",
+        flow_name=WorkflowName.ADD_CLUSTER,
         stages=(
             Stage("create_work_pool", "Create the work pool"),
             Stage("register_replica_deployment", "Register the replica deployment on the pool"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, UsableDatasetId, WorkflowType, register
+from weft.specs.names import WorkflowName
 
 
 class ChooseDataset(StepModel):
@@ -26,11 +27,11 @@ class AnalyzeDatasetSpec(AnalysisOptions, ChooseDataset):
 
 ANALYZE_DATASET = register(
     WorkflowType(
-        name="analyze_dataset",
+        name=WorkflowName.ANALYZE_DATASET,
         title="Analyze dataset",
         steps=(StepDef(1, "Select dataset", ChooseDataset), StepDef(2, "Analysis options", AnalysisOptions)),
         spec=AnalyzeDatasetSpec,
-        flow_name="analyze_dataset",
+        flow_name=WorkflowName.ANALYZE_DATASET,
         stages=(
             Stage("load_dataset", "Load dataset"),
             Stage("profile_records", "Read in chunks: schema and field statistics"),

@@ -8,6 +8,7 @@ from pydantic import Field, ValidationInfo, model_validator
 from weft import pools
 from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, UsableDatasetId, WorkflowType, register, \
     step_context
+from weft.specs.names import WorkflowName
 
 
 class ChooseModelAndTestSet(StepModel):
@@ -49,12 +50,12 @@ class EvaluateSpec(EvaluationSettings, ChooseModelAndTestSet):
 
 EVALUATE = register(
     WorkflowType(
-        name="evaluate_model",
+        name=WorkflowName.EVALUATE_MODEL,
         title="Evaluate",
         steps=(StepDef(1, "Select model and test set", ChooseModelAndTestSet),
                StepDef(2, "Benchmarks and promotion gate", EvaluationSettings)),
         spec=EvaluateSpec,
-        flow_name="evaluate_model",
+        flow_name=WorkflowName.EVALUATE_MODEL,
         pools=pools.GPU_FIRST,
         stages=(
             Stage("resolve_evaluation", "Resolve model, adapter, base and test set"),

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from weft.paths import resolve_disk_uri
 from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register, step_context
+from weft.specs.names import WorkflowName
 from weft.specs.scanning import SCAN_STAGES
 
 Modality = Literal["llm", "mllm", "embedding", "text_to_speech", "speech_to_text", "image"]
@@ -94,7 +95,7 @@ def check_local_uri(provider: str | None, uri: str) -> None:
 
 ADD_LOCAL_MODEL = register(
     WorkflowType(
-        name="add_local_model",
+        name=WorkflowName.ADD_LOCAL_MODEL,
         title="Add local model",
         steps=(
             StepDef(1, "Select modality", LocalModality),
@@ -103,7 +104,7 @@ ADD_LOCAL_MODEL = register(
             StepDef(4, "Select proprietary credential", LocalCredential),
         ),
         spec=AddLocalModelSpec,
-        flow_name="add_local_model",
+        flow_name=WorkflowName.ADD_LOCAL_MODEL,
         stages=(
             Stage("validate_source", "Validate source"),
             Stage("fetch_model", "Fetch into registry storage"),
@@ -179,7 +180,7 @@ class AddCloudModelSpec(CloudDetails, CloudModelChoice, CloudProvider, CloudProv
 
 ADD_CLOUD_MODEL = register(
     WorkflowType(
-        name="add_cloud_model",
+        name=WorkflowName.ADD_CLOUD_MODEL,
         title="Add cloud model",
         steps=(
             StepDef(1, "Select provider type", CloudProviderType),
@@ -188,7 +189,7 @@ ADD_CLOUD_MODEL = register(
             StepDef(4, "Add model details", CloudDetails),
         ),
         spec=AddCloudModelSpec,
-        flow_name="add_cloud_model",
+        flow_name=WorkflowName.ADD_CLOUD_MODEL,
         stages=(
             Stage("resolve_cloud_model", "Resolve cloud model"),
             Stage("register_model", "Register model"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, WorkflowType, register
+from weft.specs.names import WorkflowName
 
 SCAN_STAGES = (
     Stage("list_model_files", "List files with sha256"),
@@ -20,11 +21,11 @@ class ScanSpec(StepModel):
 
 MODEL_SECURITY_SCAN = register(
     WorkflowType(
-        name="model_security_scan",
+        name=WorkflowName.MODEL_SECURITY_SCAN,
         title="Model security scan",
         steps=(StepDef(1, "Select model", ScanSpec),),
         spec=ScanSpec,
-        flow_name="model_security_scan",
+        flow_name=WorkflowName.MODEL_SECURITY_SCAN,
         stages=SCAN_STAGES,
     )
 )

@@ -10,6 +10,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from weft.errors import Refused
 from weft.serving.plan import DeployConfig, Engine, templates
 from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register, step_context
+from weft.specs.names import WorkflowName
+from weft.statuses import EndpointStatus
 
 ENGINE_HELP = ("serving engine of the replicas; unset: vLLM where their pool has a CUDA GPU and vLLM, else weft's "
                "transformers server. A requested engine that cannot run there fails the plan step")
@@ -130,7 +132,7 @@ def admit_deploy(session: Any, spec: dict[str, Any]) -> None:
 
 DEPLOY = register(
     WorkflowType(
-        name="deploy_model",
+        name=WorkflowName.DEPLOY_MODEL,
         title="Deploy model",
         steps=(StepDef(1, "Select model", ChooseModel),
                StepDef(2, "Credential (cloud) or template (local)", DeployStep2),
@@ -139,7 +141,7 @@ DEPLOY = register(
                StepDef(5, "Cluster (local)", ChooseCluster),
                StepDef(6, "Cluster (cloud)", ChooseCluster)),
         spec=DeploySpec,
-        flow_name="deploy_model",
+        flow_name=WorkflowName.DEPLOY_MODEL,
         admit=admit_deploy,
         stages=(
             Stage("validate_deployment", "Check the deploy gate and create the endpoint"),
@@ -164,7 +166,7 @@ class ChooseEndpoint(StepModel):
             from weft.tables import Endpoint
 
             endpoint = ctx.owned(Endpoint, value, "endpoint")
-            if endpoint.kind != "replicas" or endpoint.status != "active":
+            if endpoint.kind != "replicas" or endpoint.status != EndpointStatus.ACTIVE:
                 raise ValueError(f"endpoint {value} is {endpoint.status} ({endpoint.kind}): only an active "
                                  "replica endpoint takes workers")
         return value
@@ -180,12 +182,12 @@ class AddWorkerSpec(ChooseEndpoint):
 
 ADD_WORKER = register(
     WorkflowType(
-        name="add_worker",
+        name=WorkflowName.ADD_WORKER,
         title="Add worker to endpoint",
         steps=(StepDef(1, "Endpoint and additional concurrency", ChooseEndpoint),
                StepDef(2, "Review", Confirm), StepDef(3, "Confirm", Confirm)),
         spec=AddWorkerSpec,
-        flow_name="add_worker",
+        flow_name=WorkflowName.ADD_WORKER,
         stages=(
             Stage("plan_workers", "Plan the extra replicas"),
             Stage("start_replicas", "Start the replica flow runs"),

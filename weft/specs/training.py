@@ -6,6 +6,7 @@ from pydantic import Field
 
 from weft import pools
 from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, UsableDatasetId, WorkflowType, register
+from weft.specs.names import WorkflowName
 from weft.training.config import TrainConfig
 
 
@@ -25,12 +26,12 @@ class FineTuneSpec(AdapterSettings, ChooseBaseAndData):
 
 FINE_TUNE = register(
     WorkflowType(
-        name="fine_tune",
+        name=WorkflowName.FINE_TUNE,
         title="Fine-tune",
         steps=(StepDef(1, "Select base model and dataset", ChooseBaseAndData),
                StepDef(2, "Adapter and training config", AdapterSettings)),
         spec=FineTuneSpec,
-        flow_name="fine_tune",
+        flow_name=WorkflowName.FINE_TUNE,
         pools=pools.GPU_FIRST,
         stages=(
             Stage("resolve_inputs", "Resolve base model and dataset"),

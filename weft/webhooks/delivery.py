@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from weft.clock import as_utc, utcnow
 from weft.secret_blocks import read_secret
 from weft.settings import WebhookSettings, webhook_settings
+from weft.statuses import DeliveryStatus
 from weft.tables import Event, Webhook, WebhookDelivery
 from weft.webhooks.outbox import payload
 from weft.webhooks.signing import SIGNATURE_HEADER, sign
@@ -50,14 +51,14 @@ def _claim(limit: int, settings: WebhookSettings) -> list[tuple[str, str]]:
     with session_scope() as session:
         due = session.exec(
             select(WebhookDelivery.id, WebhookDelivery.webhook_id, WebhookDelivery.next_attempt_at)
-            .where(WebhookDelivery.status == "pending", col(WebhookDelivery.next_attempt_at).is_not(None),
+            .where(WebhookDelivery.status == DeliveryStatus.PENDING, col(WebhookDelivery.next_attempt_at).is_not(None),
                    col(WebhookDelivery.next_attempt_at) <= now)
             .order_by(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.created_at))
             .limit(limit)).all()
         for delivery_id, webhook_id, at in due:
             result = session.execute(
                 update(WebhookDelivery)
-                .where(col(WebhookDelivery.id) == delivery_id, col(WebhookDelivery.status) == "pending",
+                .where(col(WebhookDelivery.id) == delivery_id, col(WebhookDelivery.status) == DeliveryStatus.PENDING,
                        col(WebhookDelivery.next_attempt_at) == at)
                 .values(next_attempt_at=lease_until))
             if result.rowcount == 1:
@@ -91,7 +92,7 @@ def _deliver_one(delivery_id: str, client: httpx.Client, settings: WebhookSettin
 
     with session_scope() as session:
         delivery = session.get(WebhookDelivery, delivery_id)
-        if delivery is None or delivery.status != "pending":
+        if delivery is None or delivery.status != DeliveryStatus.PENDING:
             return delivery.status if delivery else "gone"
         hook = session.get(Webhook, delivery.webhook_id)
         event = session.get(Event, delivery.event_id)
@@ -128,15 +129,15 @@ def _record(delivery_id: str, attempt: dict[str, Any], *, ok: bool, final: bool,
         attempts = [*(delivery.attempts or []), attempt]
         now = utcnow()
         if ok:
-            status, next_at = "delivered", None
+            status, next_at = DeliveryStatus.DELIVERED, None
         elif final or len(attempts) >= settings.max_attempts:
-            status, next_at = "failed", None
+            status, next_at = DeliveryStatus.FAILED, None
         else:
-            status, next_at = "pending", now + timedelta(seconds=backoff(len(attempts), settings))
+            status, next_at = DeliveryStatus.PENDING, now + timedelta(seconds=backoff(len(attempts), settings))
         delivery.attempts, delivery.status, delivery.next_attempt_at, delivery.updated_at = \
             attempts, status, next_at, now
         session.add(delivery)
-    if status == "failed":
+    if status == DeliveryStatus.FAILED:
         log.warning("webhook delivery %s failed after %d attempt(s): %s", delivery_id, len(attempts),
                     attempt.get("error"))
     return status

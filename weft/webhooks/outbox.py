@@ -12,6 +12,7 @@ from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from weft.clock import as_utc, utcnow
+from weft.statuses import DeliveryStatus
 from weft.tables import Event, Webhook, WebhookDelivery, new_id
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,8 @@ def emit(session: Session, type: str, data: dict[str, Any], *, key: str, user_id
     targets = list(webhooks) if webhooks is not None else subscribers(session, user_id, type)
     for hook in targets:
         _insert_ignoring_conflict(session, WebhookDelivery, WebhookDelivery(
-            id=new_id(), webhook_id=hook.id, event_id=event.id, event_type=type, status="pending", attempts=[],
-            next_attempt_at=now, created_at=now, updated_at=now).model_dump(), ["webhook_id", "event_id"])
+            id=new_id(), webhook_id=hook.id, event_id=event.id, event_type=type, status=DeliveryStatus.PENDING,
+            attempts=[], next_attempt_at=now, created_at=now, updated_at=now).model_dump(), ["webhook_id", "event_id"])
     log.debug("event %s %s (%s) for %d webhook(s)", type, event.id, key, len(targets))
     return event
 

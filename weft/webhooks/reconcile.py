@@ -10,11 +10,12 @@ from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from weft.clock import as_utc, utcnow
+from weft.statuses import TERMINAL, WorkflowStatus
 from weft.tables import Event, Workflow
 from weft.webhooks.outbox import emit
 
-WORKFLOW_EVENTS = {"RUNNING": "workflow.started", "COMPLETED": "workflow.completed", "FAILED": "workflow.failed",
-                   "CANCELLED": "workflow.cancelled"}
+WORKFLOW_EVENTS = {WorkflowStatus.RUNNING: "workflow.started", WorkflowStatus.COMPLETED: "workflow.completed",
+                   WorkflowStatus.FAILED: "workflow.failed", WorkflowStatus.CANCELLED: "workflow.cancelled"}
 
 
 def _flow_runs(flow_run_ids: list[str]) -> dict[str, tuple[str, str | None, bool]]:
@@ -37,7 +38,7 @@ def _flow_runs(flow_run_ids: list[str]) -> dict[str, tuple[str, str | None, bool
     out = {}
     for run in found:
         status, reason = status_of(run)
-        out[str(run.id)] = (status, reason, run.start_time is not None or status == "RUNNING")
+        out[str(run.id)] = (status, reason, run.start_time is not None or status == WorkflowStatus.RUNNING)
     return out
 
 
@@ -63,7 +64,7 @@ def workflow_data(session: Session, workflow: Workflow, status: str, reason: str
                             "run_number": workflow.run_count}
     if reason:
         data["reason"] = reason
-    if status == "COMPLETED":
+    if status == WorkflowStatus.COMPLETED:
         from weft.tables import Model
 
         model = session.exec(select(Model).where(Model.workflow_id == workflow.id)
@@ -82,7 +83,6 @@ def reconcile(since: datetime, *, flow_run_ids: list[str] | None = None, limit: 
     started) and `workflow.completed/failed/cancelled`. Each has a fixed key, so calling this again, from
     another process or after a restart, emits nothing twice. Synchronous: call it from a thread."""
     from weft.db import session_scope
-    from weft.runs import TERMINAL
 
     since = as_utc(since)
     emitted = 0
@@ -102,7 +102,7 @@ def reconcile(since: datetime, *, flow_run_ids: list[str] | None = None, limit: 
         for wf in workflows:
             keys = [workflow_key(wf, "created")]
             if wf.flow_run_id:
-                keys += [workflow_key(wf, "RUNNING")]
+                keys += [workflow_key(wf, WorkflowStatus.RUNNING)]
                 if wf.status in TERMINAL:
                     keys.append(workflow_key(wf, wf.status))
             wanted[wf.id] = keys
@@ -113,7 +113,7 @@ def reconcile(since: datetime, *, flow_run_ids: list[str] | None = None, limit: 
 
         for wf in workflows:
             if workflow_key(wf, "created") not in existing and as_utc(wf.created_at) >= since:
-                emitted += bool(emit(session, "workflow.created", workflow_data(session, wf, "PENDING"),
+                emitted += bool(emit(session, "workflow.created", workflow_data(session, wf, WorkflowStatus.PENDING),
                                      key=workflow_key(wf, "created"), user_id=wf.user_id))
         live = [wf for wf in workflows if wf.flow_run_id and not (
             wf.status in TERMINAL and all(k in existing for k in wanted[wf.id][1:]))]
@@ -129,11 +129,11 @@ def reconcile(since: datetime, *, flow_run_ids: list[str] | None = None, limit: 
                 wf.status, wf.reason, wf.updated_at = status, reason, now
                 session.add(wf)
             if started:  # a run can finish between two polls: its start is still an event of its own
-                key = workflow_key(wf, "RUNNING")
+                key = workflow_key(wf, WorkflowStatus.RUNNING)
                 if key not in existing:
-                    emitted += bool(emit(session, "workflow.started", workflow_data(session, wf, "RUNNING"),
-                                         key=key, user_id=wf.user_id))
-            if status in WORKFLOW_EVENTS and status != "RUNNING":
+                    data = workflow_data(session, wf, WorkflowStatus.RUNNING)
+                    emitted += bool(emit(session, "workflow.started", data, key=key, user_id=wf.user_id))
+            if status in WORKFLOW_EVENTS and status != WorkflowStatus.RUNNING:
                 key = workflow_key(wf, status)
                 if key not in existing:
                     emitted += bool(emit(session, WORKFLOW_EVENTS[status], workflow_data(session, wf, status, reason),
