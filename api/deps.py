@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, TypeVar
 
 import anyio
@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 
 from api.errors import ApiError, not_found
 from api.security import API_KEY_PREFIX, decode_access_token, hash_api_key
+from weft.clock import as_utc, utcnow
 from weft.db import get_engine
 from weft.tables import ApiKey, User
 
@@ -35,7 +36,7 @@ def unauthorized(message: str) -> ApiError:
 def _expired(at: datetime | None) -> bool:
     if at is None:
         return False
-    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)) <= datetime.now(timezone.utc)
+    return as_utc(at) <= utcnow()
 
 
 def user_of_api_key(session: Session, key: str) -> User:

@@ -21,6 +21,7 @@ from api.errors import ApiError
 from weft.db import get_engine
 from weft.secret_blocks import read_secret
 from weft.serving.rotation import in_rotation
+from weft.statuses import EndpointStatus
 from weft.tables import Credential, Endpoint, InferenceRecord, Replica
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class Gateway:
     async def targets(self, endpoint: Endpoint, path: str) -> AsyncIterator[tuple[Target, str]]:
         """Where to send a request, in the order to try: the provider (a proxy endpoint), or the least
         loaded healthy replica, then the next untried one; 503 when none is left."""
-        if endpoint.status != "active":
+        if endpoint.status != EndpointStatus.ACTIVE:
             raise ApiError(503, "SERVICE_UNAVAILABLE", f"endpoint {endpoint.name} is {endpoint.status}",
                            {"endpoint_id": endpoint.id})
         if endpoint.kind == "proxy":

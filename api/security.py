@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import bcrypt
 import jwt
 
+from weft.clock import utcnow
 from weft.settings import get_settings
 
 API_KEY_PREFIX = "sk_weft_"
@@ -26,7 +27,7 @@ def create_access_token(user_id: str) -> tuple[str, int]:
     """A signed token for `user_id` and its lifetime in seconds."""
     settings = get_settings()
     expires = settings.jwt_expires_seconds
-    now = datetime.now(timezone.utc)
+    now = utcnow()
     claims = {"sub": user_id, "iat": now, "exp": now + timedelta(seconds=expires), "typ": "access"}
     return jwt.encode(claims, settings.signing_key(), algorithm="HS256"), expires
 

@@ -10,15 +10,16 @@ from tasks.models import (estimate_hardware, extract_metadata, fetch_model, regi
                           validate_source)
 from tasks.scanning import scan_model
 from weft.specs.models import AddLocalModelSpec
+from weft.specs.names import WorkflowName
 
 
-@flow(name="add_local_model", log_prints=True,
+@flow(name=WorkflowName.ADD_LOCAL_MODEL.value, log_prints=True,
       flow_run_name=names.run_name(names.spec("name"), names.workflow()))
 def add_local_model(spec: AddLocalModelSpec, workflow_id: str | None = None, cache_version: int = 0,
                     owner_id: str | None = None) -> str:
     """Validate source → fetch into registry storage → extract metadata → estimate hardware → register →
     security scan (the model is deployable only once its scan is SAFE)."""
-    ref = workflow_ref("add_local_model", spec, workflow_id, owner_id)
+    ref = workflow_ref(WorkflowName.ADD_LOCAL_MODEL, spec, workflow_id, owner_id)
     source = validate_source(spec, ref.owner_id)
     staged = fetch_model(source, ref.workflow_id)
     metadata = extract_metadata(staged)

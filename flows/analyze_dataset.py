@@ -10,16 +10,17 @@ from tasks.datasets import (check_expectations, detect_format, find_duplicates, 
                             measure_token_lengths, profile_records, recommend, save_analysis, write_split)
 from weft.datasets.report import assemble
 from weft.specs.datasets import AnalyzeDatasetSpec
+from weft.specs.names import WorkflowName
 from weft.tables import Dataset
 
 
-@flow(name="analyze_dataset", log_prints=True,
+@flow(name=WorkflowName.ANALYZE_DATASET.value, log_prints=True,
       flow_run_name=names.run_name(names.spec("dataset_id", Dataset), names.workflow()))
 def analyze_dataset(spec: AnalyzeDatasetSpec, workflow_id: str | None = None, cache_version: int = 0,
                     owner_id: str | None = None) -> dict:
     """Load in chunks → field statistics → format → token lengths → duplicates → outliers → data
     checks → recommendations → split (when asked) → save and report."""
-    ref = workflow_ref("analyze_dataset", spec, workflow_id, owner_id)
+    ref = workflow_ref(WorkflowName.ANALYZE_DATASET, spec, workflow_id, owner_id)
     dataset = load_dataset(spec)
     profiled = profile_records(dataset, spec)
     fmt = detect_format(profiled)

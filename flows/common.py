@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
 from prefect import get_run_logger
 from prefect.runtime import flow_run
+from pydantic import BaseModel
 from sqlmodel import select
 
 from weft.db import session_scope
 from weft.specs import get_type
+from weft.statuses import WorkflowStatus
 from weft.tables import User, Workflow, WorkflowStep
 
 
@@ -37,7 +38,7 @@ def workflow_ref(workflow_type: str, spec: BaseModel, workflow_id: str | None, o
             if owner is None:
                 raise ValueError("no weft user to own this workflow: register one (POST /api/v1/auth/register) "
                                  "or pass owner_id")
-            s.add(Workflow(id=run_id, user_id=owner.id, workflow_type=workflow_type, status="RUNNING",
+            s.add(Workflow(id=run_id, user_id=owner.id, workflow_type=workflow_type, status=WorkflowStatus.RUNNING,
                            total_steps=len(wt.steps), current_step=wt.steps[-1].number, flow_run_id=run_id))
             data = spec.model_dump(mode="json")
             for step in wt.steps:

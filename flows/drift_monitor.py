@@ -13,12 +13,13 @@ from tasks.monitoring import (advance_retrains, apply_retrain_policy, check_data
                               endpoints_to_watch, load_reference, load_window, publish_recommendations,
                               raise_alert, window_bounds)
 from weft.monitoring.drift import DriftThresholds
+from weft.specs.names import WorkflowName
 from weft.tables import Endpoint
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
-@flow(name="drift_monitor", log_prints=True,
+@flow(name=WorkflowName.DRIFT_MONITOR.value, log_prints=True,
       flow_run_name=names.run_name(names.param("endpoint_id", Endpoint, default="all endpoints"),
                                    lambda: f"last {names.params().get('window_hours', 24):g} h"))
 def drift_monitor(window_hours: float = 24, min_prompts: int = 50, endpoint_id: str | None = None,

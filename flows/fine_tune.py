@@ -7,16 +7,17 @@ from prefect import flow
 from flows import names
 from flows.common import workflow_ref
 from tasks.training import prepare_dataset, preflight, register_adapter, resolve_inputs, train_adapter
+from weft.specs.names import WorkflowName
 from weft.specs.training import FineTuneSpec
 from weft.tables import Model
 
 
-@flow(name="fine_tune", log_prints=True,
+@flow(name=WorkflowName.FINE_TUNE.value, log_prints=True,
       flow_run_name=names.run_name(names.spec("base_model", Model), names.workflow("job")))
 def fine_tune(spec: FineTuneSpec, workflow_id: str | None = None, cache_version: int = 0,
               owner_id: str | None = None) -> str:
     """Resolve → prepare records → pre-flight estimate → train (resumable) → register adapter and model."""
-    ref = workflow_ref("fine_tune", spec, workflow_id, owner_id)
+    ref = workflow_ref(WorkflowName.FINE_TUNE, spec, workflow_id, owner_id)
     inputs = resolve_inputs(spec)
     prepared = prepare_dataset(inputs, ref.workflow_id)
     estimate = preflight(inputs, prepared, spec)

@@ -11,11 +11,13 @@ from prefect.runtime import flow_run
 
 from flows import names
 from weft.db import session_scope
+from weft.net import free_port
 from weft.serving import launch, placement
 from weft.settings import get_settings
+from weft.specs.names import WorkflowName
+from weft.statuses import ReplicaState
 from weft.storage import get_storage
 from weft.tables import Adapter, Endpoint, Model, Replica, utcnow
-from weft.net import free_port
 
 
 def mark(replica_id: str, **fields) -> None:
@@ -27,7 +29,7 @@ def mark(replica_id: str, **fields) -> None:
         s.add(replica)
 
 
-@flow(name="serve_replica", log_prints=True,
+@flow(name=WorkflowName.SERVE_REPLICA.value, log_prints=True,
       flow_run_name=names.run_name(names.param("endpoint_id", Endpoint),
                                    names.param("replica_id", label="replica")))
 def serve_replica(endpoint_id: str, replica_id: str) -> None:
@@ -40,11 +42,11 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         adapter = s.get(Adapter, model.details.get("adapter_id")) if model.provider_type == "adapter" else None
         base_key = f"models/{adapter.base_model_id}" if adapter else f"models/{model.id}"
         adapter_key, name, planned = (adapter.storage_key if adapter else None), endpoint.name, endpoint.engine
-    mark(replica_id, flow_run_id=str(flow_run.id), state="starting")
+    mark(replica_id, flow_run_id=str(flow_run.id), state=ReplicaState.STARTING)
     try:  # the engine the plan chose (what the endpoint reports), or a clear failure where it cannot run
         engine = placement.choose_engine(planned, placement.local_device()[0])
     except placement.PlacementError as exc:
-        mark(replica_id, state="unhealthy", reason=str(exc))
+        mark(replica_id, state=ReplicaState.UNHEALTHY, reason=str(exc))
         raise
     with ExitStack() as stack:
         storage = get_storage()
@@ -60,17 +62,17 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         try:
             launch.wait_ready(proc, url, settings.replica_start_timeout_seconds, log_file)
         except RuntimeError as exc:
-            mark(replica_id, state="unhealthy", reason=str(exc)[:2000])
+            mark(replica_id, state=ReplicaState.UNHEALTHY, reason=str(exc)[:2000])
             raise
-        mark(replica_id, url=url, engine=spec.engine, state="healthy", last_seen=utcnow(), reason=None)
+        mark(replica_id, url=url, engine=spec.engine, state=ReplicaState.HEALTHY, last_seen=utcnow(), reason=None)
         log.info("replica %s is healthy at %s", replica_id, url)
         while True:
             time.sleep(settings.replica_heartbeat_seconds)
             if proc.poll() is not None:
                 reason = f"the server exited with {proc.returncode}: {launch.tail(log_file, 500)}"
-                mark(replica_id, state="unhealthy", reason=reason[:2000])
+                mark(replica_id, state=ReplicaState.UNHEALTHY, reason=reason[:2000])
                 raise RuntimeError(reason)
             if launch.healthy(url, timeout=settings.replica_heartbeat_seconds):
-                mark(replica_id, state="healthy", last_seen=utcnow())
+                mark(replica_id, state=ReplicaState.HEALTHY, last_seen=utcnow())
             else:
                 log.warning("replica %s missed a health check", replica_id)

@@ -7,7 +7,7 @@ A scheduled monitor is not a resumable workflow: these are plain tasks without w
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 from sqlmodel import col, select
 
+from weft.clock import utcnow
 from weft.db import session_scope
 from weft.monitoring import retrain
 from weft.monitoring.drift import DriftResult, DriftThresholds, LatencyResult, detect_drift, latency_drift
@@ -226,7 +227,7 @@ def apply_retrain_policy(alert_id: str) -> dict[str, Any]:
 
 
 def window_bounds(window_hours: float, now: datetime | None = None) -> tuple[datetime, datetime]:
-    end = now or datetime.now(timezone.utc)
+    end = now or utcnow()
     return end - timedelta(hours=window_hours), end
 
 

@@ -21,6 +21,7 @@ from weft.datasets.formats import iter_batches
 from weft.db import session_scope
 from weft.ids import adapter_id_of, finetuned_model_id_of
 from weft.specs.training import FineTuneSpec
+from weft.statuses import ModelStatus
 from weft.storage import get_storage
 from weft.tables import Adapter, Dataset, Model, utcnow
 from weft.training.checkpoints import CheckpointStore
@@ -190,7 +191,7 @@ def register_adapter(inputs: Inputs, trained: Trained, spec: FineTuneSpec, workf
                         config=spec.config.model_dump(), metrics=trained.metrics, storage_key=key,
                         size_bytes=trained.size_bytes, sha256=trained.sha256))
         s.merge(Model(id=model_id, user_id=owner_id, workflow_id=workflow_id, name=spec.name, type="fine-tuned",
-                      provider_type="adapter", base_model=inputs.base_name, status="active",
+                      provider_type="adapter", base_model=inputs.base_name, status=ModelStatus.ACTIVE,
                       storage_uri=storage.url(key), metrics=trained.metrics,
                       details={"base_model_id": inputs.base_model_id, "adapter_id": adapter_id,
                                "dataset_id": inputs.dataset_id, **inputs.details},

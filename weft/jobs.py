@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from itertools import takewhile
 from typing import Any
 from uuid import UUID
@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, or_, select
 
 from weft import runs
+from weft.clock import utcnow
 from weft.datasets.uploads import import_local_file
 from weft.statuses import TERMINAL
 from weft.tables import Adapter, Dataset, Model
@@ -202,7 +203,7 @@ def follow(flow_run_id: str, after: int = 0, poll: float = 0.5, idle_timeout: fl
             yield Update(status=status, reason=reason)
         batch = read_logs(flow_run_id, offset=sent, limit=LOG_PAGE, newest_first=False)
         if status not in TERMINAL:
-            cutoff = datetime.now(timezone.utc) - timedelta(seconds=SETTLE_SECONDS)
+            cutoff = utcnow() - timedelta(seconds=SETTLE_SECONDS)
             batch = list(takewhile(lambda line: datetime.fromisoformat(line.timestamp) <= cutoff, batch))
         for line in batch:
             sent += 1

@@ -20,11 +20,9 @@ from prefect.states import Cancelled, Cancelling
 from pydantic import BaseModel
 
 from weft import statuses
+from weft.clock import utcnow
 from weft.specs import WorkflowType
-from weft.statuses import StageStatus, WorkflowStatus
-
-# Re-exported for the callers that read `runs.TERMINAL` (weft/workflows/*, api/routers/endpoints.py).
-TERMINAL = statuses.TERMINAL
+from weft.statuses import TERMINAL, StageStatus, WorkflowStatus
 
 STATUS = {
     StateType.SCHEDULED: WorkflowStatus.PENDING,
@@ -121,7 +119,7 @@ def log_to_run(flow_run_id: str, level: int, message: str, name: str = "weft.api
     from prefect.client.schemas.actions import LogCreate
 
     with get_client(sync_client=True) as client:
-        client.create_logs([LogCreate(name=name, level=level, message=message, timestamp=datetime.now(timezone.utc),
+        client.create_logs([LogCreate(name=name, level=level, message=message, timestamp=utcnow(),
                                       flow_run_id=UUID(flow_run_id))])
 
 

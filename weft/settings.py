@@ -109,3 +109,13 @@ class WebhookSettings(BaseSettings):
 def webhook_settings() -> WebhookSettings:
     """Fresh from the environment on every call (not cached, unlike `get_settings`)."""
     return WebhookSettings()
+
+
+class RetrainPolicy(BaseSettings):
+    """When a high data-drift alert may start a retrain."""
+
+    model_config = SettingsConfigDict(env_prefix="WEFT_RETRAIN_", extra="ignore")
+
+    cooldown_hours: float = Field(default=24.0, ge=0, description="no new retrain of an endpoint within this time")
+    max_per_week: int = Field(default=2, ge=0, description="retrains of one endpoint per 7 days")
+    requires_approval: bool = Field(default=False, description="wait for PATCH ... {approve_retrain: true}")

@@ -7,10 +7,9 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.datastructures import UploadFile
-from prefect.blocks.system import Secret
 from sqlmodel import col, or_, select
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError
@@ -19,6 +18,8 @@ from api.schemas.workflows import WorkflowOut
 from weft import workflows
 from weft.clusters import pool_type_of
 from weft.errors import WeftError
+from weft.secret_blocks import block_name, remove_secret, save_secret
+from weft.specs.names import WorkflowName
 from weft.tables import Cluster, new_id
 
 router = APIRouter(tags=["clusters"])
@@ -52,16 +53,16 @@ async def add_cluster_step(request: Request, user: CurrentUser, session: Session
             body["pool_type"] = pool_type_of(content)
         except ValueError as exc:
             raise ApiError(422, "VALIDATION_ERROR", str(exc), {"field": "configuration_file"}) from exc
-        body["config_block"] = f"weft-cluster-{new_id()}"
-        await Secret(value=content).save(body["config_block"])
+        body["config_block"] = block_name("cluster", new_id())
+        await run_in_threadpool(save_secret, body["config_block"], content)
     else:
         raise ApiError(422, "VALIDATION_ERROR", "a configuration_file (YAML) is required",
                        {"field": "configuration_file"})
     body["pool_name"] = re.sub(r"[^a-z0-9-]+", "-", str(body.get("name", "")).lower()).strip("-")[:50] or "cluster"
     try:
-        view = await run_in_threadpool(workflows.post_step, session, user.id, "add_cluster", body)
+        view = await run_in_threadpool(workflows.post_step, session, user.id, WorkflowName.ADD_CLUSTER, body)
     except WeftError:
-        await Secret.adelete(body["config_block"])  # a refused step leaves no secret behind
+        await run_in_threadpool(remove_secret, body["config_block"])  # a refused step leaves no secret behind
         raise
     return view.model_dump(mode="json")
 

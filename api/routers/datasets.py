@@ -15,6 +15,8 @@ from weft import workflows
 from weft.datasets.formats import UnsupportedFileType, file_type_of
 from weft.datasets.uploads import TooLarge, store_upload, validate_dataset
 from weft.settings import get_settings
+from weft.specs.names import WorkflowName
+from weft.statuses import DatasetStatus
 from weft.storage import get_storage
 from weft.tables import Dataset, new_id
 
@@ -60,7 +62,7 @@ async def upload_dataset(request: Request, user: CurrentUser, session: SessionDe
     description = form.get("description")
     ds = Dataset(id=dataset_id, user_id=user.id, name=name.strip(), file_name=file.filename, file_type=file_type,
                  description=description if isinstance(description, str) else None, storage_key=key,
-                 size_bytes=size, fingerprint=sha256, status="processing")
+                 size_bytes=size, fingerprint=sha256, status=DatasetStatus.PROCESSING)
     session.add(ds)
     session.commit()
     background.add_task(validate_dataset, ds.id)
@@ -93,7 +95,8 @@ def analyze_dataset(dataset_id: str, user: CurrentUser, session: SessionDep,
     ds = owned(session, user.id, dataset_id)
     if options is not None and not isinstance(options, dict):
         raise ApiError(422, "VALIDATION_ERROR", "the request body must be a JSON object")
-    wf = workflows.create(session, user.id, "analyze_dataset", [{"dataset_id": ds.id}, options or {}], trigger=True)
+    wf = workflows.create(session, user.id, WorkflowName.ANALYZE_DATASET, [{"dataset_id": ds.id}, options or {}],
+                          trigger=True)
     return {"id": ds.id, "workflow_id": wf.id, "status": wf.status, "flow_run_id": wf.flow_run_id,
             "analysis": ds.analysis}
 

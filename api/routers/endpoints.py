@@ -18,7 +18,10 @@ from weft import runs, workflows
 from weft.ids import endpoint_id_of
 from weft.serving import placement
 from weft.serving.plan import DeployConfig, templates
+from weft.serving.rotation import observed_state
 from weft.settings import get_settings
+from weft.specs.names import WorkflowName
+from weft.statuses import TERMINAL, EndpointStatus, ReplicaState, RunStatus, WorkflowStatus
 from weft.tables import Endpoint, InferenceRecord, Model, Replica, utcnow
 from weft.webhooks.outbox import emit
 
@@ -26,11 +29,7 @@ router = APIRouter(tags=["endpoints"])
 
 
 def worker_view(replica: Replica) -> dict[str, Any]:
-    stale = utcnow() - timedelta(seconds=get_settings().replica_stale_seconds)
-    state = replica.state
-    if state == "healthy" and (replica.last_seen is None or replica.last_seen < stale):
-        state = "unresponsive"
-    return {"id": replica.id, "state": state, "url": replica.url, "engine": replica.engine,
+    return {"id": replica.id, "state": observed_state(replica), "url": replica.url, "engine": replica.engine,
             "flow_run_id": replica.flow_run_id, "max_concurrency": replica.max_concurrency,
             "last_seen": replica.last_seen, "reason": replica.reason, "created_at": replica.created_at}
 
@@ -80,13 +79,13 @@ def deploy(model_id: str, body: DeployRequest, user: CurrentUser, session: Sessi
              3: {"endpoint_name": name, "template_id": body.template_id, "deploy_config": config,
                  "engine": body.endpoint_type},
              5: {"cluster_id": cluster_id}}
-    wf = workflows.create(session, user.id, "deploy_model", steps, trigger=True, total_steps=5)
+    wf = workflows.create(session, user.id, WorkflowName.DEPLOY_MODEL, steps, trigger=True, total_steps=5)
     endpoint = Endpoint(id=endpoint_id_of(wf.id), user_id=user.id, model_id=model_id, name=name,
-                        status="deploying", workflow_id=wf.id, config=config, engine=engine)
+                        status=EndpointStatus.DEPLOYING, workflow_id=wf.id, config=config, engine=engine)
     session.add(endpoint)
     session.commit()
     return {"id": endpoint.id, "model_id": model_id, "name": name, "endpoint_type": engine,
-            "endpoint_url": f"{base_url()}/v1", "model": name, "status": "deploying", "workflow_id": wf.id,
+            "endpoint_url": f"{base_url()}/v1", "model": name, "status": EndpointStatus.DEPLOYING, "workflow_id": wf.id,
             "flow_run_id": wf.flow_run_id, "created_at": endpoint.created_at, "updated_at": endpoint.updated_at}
 
 
@@ -107,8 +106,9 @@ def get_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep) -> di
 def deployment_view(session: Session, endpoint: Endpoint) -> dict[str, Any]:
     """Document 003's deployment shape over the endpoint view."""
     view = endpoint_view(session, endpoint, base_url())
-    return {**view, "deployment_id": endpoint.id, "status": "running" if endpoint.status == "active" else endpoint.status,
-            "endpoint": view["endpoint_url"] if endpoint.status == "active" else None}
+    active = endpoint.status == EndpointStatus.ACTIVE
+    return {**view, "deployment_id": endpoint.id, "status": RunStatus.RUNNING if active else endpoint.status,
+            "endpoint": view["endpoint_url"] if active else None}
 
 
 @router.get("/deployments", response_model=DeploymentList)
@@ -124,11 +124,11 @@ def get_deployment(deployment_id: str, user: CurrentUser, session: SessionDep) -
 
 
 def stop_replica(session: Session, replica: Replica) -> None:
-    if replica.flow_run_id and replica.state != "stopped":
-        status = runs.run_statuses([replica.flow_run_id]).get(replica.flow_run_id, ("PENDING", None))[0]
-        if status not in runs.TERMINAL:
+    if replica.flow_run_id and replica.state != ReplicaState.STOPPED:
+        status = runs.run_statuses([replica.flow_run_id]).get(replica.flow_run_id, (WorkflowStatus.PENDING, None))[0]
+        if status not in TERMINAL:
             runs.cancel(replica.flow_run_id)
-    replica.state, replica.updated_at = "stopped", utcnow()
+    replica.state, replica.updated_at = ReplicaState.STOPPED, utcnow()
     session.add(replica)
 
 
@@ -150,10 +150,10 @@ def stop_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep) -> d
     endpoint = get_owned(session, Endpoint, endpoint_id, user.id, "endpoint")
     for replica in session.exec(select(Replica).where(Replica.endpoint_id == endpoint.id)).all():
         stop_replica(session, replica)
-    endpoint.status, endpoint.updated_at = "stopped", utcnow()
+    endpoint.status, endpoint.updated_at = EndpointStatus.STOPPED, utcnow()
     session.add(endpoint)
     data = {"deployment_id": endpoint.id, "endpoint_name": endpoint.name, "model_id": endpoint.model_id,
-            "status": "stopped"}
+            "status": EndpointStatus.STOPPED}
     emit(session, "deployment.stopped", data, key=f"deployment:{endpoint.id}:stopped", user_id=user.id)
     emit(session, "model.undeployed", data, key=f"model:{endpoint.model_id}:undeployed:{endpoint.id}", user_id=user.id)
     session.commit()

@@ -16,6 +16,8 @@ from weft import jobs, workflows
 from weft.clock import utcnow
 from weft.datasets.uploads import import_local_file
 from weft.specs.evaluation import EvaluationSettings
+from weft.specs.names import WorkflowName
+from weft.statuses import RunStatus
 from weft.tables import Adapter, Evaluation, Model, Workflow
 from weft.workflows import merged_data, refresh_status, stored_steps
 
@@ -27,8 +29,8 @@ def evaluation_view(session: Session, wf: Workflow, detail: bool = True) -> dict
     row = session.get(Evaluation, wf.id)
     data = merged_data(stored_steps(session, wf.id))
     status = wf.status.lower()
-    if row is not None and row.status == "completed":
-        status = "completed"
+    if row is not None and row.status == RunStatus.COMPLETED:
+        status = RunStatus.COMPLETED
     view: dict[str, Any] = {
         "id": wf.id, "model_id": data.get("model_id"), "status": status,
         "test_set_path": data.get("test_set_path"), "dataset_id": data.get("dataset_id"),
@@ -45,7 +47,7 @@ def evaluation_view(session: Session, wf: Workflow, detail: bool = True) -> dict
 
 def owned_evaluation(session: Session, user_id: str, evaluation_id: str) -> Workflow:
     wf = get_owned(session, Workflow, evaluation_id, user_id, "evaluation")
-    if wf.workflow_type != "evaluate_model":
+    if wf.workflow_type != WorkflowName.EVALUATE_MODEL:
         raise ApiError(404, "NOT_FOUND", f"evaluation {evaluation_id} not found", {"evaluation_id": evaluation_id})
     return wf
 
@@ -66,7 +68,7 @@ def evaluate_model(model_id: str, body: EvaluateRequest, user: CurrentUser, sess
     step1 = {"model_id": model_id, "dataset_id": dataset_id, "base_model_id": base_id,
              "test_set_path": body.test_set_path}
     step2 = body.model_dump(include=set(EvaluationSettings.model_fields))
-    wf = workflows.create(session, user.id, "evaluate_model", [step1, step2], trigger=True)
+    wf = workflows.create(session, user.id, WorkflowName.EVALUATE_MODEL, [step1, step2], trigger=True)
     return {"evaluation_id": wf.id, "status": wf.status.lower(), "message": "Evaluation job created",
             "flow_run_id": wf.flow_run_id}
 
@@ -83,7 +85,7 @@ def list_evaluations(user: CurrentUser, session: SessionDep, page: int = Query(1
                      limit: int = Query(10, ge=1, le=100), model_id: str | None = None,
                      status: str | None = None) -> dict:
     """Document 002's page/limit listing, filtered by model and status."""
-    stmt = select(Workflow).where(Workflow.user_id == user.id, Workflow.workflow_type == "evaluate_model")
+    stmt = select(Workflow).where(Workflow.user_id == user.id, Workflow.workflow_type == WorkflowName.EVALUATE_MODEL)
     workflows = list(session.exec(stmt.order_by(col(Workflow.created_at).desc())))
     refresh_status(session, workflows)
     views = [evaluation_view(session, wf, detail=False) for wf in workflows]
@@ -98,7 +100,7 @@ def update_evaluation(evaluation_id: str, body: EvaluationUpdate, user: CurrentU
     row = session.get(Evaluation, wf.id) or Evaluation(id=wf.id, user_id=user.id, model_id=data["model_id"])
     for field, value in body.model_dump(exclude_none=True).items():
         setattr(row, field, value)
-    if body.status == "completed":
+    if body.status == RunStatus.COMPLETED:
         row.completed_at = row.completed_at or utcnow()
     row.updated_at = utcnow()
     session.add(row)
@@ -110,14 +112,14 @@ def experiment(session: Session, user_id: str, experiment_id: str) -> dict[str, 
     """A finished job (training metrics) or evaluation (fine-tuned scores) as an experiment."""
     wf = get_owned(session, Workflow, experiment_id, user_id, "experiment")
     data = merged_data(stored_steps(session, wf.id))
-    if wf.workflow_type == "fine_tune":
+    if wf.workflow_type == WorkflowName.FINE_TUNE:
         adapter = session.exec(select(Adapter).where(Adapter.workflow_id == wf.id)).first()
         metrics = dict(adapter.metrics) if adapter else {}
         if "train_loss" in metrics:
             metrics["loss"] = metrics["train_loss"]
         return {"id": wf.id, "kind": "job", "status": wf.status.lower(), "metrics": metrics,
                 "config": data.get("config", {}), "runtime_seconds": metrics.get("train_runtime")}
-    if wf.workflow_type == "evaluate_model":
+    if wf.workflow_type == WorkflowName.EVALUATE_MODEL:
         row = session.get(Evaluation, wf.id)
         metrics = dict((row.results or {}).get("fine_tuned", {})) if row else {}
         return {"id": wf.id, "kind": "evaluation", "status": row.status if row else wf.status.lower(),

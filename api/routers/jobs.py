@@ -15,6 +15,8 @@ from api.schemas.jobs import (AdapterOut, JobCancelled, JobCreateBody, JobCreate
                               LogPushed)
 from weft import jobs, workflows
 from weft.errors import Invalid
+from weft.specs.names import WorkflowName
+from weft.statuses import WorkflowStatus
 from weft.tables import Adapter, Workflow
 from weft.workflows import merged_data, refresh_status, stored_steps
 
@@ -28,7 +30,8 @@ def job_view(session, wf: Workflow, detail: bool = False) -> dict[str, Any]:
         "job_id": wf.id, "config": {"base_model": data.get("base_model"), "dataset_id": data.get("dataset_id"),
                                     "name": data.get("name"), **(data.get("config") or {})},
         "status": wf.status.lower(), "created_at": wf.created_at, "flow_run_id": wf.flow_run_id,
-        "progress": 1.0 if wf.status == "COMPLETED" else (jobs.progress_of(wf.flow_run_id) if wf.flow_run_id else 0.0),
+        "progress": (1.0 if wf.status == WorkflowStatus.COMPLETED
+                     else jobs.progress_of(wf.flow_run_id) if wf.flow_run_id else 0.0),
         "metrics": adapter.metrics if adapter else {}, "reason": wf.reason,
         "model_id": model.id if model else None, "adapter_id": adapter.id if adapter else None,
     }
@@ -40,7 +43,7 @@ def job_view(session, wf: Workflow, detail: bool = False) -> dict[str, Any]:
 
 def owned_job(session, user_id: str, job_id: str) -> Workflow:
     wf = get_owned(session, Workflow, job_id, user_id, "job")
-    if wf.workflow_type != "fine_tune":
+    if wf.workflow_type != WorkflowName.FINE_TUNE:
         raise ApiError(404, "JOB_NOT_FOUND", f"job {job_id} not found", {"job_id": job_id})
     return wf
 
@@ -53,7 +56,7 @@ def create_job(user: CurrentUser, session: SessionDep, body: JobCreateBody = Bod
         raise ApiError(400, "INVALID_CONFIG", "the body must be {\"config\": {...}}", {"field": "config"})
     try:
         step1, step2 = jobs.job_steps(session, user.id, config)
-        wf = workflows.create(session, user.id, "fine_tune", [step1, step2], trigger=True)
+        wf = workflows.create(session, user.id, WorkflowName.FINE_TUNE, [step1, step2], trigger=True)
     except jobs.InvalidConfig as exc:
         raise ApiError(400, "INVALID_CONFIG", str(exc), exc.details) from exc
     except Invalid as exc:  # document 003 calls every bad config a 400 INVALID_CONFIG
@@ -69,7 +72,7 @@ def create_job(user: CurrentUser, session: SessionDep, body: JobCreateBody = Bod
 @router.get("/jobs", response_model=JobList)
 def list_jobs(user: CurrentUser, session: SessionDep, page: Paging, status: str | None = Query(None)) -> dict:
     """Document 003's `{jobs, total}`, newest first, one page (`limit`, `offset`) read from the database."""
-    stmt = workflows.listing(session, user.id, workflow_type="fine_tune", status=status)
+    stmt = workflows.listing(session, user.id, workflow_type=WorkflowName.FINE_TUNE, status=status)
     listed = paginate(session, stmt, page, lambda wf: job_view(session, wf))
     return {"jobs": listed["data"], "total": listed["meta"]["total"], "limit": page.limit, "offset": page.offset}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import APIRouter
 from sqlalchemy import text
@@ -12,6 +12,7 @@ from sqlmodel import Session
 from api.deps import SessionDep
 from api.schemas.status import ComponentIssue, Health, State, Status
 from weft import __version__
+from weft.clock import utcnow
 from weft.storage import get_storage
 
 root = APIRouter(tags=["status"])
@@ -23,7 +24,7 @@ PREFECT_TIMEOUT_SECONDS = 2.0
 def health() -> Health:
     """Liveness: the API process answers."""
     return Health(status="healthy", message="Welcome to weft", version=__version__,
-                  timestamp=datetime.now(UTC))
+                  timestamp=utcnow())
 
 
 def check_database(session: Session) -> str | None:

@@ -16,19 +16,20 @@ from api.paging import Page, Paging, paginate
 from api.schemas.workflows import WorkflowOut, WorkflowSummaryOut, step_request
 from weft import workflows
 from weft.specs import get_type
+from weft.specs.names import WorkflowName
 from weft.workflows import WorkflowView
 
 router = APIRouter(tags=["workflows"])
 
 # each step route: its path and the workflow type whose steps it takes
-STEP_ROUTES = (("/models/local-model-workflow", "add_local_model"),
-               ("/models/cloud-model-workflow", "add_cloud_model"),
-               ("/models/security-scan", "model_security_scan"),
-               ("/models/finetune-workflow", "fine_tune"),
-               ("/models/evaluate-workflow", "evaluate_model"),
-               ("/models/deploy-workflow", "deploy_model"),
-               ("/endpoints/add-worker", "add_worker"),
-               ("/datasets/analyze-workflow", "analyze_dataset"))
+STEP_ROUTES = (("/models/local-model-workflow", WorkflowName.ADD_LOCAL_MODEL),
+               ("/models/cloud-model-workflow", WorkflowName.ADD_CLOUD_MODEL),
+               ("/models/security-scan", WorkflowName.MODEL_SECURITY_SCAN),
+               ("/models/finetune-workflow", WorkflowName.FINE_TUNE),
+               ("/models/evaluate-workflow", WorkflowName.EVALUATE_MODEL),
+               ("/models/deploy-workflow", WorkflowName.DEPLOY_MODEL),
+               ("/endpoints/add-worker", WorkflowName.ADD_WORKER),
+               ("/datasets/analyze-workflow", WorkflowName.ANALYZE_DATASET))
 
 
 def step_endpoint(type_name: str):

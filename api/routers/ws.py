@@ -3,7 +3,7 @@ followed from the Prefect server (the same source as the log endpoints)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -14,6 +14,7 @@ from api.deps import user_of_api_key, user_of_token
 from api.errors import ApiError
 from api.security import API_KEY_PREFIX
 from weft import jobs
+from weft.clock import utcnow
 from weft.db import get_engine
 from weft.specs.names import WorkflowName
 from weft.statuses import RETRYABLE
@@ -40,7 +41,7 @@ def ws_user(session: Session, websocket: WebSocket) -> User:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return utcnow().isoformat().replace("+00:00", "Z")
 
 
 def messages(job_id: str, update: jobs.Update) -> list[dict[str, Any]]:

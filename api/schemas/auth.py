@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
 from api.schemas.common import Out, UtcDatetime, as_utc
+from weft.clock import as_utc, utcnow
 
 
 class RegisterIn(BaseModel):
@@ -59,7 +60,7 @@ class ApiKeyIn(BaseModel):
         if value is None:
             return None
         value = as_utc(value)
-        if value <= datetime.now(UTC):
+        if value <= utcnow():
             raise ValueError("expires_at must be in the future")
         return value
 

@@ -3,11 +3,12 @@ its Prefect artifacts: a markdown report and a field-statistics table."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
+from weft.clock import utcnow
 from weft.datasets.profile import Profile
 
 
@@ -28,7 +29,7 @@ def assemble(fingerprint: str, profile: Profile, fmt: BaseModel, tokens: BaseMod
         "outliers": outliers.model_dump(),
         "token_lengths": tokens.model_dump() if tokens else None,
         "expectations": expectations,
-        "analyzed_at": datetime.now(timezone.utc).isoformat(),
+        "analyzed_at": utcnow().isoformat(),
     }
 
 

@@ -15,14 +15,14 @@ WEFT_RETRAIN_REQUIRES_APPROVAL (false).
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session, select
 
+from weft.clock import as_utc
+from weft.settings import RetrainPolicy
 from weft.specs.names import WorkflowName
 from weft.statuses import TERMINAL, AlertStatus, WorkflowStatus
 from weft.tables import Adapter, DriftAlert, Endpoint, Evaluation, Model, Workflow, utcnow
@@ -31,20 +31,6 @@ log = logging.getLogger(__name__)
 
 # the `step` of a decision, in chain order
 RETRAIN, EVALUATE, DEPLOY = "retrain", "evaluate", "deploy"
-
-
-class RetrainPolicy(BaseSettings):
-    """When a high data-drift alert may start a retrain."""
-
-    model_config = SettingsConfigDict(env_prefix="WEFT_RETRAIN_", extra="ignore")
-
-    cooldown_hours: float = Field(default=24.0, ge=0, description="no new retrain of an endpoint within this time")
-    max_per_week: int = Field(default=2, ge=0, description="retrains of one endpoint per 7 days")
-    requires_approval: bool = Field(default=False, description="wait for PATCH ... {approve_retrain: true}")
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
 def record(session: Session, alert: DriftAlert, step: str, decision: str, reason: str, **extra: Any) -> dict:
@@ -66,7 +52,7 @@ def retrain_starts(session: Session, endpoint_id: str | None, model_id: str | No
     for alert in session.exec(stmt):
         for d in alert.decisions or []:
             if d.get("step") == RETRAIN and d.get("decision") == "started":
-                times.append(_aware(datetime.fromisoformat(d["at"])))
+                times.append(as_utc(datetime.fromisoformat(d["at"])))
     return sorted(times)
 
 
@@ -79,7 +65,7 @@ def decide(session: Session, alert: DriftAlert, policy: RetrainPolicy | None = N
            approved: bool = False, now: datetime | None = None) -> tuple[str, str]:
     """("started" | "skipped: ...", reason) for this alert now; records nothing."""
     policy = policy or RetrainPolicy()
-    now = now or datetime.now(timezone.utc)
+    now = now or utcnow()
     if alert.type != "data_drift" or alert.severity != "high":
         return "skipped: not a high data-drift alert", f"{alert.severity} {alert.type} alerts do not retrain"
     if _last(alert, RETRAIN, "started"):

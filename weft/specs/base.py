@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
+from weft.statuses import DatasetStatus
+
 
 class StepModel(BaseModel):
     """Base of every step: unknown fields are an error, so a typo never passes silently."""
@@ -103,7 +105,7 @@ def usable_dataset(value: str, info: ValidationInfo) -> str:
         from weft.tables import Dataset
 
         ds = ctx.owned(Dataset, value, "dataset")
-        if ds.status not in ("ready", "processing"):
+        if ds.status not in (DatasetStatus.READY, DatasetStatus.PROCESSING):
             raise ValueError(f"dataset {value} failed validation" + (f": {ds.error}" if ds.error else ""))
     return value
 

@@ -14,6 +14,7 @@ from weft.clock import utcnow
 from weft.db import get_engine
 from weft.errors import Conflict, Invalid, Unavailable
 from weft.specs import WorkflowType, get_type
+from weft.statuses import RETRYABLE, TERMINAL, WorkflowStatus
 from weft.tables import Workflow
 from weft.workflows.views import merged_data, owned, refresh_status, stored_steps
 
@@ -32,7 +33,7 @@ def start(session: Session, wt: WorkflowType, wf: Workflow, spec: dict[str, Any]
     except Exception as exc:
         log.exception("could not start %s for workflow %s", wt.flow_name, wf.id)
         raise Unavailable(f"could not start the {wt.name} flow run: {exc}", {"flow": wt.flow_name}) from exc
-    wf.flow_run_id, wf.status, wf.reason, wf.updated_at = flow_run_id, "PENDING", None, utcnow()
+    wf.flow_run_id, wf.status, wf.reason, wf.updated_at = flow_run_id, WorkflowStatus.PENDING, None, utcnow()
     session.add(wf)
     session.commit()
 
@@ -51,7 +52,7 @@ def start_stored(session: Session, user_id: str, workflow_id: str) -> Workflow:
     already started."""
     wf = owned(session, user_id, workflow_id)
     refresh_status(session, [wf])
-    if wf.status in runs.TERMINAL:
+    if wf.status in TERMINAL:
         raise Conflict(f"workflow {wf.id} is already {wf.status}; use /retry", {"status": wf.status})
     if not wf.flow_run_id:
         wt = get_type(wf.workflow_type)
@@ -64,12 +65,12 @@ def cancel(session: Session, user_id: str, workflow_id: str) -> Workflow:
     wf.flow_run_id)` afterwards (after the response: it waits for the run to end)."""
     wf = owned(session, user_id, workflow_id)
     refresh_status(session, [wf])
-    if wf.status in runs.TERMINAL:
+    if wf.status in TERMINAL:
         raise Conflict(f"workflow {wf.id} is already {wf.status}", {"status": wf.status})
     if wf.flow_run_id:
         wf.status = runs.cancel(wf.flow_run_id)
     else:
-        wf.status, wf.reason = "CANCELLED", "Cancelled before it was triggered"
+        wf.status, wf.reason = WorkflowStatus.CANCELLED, "Cancelled before it was triggered"
     wf.updated_at = utcnow()
     session.add(wf)
     session.commit()
@@ -94,7 +95,7 @@ def retry(session: Session, user_id: str, workflow_id: str) -> Workflow:
     """A new flow run of the same spec; finished steps are taken from the cache, not re-run."""
     wf = owned(session, user_id, workflow_id)
     refresh_status(session, [wf])
-    if not wf.flow_run_id or wf.status not in ("FAILED", "CANCELLED"):
+    if not wf.flow_run_id or wf.status not in RETRYABLE:
         raise Conflict(f"only a FAILED or CANCELLED run can be retried; workflow {wf.id} is {wf.status}",
                        {"status": wf.status})
     wt = get_type(wf.workflow_type)

@@ -10,15 +10,17 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, delete
 
-from weft import jobs, runs
+from weft import jobs
 from weft.clock import utcnow
 from weft.errors import Conflict, Invalid, NotFound, Unavailable
 from weft.specs import REGISTRY, StepContext, StepDef, WorkflowType, get_type
+from weft.specs.names import WorkflowName
+from weft.statuses import TERMINAL
 from weft.tables import Workflow, WorkflowStep
 from weft.workflows.lifecycle import start
 from weft.workflows.views import WorkflowView, merged_data, owned, stored_steps, view
 
-ALIASES = {"fine-tuning": "fine_tune"}  # document 000's names → weft's workflow types
+ALIASES = {"fine-tuning": WorkflowName.FINE_TUNE}  # document 000's names → weft's workflow types
 
 
 class StepEnvelope(BaseModel):
@@ -100,9 +102,9 @@ def post_step(session: Session, user_id: str, type_name: str, body: Any) -> Work
         wf = owned(session, user_id, envelope.workflow_id)
         if wf.workflow_type != wt.name:
             raise NotFound.of(f"{wt.name} workflow", envelope.workflow_id)
-        if wf.flow_run_id and wf.status not in runs.TERMINAL and envelope.trigger_workflow:
+        if wf.flow_run_id and wf.status not in TERMINAL and envelope.trigger_workflow:
             return view(session, wf)  # a repeated trigger: same run, nothing changes
-        if wf.flow_run_id or wf.status in runs.TERMINAL:
+        if wf.flow_run_id or wf.status in TERMINAL:
             raise Conflict(f"workflow {wf.id} was already started (status {wf.status}); steps can no longer change",
                            {"workflow_id": wf.id, "status": wf.status})
     else:
@@ -182,7 +184,7 @@ def steps_of_config(session: Session, user_id: str, type_name: str, name: str,
                     config: dict[str, Any]) -> list[dict[str, Any]]:
     """The step bodies of a workflow created from one `config` (raises `jobs.InvalidConfig` for a bad
     document-000 fine-tuning config)."""
-    if type_name == "fine_tune" and "model" in config:  # document 000's shape
+    if type_name == WorkflowName.FINE_TUNE and "model" in config:  # document 000's shape
         step1, step2 = jobs.job_steps(session, user_id, jobs.job_config_of_workflow(name, config))
         return [step1, step2]
     wt = get_type(type_name)  # weft's own shape: the merged spec

@@ -14,6 +14,7 @@ from weft import runs
 from weft.clock import utcnow
 from weft.errors import Invalid, NotFound
 from weft.specs import REGISTRY, WorkflowType, get_type
+from weft.statuses import TERMINAL, StageStatus
 from weft.tables import Workflow, WorkflowStep
 
 
@@ -72,14 +73,14 @@ def owned(session: Session, user_id: str, workflow_id: str, kind: str = "workflo
 
 
 def next_step(wt: WorkflowType, wf: Workflow) -> int | None:
-    if wf.flow_run_id or wf.status in runs.TERMINAL:
+    if wf.flow_run_id or wf.status in TERMINAL:
         return None
     return next((s.number for s in wt.steps if s.number > wf.current_step), None)
 
 
 def refresh_status(session: Session, workflows: list[Workflow]) -> None:
     """Update the stored status of unfinished, triggered workflows from their flow runs."""
-    live = [wf for wf in workflows if wf.flow_run_id and wf.status not in runs.TERMINAL]
+    live = [wf for wf in workflows if wf.flow_run_id and wf.status not in TERMINAL]
     statuses = runs.run_statuses([wf.flow_run_id for wf in live])
     for wf in live:
         status, reason = statuses.get(wf.flow_run_id, (wf.status, wf.reason))
@@ -100,7 +101,7 @@ def view(session: Session, wf: Workflow) -> WorkflowView:
             session.commit()
         stages = run.stages
     else:
-        stages = [runs.StageView(id=s.id, title=s.title, status="pending") for s in wt.stages]
+        stages = [runs.StageView(id=s.id, title=s.title, status=StageStatus.PENDING) for s in wt.stages]
     return WorkflowView(
         workflow_id=wf.id, workflow_type=wf.workflow_type, status=wf.status, current_step=wf.current_step,
         total_steps=wf.total_steps, next_step=next_step(wt, wf), steps=stages,
@@ -131,7 +132,7 @@ def listing(session: Session, user_id: str, workflow_type: str | None = None,
     stmt = select(Workflow).where(Workflow.user_id == user_id)
     if workflow_type:
         stmt = stmt.where(Workflow.workflow_type == workflow_type)
-    refresh_status(session, list(session.exec(stmt.where(col(Workflow.status).not_in(runs.TERMINAL)))))
+    refresh_status(session, list(session.exec(stmt.where(col(Workflow.status).not_in(TERMINAL)))))
     if status:
         stmt = stmt.where(Workflow.status == status.upper())
     return stmt.order_by(col(Workflow.created_at).desc())
