@@ -120,7 +120,7 @@ class Gateway:
         async for target, target_path in self.targets(endpoint, path):
             try:
                 result = await self._send(target, target_path, body, method)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 self.unreachable(target, exc)
                 continue
             if result.status_code >= 500 and target.replica_id:
@@ -135,7 +135,7 @@ class Gateway:
             try:
                 response = await self.client.request("POST", f"{target.url}{target_path}", headers=target.headers,
                                                      json={**body, "model": target.model})
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 self.unreachable(target, exc)
                 continue
             if response.status >= 500 and target.replica_id:

@@ -9,10 +9,27 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
-from api.ratelimit import RateLimiter
 from api.gateway import Gateway
-from api.routers import (auth, clusters, credentials, datasets, drift, endpoints, evaluations, inference, jobs,
-                         models, monitoring, providers, status, webhooks, workflow_create, workflows, ws)
+from api.ratelimit import RateLimiter
+from api.routers import (
+    auth,
+    clusters,
+    credentials,
+    datasets,
+    drift,
+    endpoints,
+    evaluations,
+    inference,
+    jobs,
+    models,
+    monitoring,
+    providers,
+    status,
+    webhooks,
+    workflow_create,
+    workflows,
+    ws,
+)
 from weft import __version__
 from weft.db import migrate
 from weft.webhooks.service import WebhookService

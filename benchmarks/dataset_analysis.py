@@ -74,8 +74,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, default=None, help="reuse/keep the generated file here")
     args = parser.parse_args()
-    from weft.testing.tiny_model import build_tiny_model
     from weft.datasets.synthetic import records
+    from weft.testing.tiny_model import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="weft-bench-ds-"))
     path = args.keep or tmp / "procedures.jsonl"

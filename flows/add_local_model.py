@@ -6,8 +6,7 @@ from prefect import flow
 
 from flows import names
 from flows.common import workflow_ref
-from tasks.models import (estimate_hardware, extract_metadata, fetch_model, register_local_model,
-                          validate_source)
+from tasks.models import estimate_hardware, extract_metadata, fetch_model, register_local_model, validate_source
 from tasks.scanning import scan_model
 from weft.specs.models import AddLocalModelSpec
 from weft.specs.names import WorkflowName

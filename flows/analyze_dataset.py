@@ -6,8 +6,18 @@ from prefect import flow
 
 from flows import names
 from flows.common import workflow_ref
-from tasks.datasets import (check_expectations, detect_format, find_duplicates, find_outliers, load_dataset,
-                            measure_token_lengths, profile_records, recommend, save_analysis, write_split)
+from tasks.datasets import (
+    check_expectations,
+    detect_format,
+    find_duplicates,
+    find_outliers,
+    load_dataset,
+    measure_token_lengths,
+    profile_records,
+    recommend,
+    save_analysis,
+    write_split,
+)
 from weft.datasets.report import assemble
 from weft.specs.datasets import AnalyzeDatasetSpec
 from weft.specs.names import WorkflowName

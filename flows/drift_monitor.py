@@ -9,9 +9,18 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import names
-from tasks.monitoring import (advance_retrains, apply_retrain_policy, check_data_drift, check_latency_drift,
-                              endpoints_to_watch, load_reference, load_window, publish_recommendations,
-                              raise_alert, window_bounds)
+from tasks.monitoring import (
+    advance_retrains,
+    apply_retrain_policy,
+    check_data_drift,
+    check_latency_drift,
+    endpoints_to_watch,
+    load_reference,
+    load_window,
+    publish_recommendations,
+    raise_alert,
+    window_bounds,
+)
 from weft.monitoring.drift import DriftThresholds
 from weft.specs.names import WorkflowName
 from weft.tables import Endpoint

@@ -6,8 +6,14 @@ from prefect import flow
 
 from flows import names
 from flows.common import workflow_ref
-from tasks.evaluation import (check_adapter_effect, compare_outputs, load_test_set, resolve_evaluation,
-                              run_benchmarks, score_and_gate)
+from tasks.evaluation import (
+    check_adapter_effect,
+    compare_outputs,
+    load_test_set,
+    resolve_evaluation,
+    run_benchmarks,
+    score_and_gate,
+)
 from weft.specs.evaluation import EvaluateSpec
 from weft.specs.names import WorkflowName
 from weft.tables import Model

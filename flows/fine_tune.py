@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows import names
 from flows.common import workflow_ref
-from tasks.training import prepare_dataset, preflight, register_adapter, resolve_inputs, train_adapter
+from tasks.training import preflight, prepare_dataset, register_adapter, resolve_inputs, train_adapter
 from weft.specs.names import WorkflowName
 from weft.specs.training import FineTuneSpec
 from weft.tables import Model

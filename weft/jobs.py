@@ -204,7 +204,8 @@ def follow(flow_run_id: str, after: int = 0, poll: float = 0.5, idle_timeout: fl
         batch = read_logs(flow_run_id, offset=sent, limit=LOG_PAGE, newest_first=False)
         if status not in TERMINAL:
             cutoff = utcnow() - timedelta(seconds=SETTLE_SECONDS)
-            batch = list(takewhile(lambda line: datetime.fromisoformat(line.timestamp) <= cutoff, batch))
+            batch = list(takewhile(lambda line, cutoff=cutoff: datetime.fromisoformat(line.timestamp) <= cutoff,
+                                   batch))
         for line in batch:
             sent += 1
             yield Update(position=sent, line=line)

@@ -114,7 +114,6 @@ def trigger(wt: WorkflowType, workflow_id: str, spec: dict[str, Any], *, run_num
 
 def log_to_run(flow_run_id: str, level: int, message: str, name: str = "weft.api") -> None:
     """Add a line to a run's logs on the Prefect server."""
-    from datetime import datetime, timezone
 
     from prefect.client.schemas.actions import LogCreate
 

@@ -12,8 +12,15 @@ from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.schemas.endpoints import (DeploymentList, DeploymentOut, DeployOut, DeployRequest, EndpointList, EndpointOut,
-                                   TemplateList)
+from api.schemas.endpoints import (
+    DeploymentList,
+    DeploymentOut,
+    DeployOut,
+    DeployRequest,
+    EndpointList,
+    EndpointOut,
+    TemplateList,
+)
 from weft import runs, workflows
 from weft.ids import endpoint_id_of
 from weft.serving import placement

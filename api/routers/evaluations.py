@@ -10,8 +10,15 @@ from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.schemas.evaluations import (CompareOut, CompareRequest, EvaluateRequest, EvaluationCreated, EvaluationList,
-                                     EvaluationOut, EvaluationUpdate)
+from api.schemas.evaluations import (
+    CompareOut,
+    CompareRequest,
+    EvaluateRequest,
+    EvaluationCreated,
+    EvaluationList,
+    EvaluationOut,
+    EvaluationUpdate,
+)
 from weft import jobs, workflows
 from weft.clock import utcnow
 from weft.datasets.uploads import import_local_file

@@ -11,8 +11,17 @@ from sqlmodel import col, select
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Page, Paging, paginate
-from api.schemas.jobs import (AdapterOut, JobCancelled, JobCreateBody, JobCreated, JobList, JobLogs, JobOut, LogPush,
-                              LogPushed)
+from api.schemas.jobs import (
+    AdapterOut,
+    JobCancelled,
+    JobCreateBody,
+    JobCreated,
+    JobList,
+    JobLogs,
+    JobOut,
+    LogPush,
+    LogPushed,
+)
 from weft import jobs, workflows
 from weft.errors import Invalid
 from weft.specs.names import WorkflowName

@@ -25,8 +25,8 @@ from api.schemas.webhooks import (
     WebhookUpdate,
 )
 from weft import webhooks
-from weft.tables import Webhook, WebhookDelivery, new_id, utcnow
 from weft.secret_blocks import remove_secret, store_secret
+from weft.tables import Webhook, WebhookDelivery, new_id, utcnow
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 

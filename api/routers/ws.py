@@ -3,7 +3,6 @@ followed from the Prefect server (the same source as the log endpoints)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import anyio

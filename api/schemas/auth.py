@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
-from api.schemas.common import Out, UtcDatetime, as_utc
+from api.schemas.common import Out, UtcDatetime
 from weft.clock import as_utc, utcnow
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 from fastapi.testclient import TestClient
@@ -79,7 +79,7 @@ def test_missing_bad_expired_and_forged_tokens_are_401(client, auth_headers):
     user_id = me(client, auth_headers())["id"]
     error = assert_error(client.get("/api/v1/models"), 401, "UNAUTHORIZED")
     assert "X-API-Key" in error["message"]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     expired = jwt.encode({"sub": user_id, "exp": now - timedelta(seconds=5)}, get_settings().signing_key(), "HS256")
     forged = jwt.encode({"sub": user_id, "exp": now + timedelta(hours=1)}, "another-key-of-at-least-32-bytes!", "HS256")
     ghost = jwt.encode({"sub": "no-such-user", "exp": now + timedelta(hours=1)}, get_settings().signing_key(), "HS256")
@@ -116,15 +116,15 @@ def test_api_key_shown_once_stored_hashed_and_revocable(client, auth_headers):
 
 def test_expired_api_key_is_401_and_a_past_expiry_is_rejected(client, auth_headers):
     headers = auth_headers()
-    past = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+    past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     error = assert_error(client.post("/api/v1/auth/api-keys", json={"name": "old", "expires_at": past},
                                      headers=headers), 422, "VALIDATION_ERROR")
     assert error["details"]["errors"][0]["field"] == "expires_at"
-    key = client.post("/api/v1/auth/api-keys", json={"name": "soon", "expires_at": (datetime.now(timezone.utc)
+    key = client.post("/api/v1/auth/api-keys", json={"name": "soon", "expires_at": (datetime.now(UTC)
                       + timedelta(hours=1)).isoformat()}, headers=headers).json()
     assert me(client, {"X-API-Key": key["key"]})
     with session_scope() as s:  # time passes
-        s.get(ApiKey, key["id"]).expires_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+        s.get(ApiKey, key["id"]).expires_at = datetime.now(UTC) - timedelta(seconds=1)
     assert_error(client.get("/api/v1/auth/me", headers={"X-API-Key": key["key"]}), 401, "UNAUTHORIZED")
 
 
@@ -132,7 +132,7 @@ def test_rate_limit_headers_on_every_response_and_429(client, auth_headers, monk
     headers = auth_headers()
     for r in (client.get("/"), client.get("/api/v1/auth/me", headers=headers), client.get("/api/v1/nowhere")):
         assert {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-request-id"} <= set(r.headers)
-    assert int(client.get("/").headers["x-ratelimit-reset"]) > datetime.now(timezone.utc).timestamp()
+    assert int(client.get("/").headers["x-ratelimit-reset"]) > datetime.now(UTC).timestamp()
 
     fresh = auth_headers()  # registered first: registering counts against the client address, not this user
     monkeypatch.setattr(get_settings(), "rate_limit_per_minute", 3)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,7 +14,7 @@ from weft.tables import Credential, Model
 
 def add_model(user_id: str, name: str, age_minutes: int = 0, **fields) -> str:
     """Insert a model row directly, as the onboarding flows do."""
-    at = datetime.now(timezone.utc) - timedelta(minutes=age_minutes)
+    at = datetime.now(UTC) - timedelta(minutes=age_minutes)
     model = Model(user_id=user_id, name=name, provider_type=fields.pop("provider_type", "disk"), uri=f"/models/{name}",
                   created_at=at, updated_at=at, **fields)
     with session_scope() as s:

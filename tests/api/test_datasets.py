@@ -13,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from tests.helpers.workflows import fake_trigger  # noqa: F401  (fixture)
 from weft.datasets.synthetic import write_jsonl
 from weft.db import session_scope
 from weft.settings import get_settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlmodel import select
@@ -60,9 +60,9 @@ def test_latency_drift_against_the_previous_week():
 def world(prefect_server, db, client, session_dir):
     """An API user owning a base model, the automotive fine-tune dataset, an adapter model and three active
     endpoints serving it (shifted traffic, unshifted traffic, a hand-made alert for the approval test)."""
-    from weft.testing.registry import register_dataset
     from weft.db import session_scope
     from weft.tables import Adapter, Endpoint, Model, User
+    from weft.testing.registry import register_dataset
 
     username = f"d{uuid.uuid4().hex[:10]}"
     r = client.post("/api/v1/auth/register", json={"email": f"{username}@example.com", "username": username,
@@ -91,27 +91,12 @@ def record_traffic(endpoint_id: str, prompts: list[str], *, hours_ago: float, la
     from weft.db import session_scope
     from weft.tables import InferenceRecord
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with session_scope() as s:
         for i, prompt in enumerate(prompts):
             s.add(InferenceRecord(endpoint_id=endpoint_id, route="/v1/chat/completions", latency_ms=latency_ms + i % 7,
                                   tokens_in=len(prompt.split()), status_code=200, prompt=prompt,
                                   created_at=now - timedelta(hours=hours_ago, minutes=i % 50)))
-
-
-@pytest.fixture
-def fake_trigger(monkeypatch):
-    """Flow runs are not started (the test server has no deployments): the workflow rows are real."""
-    from weft import runs
-
-    started = []
-
-    def trigger(wt, workflow_id, spec, **kwargs):
-        started.append((wt.name, workflow_id, spec))
-        return str(uuid.uuid4())
-
-    monkeypatch.setattr(runs, "trigger", trigger)
-    return started
 
 
 def alerts_of(endpoint_id: str):

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.api import assert_error, me
-from tests.helpers.workflows import fake_trigger  # noqa: F401  (fixture)
 from weft.db import session_scope
 from weft.serving import launch
 from weft.tables import Cluster, Model

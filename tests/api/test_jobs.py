@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.helpers.api import assert_error
-from tests.helpers.workflows import fake_trigger  # noqa: F401  (fixture)
 
 
 def test_int8_training_is_refused_naming_the_field(client, auth_headers, fake_trigger, tiny_model_dir: Path):

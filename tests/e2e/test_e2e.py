@@ -4,8 +4,8 @@ driven through document 004's step sequences."""
 from __future__ import annotations
 
 import hashlib
-import os
 import http.server
+import os
 import shutil
 import threading
 import time

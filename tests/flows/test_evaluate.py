@@ -13,6 +13,7 @@ from weft.evaluation import scoring
 from weft.evaluation.generation import Answers
 from weft.training.records import Example
 
+
 def test_scores_have_document_002_shape_and_a_bootstrap_interval():
     examples = [Example(messages=[{"role": "user", "content": f"q{i}"}], expected=["brakes", "oil"][i % 2])
                 for i in range(40)]

@@ -15,9 +15,8 @@ def test_fine_tune_registers_adapter_and_model(prefect_server, db, tiny_model_di
 
     from flows.fine_tune import fine_tune
     from weft.specs.training import FineTuneSpec
-    from weft.training.config import TrainConfig
-
     from weft.testing.registry import register_dataset, register_model, register_user
+    from weft.training.config import TrainConfig
 
     storage = get_storage()
     user_id = register_user()
@@ -72,9 +71,9 @@ def test_qlora_without_bitsandbytes_says_why_in_the_run_logs(prefect_server, db,
     import time
 
     from flows.fine_tune import fine_tune
-    from weft.testing.registry import register_dataset, register_model, register_user
     from weft.jobs import read_logs
     from weft.specs.training import FineTuneSpec
+    from weft.testing.registry import register_dataset, register_model, register_user
     from weft.training.config import TrainConfig
     from weft.training.trainer import four_bit_unavailable
 

@@ -105,7 +105,7 @@ def _jsonl_batches(path: Path) -> Iterator[pa.RecordBatch]:
         pass
     with path.open("rb") as fh:
         lines = (line for line in fh if line.strip())
-        for line in islice(lines, emitted):  # skip what Arrow already delivered
+        for _ in islice(lines, emitted):  # skip what Arrow already delivered
             pass
         while chunk := list(islice(lines, FALLBACK_ROWS)):
             yield records_batch([json.loads(line) for line in chunk])

@@ -3,7 +3,6 @@ its Prefect artifacts: a markdown report and a field-statistics table."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel

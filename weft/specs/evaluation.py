@@ -6,8 +6,16 @@ from __future__ import annotations
 from pydantic import Field, ValidationInfo, model_validator
 
 from weft import pools
-from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, UsableDatasetId, WorkflowType, register, \
-    step_context
+from weft.specs.base import (
+    Stage,
+    StepDef,
+    StepModel,
+    StoredModelId,
+    UsableDatasetId,
+    WorkflowType,
+    register,
+    step_context,
+)
 from weft.specs.names import WorkflowName
 
 

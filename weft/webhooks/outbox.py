@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -45,7 +45,7 @@ TEST_EVENT = "webhook.test"  # sent by POST /webhooks/{id}/test to that webhook 
 
 def iso(value: datetime) -> str:
     """`2025-08-01T14:30:00Z`, as the documents write times."""
-    return as_utc(value).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _insert_ignoring_conflict(session: Session, table: Any, values: dict[str, Any], unique: list[str]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from functools import partial
 
 import anyio
 
@@ -76,7 +77,7 @@ class WebhookService:
         for task in tasks:
             try:
                 await asyncio.wait_for(task, timeout=15)
-            except (asyncio.CancelledError, asyncio.TimeoutError):
+            except (TimeoutError, asyncio.CancelledError):
                 pass
             except Exception:
                 log.exception("webhook task %s ended with an error", task.get_name())
@@ -128,7 +129,7 @@ class WebhookService:
                 flow_run_id = resource_id.removeprefix("prefect.flow-run.")
                 try:
                     emitted = await anyio.to_thread.run_sync(
-                        lambda: reconcile(self.since, flow_run_ids=[flow_run_id]))
+                        partial(reconcile, self.since, flow_run_ids=[flow_run_id]))
                     if emitted:
                         await self.deliver()
                 except Exception as exc:  # the poll will retry this run

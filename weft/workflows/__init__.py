@@ -10,10 +10,30 @@ Invalid, Refused, Conflict, Unavailable); the API maps those to HTTP responses i
 """
 
 from weft.workflows.lifecycle import cancel, compensate_after_cancel, retry, start, start_stored, stored_spec
-from weft.workflows.steps import (ALIASES, StepEnvelope, create, create_from_config, discard, post_step, put_step,
-                                  resolve_type, steps_of_config)
-from weft.workflows.views import (WorkflowSummary, WorkflowView, get, listing, merged_data, next_step, owned,
-                                  refresh_status, stored_steps, summary, view)
+from weft.workflows.steps import (
+                                  ALIASES,
+                                  StepEnvelope,
+                                  create,
+                                  create_from_config,
+                                  discard,
+                                  post_step,
+                                  put_step,
+                                  resolve_type,
+                                  steps_of_config,
+)
+from weft.workflows.views import (
+                                  WorkflowSummary,
+                                  WorkflowView,
+                                  get,
+                                  listing,
+                                  merged_data,
+                                  next_step,
+                                  owned,
+                                  refresh_status,
+                                  stored_steps,
+                                  summary,
+                                  view,
+)
 
 __all__ = ["ALIASES", "StepEnvelope", "WorkflowSummary", "WorkflowView", "cancel", "compensate_after_cancel",
            "create", "create_from_config", "discard", "get", "listing", "merged_data", "next_step", "owned",

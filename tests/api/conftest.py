@@ -1,4 +1,4 @@
-"""Workflow fixtures for in-process API tests."""
+"""Fixtures of the in-process API tests."""
 
 from __future__ import annotations
 
