@@ -14,7 +14,7 @@ preparation and the flow's other steps are outside it; checkpoint saves and weft
 
 Usage: .venv/bin/python benchmarks/fine_tune.py [--model PATH] [--method lora|qlora|dora] [--steps 60]
        [--batch-size 8] [--max-seq-length 128] [--repeats 3] [--weft flow|train]
-Default model: the tiny test Llama (tests/tiny_model.py), built in a temporary folder.
+Default model: the tiny test Llama (weft/testing/tiny_model.py), built in a temporary folder.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def main() -> int:
         if args.model is None:
             from weft.testing.tiny_model import build_tiny_model
 
-            model_dir, model_name = build_tiny_model(TMP / "tiny-llama"), "tiny test Llama (tests/tiny_model.py)"
+            model_dir, model_name = build_tiny_model(TMP / "tiny-llama"), "tiny test Llama (weft/testing/tiny_model.py)"
         else:
             model_dir, model_name = args.model.expanduser().resolve(), str(args.model)
         rows = load_rows(args.rows)
