@@ -1,5 +1,7 @@
-"""The layer rule, read from the source: routers are HTTP only and never import another router; no route
-handler is called as a plain function (shared work lives in `weft` services); `weft` never imports `api`."""
+"""The layer rule, read from the source: `api` → `weft` services → Prefect → `flows` → `tasks` → `weft`
+core. Routers are HTTP only and never import another router; no route handler is called as a plain
+function (shared work lives in `weft` services); `weft` imports no upper layer; flows do not import
+other flows, task modules not each other's tasks (each layer's `common`/`names` helpers excepted)."""
 
 from __future__ import annotations
 
@@ -72,8 +74,31 @@ def test_no_route_handler_is_called_as_a_function():
         "\n".join(offenders)
 
 
-def test_weft_never_imports_api():
-    offenders = [f"{path.relative_to(ROOT)}:{line} imports {name}"
-                 for path in sorted((ROOT / "weft").rglob("*.py"))
-                 for line, name in imported_modules(tree(path)) if name == "api" or name.startswith("api.")]
-    assert not offenders, "weft is below the API:\n" + "\n".join(offenders)
+def offenders_of(package: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = ()) -> list[str]:
+    """Imports in `package` of a module under one of `forbidden` (other than those in `allowed`)."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        imports = imported_modules(tree(path))
+        for line, name in imports:
+            if any(at == line and other.startswith(name + ".") for at, other in imports):
+                continue  # `from flows import names`: judged by `flows.names`, its own entry
+            if any(name == f or name.startswith(f + ".") for f in forbidden) and \
+                    not any(name == a or name.startswith(a + ".") for a in allowed):
+                found.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    return found
+
+
+def test_weft_imports_no_upper_layer():
+    offenders = offenders_of("weft", ("api", "flows", "tasks", "blocks", "deployments"))
+    assert not offenders, "weft is the core every layer shares:\n" + "\n".join(offenders)
+
+
+def test_api_starts_flows_through_weft_services_only():
+    offenders = offenders_of("api", ("flows", "tasks", "blocks", "deployments"))
+    assert not offenders, "the API reaches flows through weft services and Prefect:\n" + "\n".join(offenders)
+
+
+def test_flows_and_tasks_do_not_import_their_siblings():
+    offenders = offenders_of("flows", ("flows",), allowed=("flows.common", "flows.names"))
+    offenders += offenders_of("tasks", ("tasks", "flows"), allowed=("tasks.common",))
+    assert not offenders, "a flow is a list of task calls; shared code goes down a layer:\n" + "\n".join(offenders)
