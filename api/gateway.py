@@ -218,7 +218,7 @@ class Recorder:
         if rows:
             try:
                 await anyio.to_thread.run_sync(write_records, rows)
-            except Exception:  # noqa: BLE001 - a failed batch is logged, the gateway keeps serving
+            except Exception:  # a failed batch is logged, the gateway keeps serving
                 log.exception("could not store %d inference records", len(rows))
 
     async def run(self) -> None:

@@ -67,7 +67,7 @@ def run_name(*parts: Part) -> Callable[[], str]:
         for part in parts:
             try:
                 value = part()
-            except Exception:  # noqa: BLE001 - a name is never worth failing the run for
+            except Exception:  # a name is never worth failing the run for
                 value = None
             if value:
                 values.append(value)

@@ -34,7 +34,7 @@ def detect_hardware() -> dict[str, Any]:
             gpus = [{"name": torch.cuda.get_device_name(i),
                      "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 1e9, 1)}
                     for i in range(torch.cuda.device_count())]
-        except Exception:  # noqa: BLE001 - no torch or no CUDA: a CPU machine
+        except Exception:  # no torch or no CUDA: a CPU machine
             gpus = []
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     return {"cpu_count": os.cpu_count(), "memory_gb": round(memory, 1), "gpus": gpus, "gpu_count": len(gpus),

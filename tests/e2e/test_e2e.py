@@ -136,7 +136,7 @@ def test_failed_step_then_retry_uses_the_cache(api, alice, tiny_model_dir):
 class SlowFile(http.server.BaseHTTPRequestHandler):
     """Serves a 64 MiB .gguf at ~1 MiB/s so a download is still running when it is cancelled."""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         size = 64 * 1024 * 1024
         self.send_response(200)
         self.send_header("Content-Length", str(size))

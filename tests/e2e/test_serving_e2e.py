@@ -255,7 +255,7 @@ class Provider(__import__("http.server").server.BaseHTTPRequestHandler):
 
     seen: list[tuple[str, str, dict]] = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         import json
 
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -181,7 +181,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
     authorizations: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if auth := self.headers.get("Authorization"):
             QuietHandler.authorizations.append(auth)
         super().do_GET()
@@ -281,7 +281,10 @@ def test_transient_errors_are_retried_and_bad_sources_are_not():
     from tasks.models import transient_http_error
 
     request = httpx.Request("GET", "http://x/m.gguf")
-    status = lambda code: httpx.HTTPStatusError("x", request=request, response=httpx.Response(code))  # noqa: E731
+
+    def status(code: int) -> httpx.HTTPStatusError:
+        return httpx.HTTPStatusError("x", request=request, response=httpx.Response(code))
+
     assert transient_http_error(None, None, Failed(data=httpx.ConnectError("refused")))
     assert transient_http_error(None, None, Failed(data=status(503)))
     assert not transient_http_error(None, None, Failed(data=status(404)))

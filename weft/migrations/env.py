@@ -2,7 +2,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-import weft.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+import weft.tables  # registers the tables on SQLModel.metadata
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -19,8 +19,8 @@ from typing import Any
 
 os.environ.setdefault("DO_NOT_TRACK", "1")  # evidently sends usage telemetry unless told not to
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ def engine_available() -> str:
         import torch
 
         cuda = torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
+    except Exception:
         cuda = False
     return "vllm" if cuda and importlib.util.find_spec("vllm") and shutil.which("vllm") else "transformers"
 

@@ -6,6 +6,7 @@ run started from the Prefect UI, from `POST /api/v1/...-workflow` or from a sche
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -122,6 +123,6 @@ def register(wt: WorkflowType) -> WorkflowType:
 
 
 def get_type(name: str) -> WorkflowType:
-    from weft import specs  # noqa: F401  (imports every spec module)
+    importlib.import_module("weft.specs")  # registers every spec module
 
     return REGISTRY[name]

@@ -3,6 +3,7 @@ checkpoint mirrored to storage, resumed from the latest complete one."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ class TrainResult(BaseModel):
 def four_bit_unavailable() -> str | None:
     """Why bitsandbytes 4-bit cannot be used here, or None when it can."""
     try:
-        import bitsandbytes  # noqa: F401
+        importlib.import_module("bitsandbytes")
     except Exception as exc:  # not installed, or installed without a usable backend
         return f"bitsandbytes is unavailable ({type(exc).__name__}: {exc})"
     return None

@@ -185,7 +185,7 @@ class Engine:
         state = {"sent": 0, "stopped": False}
 
         class _Watch(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001
+            def __call__(self, input_ids, scores, **kwargs):
                 new = input_ids[0, n_prompt:].tolist()
                 done = False
                 if params.stop or on_text is not None:
@@ -276,7 +276,7 @@ async def generate_stream(engine: Engine, prompt_ids: list[int], params: GenPara
             # run_in_threadpool returns after the thread's call_soon_threadsafe callbacks were scheduled
             await asyncio.sleep(0)
             queue.put_nowait(("done", res))
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             queue.put_nowait(("error", e))
 
     task = asyncio.create_task(work())
