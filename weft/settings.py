@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from weft import pools
+
 
 class Settings(BaseSettings):
     """Every knob of weft. Paths default to places under `home`."""
@@ -40,7 +42,7 @@ class Settings(BaseSettings):
     replica_heartbeat_seconds: float = 2.0
     replica_stale_seconds: float = Field(default=6.0, description="a replica silent this long leaves rotation")
     replica_start_timeout_seconds: float = 600.0
-    pool_hour_cost: dict[str, float] = Field(default_factory=lambda: {"cpu": 0.05, "gpu": 2.5},
+    pool_hour_cost: dict[str, float] = Field(default_factory=lambda: {pools.CPU: 0.05, pools.GPU: 2.5},
                                              description="$ per replica- or training-hour on each work pool")
     storage_gb_month_cost: float = Field(default=0.023, description="$ per GB-month of object storage")
 
