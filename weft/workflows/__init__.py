@@ -9,33 +9,20 @@ Invalid, Refused, Conflict, Unavailable); the API maps those to HTTP responses i
 - `lifecycle`: `start` (admission, then the flow run), `start_stored`, `cancel`, `retry`.
 """
 
-from weft.workflows.lifecycle import cancel, compensate_after_cancel, retry, start, start_stored, stored_spec
-from weft.workflows.steps import (
-                                  ALIASES,
-                                  StepEnvelope,
-                                  create,
-                                  create_from_config,
-                                  discard,
-                                  post_step,
-                                  put_step,
-                                  resolve_type,
-                                  steps_of_config,
-)
+from weft.workflows.lifecycle import cancel, compensate_after_cancel, retry, start_stored
+from weft.workflows.steps import StepEnvelope, create, create_from_config, post_step
 from weft.workflows.views import (
-                                  WorkflowSummary,
-                                  WorkflowView,
-                                  get,
-                                  listing,
-                                  merged_data,
-                                  next_step,
-                                  owned,
-                                  refresh_status,
-                                  stored_steps,
-                                  summary,
-                                  view,
+    WorkflowSummary,
+    WorkflowView,
+    get,
+    listing,
+    merged_data,
+    refresh_status,
+    stored_steps,
+    summary,
+    view,
 )
 
-__all__ = ["ALIASES", "StepEnvelope", "WorkflowSummary", "WorkflowView", "cancel", "compensate_after_cancel",
-           "create", "create_from_config", "discard", "get", "listing", "merged_data", "next_step", "owned",
-           "post_step", "put_step", "refresh_status", "resolve_type", "retry", "start", "start_stored",
-           "steps_of_config", "stored_spec", "stored_steps", "summary", "view"]
+__all__ = ["StepEnvelope", "WorkflowSummary", "WorkflowView", "cancel", "compensate_after_cancel", "create",
+           "create_from_config", "get", "listing", "merged_data", "post_step", "refresh_status", "retry",
+           "start_stored", "stored_steps", "summary", "view"]
