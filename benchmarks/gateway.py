@@ -61,10 +61,11 @@ def main() -> None:
                        "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"})
     import httpx
 
+    from weft.clock import utcnow
     from weft.db import migrate, session_scope
     from weft.net import free_port
     from weft.serving import launch
-    from weft.tables import Endpoint, Model, Replica, utcnow
+    from weft.tables import Endpoint, Model, Replica
 
     model_dir = args.model
     if model_dir is None:

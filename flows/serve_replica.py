@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows import names
+from weft.clock import utcnow
 from weft.db import session_scope
 from weft.net import free_port
 from weft.serving import launch, placement
@@ -17,7 +18,7 @@ from weft.settings import get_settings
 from weft.specs.names import WorkflowName
 from weft.statuses import ReplicaState
 from weft.storage import get_storage
-from weft.tables import Adapter, Endpoint, Model, Replica, utcnow
+from weft.tables import Adapter, Endpoint, Model, Replica
 
 
 def mark(replica_id: str, **fields) -> None:

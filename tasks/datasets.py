@@ -12,6 +12,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel
 
 from tasks.common import step_options, wait_for_dataset
+from weft.clock import utcnow
 from weft.datasets import quality
 from weft.datasets.formats import iter_batches
 from weft.datasets.profile import Profile, ProfileArrays, profile_batches
@@ -21,7 +22,7 @@ from weft.datasets.tokens import TokenStats, token_stats
 from weft.db import session_scope
 from weft.specs.datasets import AnalyzeDatasetSpec
 from weft.storage import get_storage
-from weft.tables import Dataset, Model, utcnow
+from weft.tables import Dataset, Model
 
 
 class DatasetRef(BaseModel):

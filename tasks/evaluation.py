@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from tasks.common import step_options, wait_for_dataset
+from weft.clock import utcnow
 from weft.datasets.formats import iter_batches
 from weft.db import session_scope
 from weft.evaluation import report, scoring
@@ -20,7 +21,7 @@ from weft.evaluation.generation import Answers, Decoding, base_and_tuned
 from weft.specs.evaluation import EvaluateSpec
 from weft.statuses import RunStatus
 from weft.storage import get_storage
-from weft.tables import Adapter, Dataset, Evaluation, Model, utcnow
+from weft.tables import Adapter, Dataset, Evaluation, Model
 from weft.training.records import Example, example_of, training_record
 
 

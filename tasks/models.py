@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from tasks.common import step_options
 from weft import hardware, model_metadata
+from weft.clock import utcnow
 from weft.db import session_scope
 from weft.ids import model_id_of
 from weft.model_metadata import ModelMetadata
@@ -28,7 +29,7 @@ from weft.secret_blocks import read_secret
 from weft.specs.models import AddCloudModelSpec, AddLocalModelSpec, check_local_uri
 from weft.statuses import ModelStatus
 from weft.storage import CHUNK, get_storage
-from weft.tables import CloudModel, Credential, Model, Provider, utcnow
+from weft.tables import CloudModel, Credential, Model, Provider
 from weft.webhooks.outbox import model_created
 
 WEIGHT_SUFFIXES = (".gguf", ".safetensors")

@@ -12,12 +12,13 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
 from tasks.common import step_options
+from weft.clock import utcnow
 from weft.db import session_scope
 from weft.scan.checks import SAFE, Issue, code_issues, kind_of
 from weft.scan.isolated import run_isolated
 from weft.scan.report import ScanResult, markdown, roll_up
 from weft.storage import get_storage
-from weft.tables import Model, utcnow
+from weft.tables import Model
 
 HASH_CHUNK = 8 * 1024 * 1024
 

@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from tasks.common import step_options
 from weft import pools, runs
+from weft.clock import utcnow
 from weft.db import get_engine, session_scope
 from weft.ids import endpoint_id_of, replica_id_of
 from weft.serving import placement
@@ -20,7 +21,7 @@ from weft.settings import get_settings
 from weft.specs.names import WorkflowName
 from weft.specs.serving import DeploySpec, admit_deploy
 from weft.statuses import TERMINAL, EndpointStatus, ReplicaState, WorkflowStatus
-from weft.tables import CloudModel, Endpoint, Model, Provider, Replica, utcnow
+from weft.tables import CloudModel, Endpoint, Model, Provider, Replica
 from weft.webhooks.outbox import emit
 
 

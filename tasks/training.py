@@ -17,13 +17,14 @@ from pydantic import BaseModel
 
 from tasks.common import step_options, wait_for_dataset
 from weft import hardware
+from weft.clock import utcnow
 from weft.datasets.formats import iter_batches
 from weft.db import session_scope
 from weft.ids import adapter_id_of, finetuned_model_id_of
 from weft.specs.training import FineTuneSpec
 from weft.statuses import ModelStatus
 from weft.storage import get_storage
-from weft.tables import Adapter, Dataset, Model, utcnow
+from weft.tables import Adapter, Dataset, Model
 from weft.training.checkpoints import CheckpointStore
 from weft.training.progress import format_line, loss_curve_png, summary_markdown
 from weft.training.records import training_record

@@ -12,8 +12,9 @@ import yaml
 from sqlmodel import select
 
 from weft import pools
+from weft.clock import utcnow
 from weft.db import session_scope
-from weft.tables import Cluster, utcnow
+from weft.tables import Cluster
 
 SYSTEM_POOLS = pools.TITLES
 

@@ -12,10 +12,11 @@ from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Page, Paging, paginate
 from api.schemas.drift import AlertUpdate, DriftAlertOut
+from weft.clock import utcnow
 from weft.monitoring import retrain
 from weft.statuses import AlertStatus
 from weft.storage import get_storage
-from weft.tables import DriftAlert, utcnow
+from weft.tables import DriftAlert
 
 router = APIRouter(tags=["monitoring"])
 

@@ -22,6 +22,7 @@ from api.schemas.endpoints import (
     TemplateList,
 )
 from weft import runs, workflows
+from weft.clock import utcnow
 from weft.ids import endpoint_id_of
 from weft.serving import placement
 from weft.serving.plan import DeployConfig, templates
@@ -29,7 +30,7 @@ from weft.serving.rotation import observed_state
 from weft.settings import get_settings
 from weft.specs.names import WorkflowName
 from weft.statuses import TERMINAL, EndpointStatus, ReplicaState, RunStatus, WorkflowStatus
-from weft.tables import Endpoint, InferenceRecord, Model, Replica, utcnow
+from weft.tables import Endpoint, InferenceRecord, Model, Replica
 from weft.webhooks.outbox import emit
 
 router = APIRouter(tags=["endpoints"])

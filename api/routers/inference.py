@@ -38,9 +38,10 @@ from api.schemas.inference import (
     TokenizeResponse,
     TokenizerInfo,
 )
+from weft.clock import utcnow
 from weft.db import get_engine
 from weft.statuses import EndpointStatus
-from weft.tables import Endpoint, utcnow
+from weft.tables import Endpoint
 
 router = APIRouter(tags=["inference"])  # /api/v1/...
 openai_router = APIRouter(tags=["inference"])  # /v1/..., where OpenAI clients look

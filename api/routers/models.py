@@ -13,7 +13,8 @@ from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Page, Paging, paginate
 from api.schemas.models import ModelOut, ModelSummary, ScanOverrideIn, SecurityScanOut
-from weft.tables import Model, utcnow
+from weft.clock import utcnow
+from weft.tables import Model
 
 router = APIRouter(prefix="/models", tags=["models"])
 

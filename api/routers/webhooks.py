@@ -25,8 +25,9 @@ from api.schemas.webhooks import (
     WebhookUpdate,
 )
 from weft import webhooks
+from weft.clock import utcnow
 from weft.secret_blocks import remove_secret, store_secret
-from weft.tables import Webhook, WebhookDelivery, new_id, utcnow
+from weft.tables import Webhook, WebhookDelivery, new_id
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 

@@ -9,8 +9,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from weft.clock import as_utc
 
-__all__ = ["Out", "UtcDatetime", "as_utc"]
-
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 """A datetime returned as aware UTC (ISO 8601 with `Z`), whether the row held a naive or aware value."""
 

@@ -24,9 +24,10 @@ from api.schemas.inference import (
     OpenAIModelList,
     PredictionOut,
 )
+from weft.clock import utcnow
 from weft.db import session_scope
 from weft.net import free_port
-from weft.tables import Endpoint, Model, Replica, utcnow
+from weft.tables import Endpoint, Model, Replica
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
 

@@ -8,8 +8,9 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from weft.clock import utcnow
 from weft.db import session_scope
-from weft.tables import Endpoint, InferenceRecord, Model, Replica, utcnow
+from weft.tables import Endpoint, InferenceRecord, Model, Replica
 
 
 @pytest.fixture

@@ -9,13 +9,14 @@ from typing import BinaryIO
 
 from sqlmodel import Session, select
 
+from weft.clock import utcnow
 from weft.datasets.formats import file_type_of, validate_file
 from weft.db import session_scope
 from weft.paths import resolve_disk_path
 from weft.settings import get_settings
 from weft.statuses import DatasetStatus
 from weft.storage import Storage, get_storage
-from weft.tables import Dataset, new_id, utcnow
+from weft.tables import Dataset, new_id
 
 
 class TooLarge(Exception):

@@ -12,9 +12,10 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from weft import pools
+from weft.clock import utcnow
 from weft.settings import get_settings
 from weft.statuses import EndpointStatus, ReplicaState
-from weft.tables import Adapter, Dataset, Endpoint, InferenceRecord, Model, Replica, utcnow
+from weft.tables import Adapter, Dataset, Endpoint, InferenceRecord, Model, Replica
 
 RESOLUTIONS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
 GB = 1e9

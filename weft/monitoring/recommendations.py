@@ -11,10 +11,11 @@ from typing import Any
 from sqlmodel import Session, select
 
 from weft import hardware
+from weft.clock import utcnow
 from weft.ids import recommendation_id_of
 from weft.monitoring.metrics import latency, priced, records, replica_hours
 from weft.statuses import EndpointStatus, ReplicaState
-from weft.tables import Endpoint, Model, Replica, utcnow
+from weft.tables import Endpoint, Model, Replica
 
 WINDOW = timedelta(hours=24)
 IDLE_BUSY_SHARE = 0.05  # a replica busy less than this share of the window is idle

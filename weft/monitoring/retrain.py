@@ -21,11 +21,11 @@ from typing import Any
 from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session, select
 
-from weft.clock import as_utc
+from weft.clock import as_utc, utcnow
 from weft.settings import RetrainPolicy
 from weft.specs.names import WorkflowName
 from weft.statuses import TERMINAL, AlertStatus, WorkflowStatus
-from weft.tables import Adapter, DriftAlert, Endpoint, Evaluation, Model, Workflow, utcnow
+from weft.tables import Adapter, DriftAlert, Endpoint, Evaluation, Model, Workflow
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from weft.db import session_scope
 from weft.model_metadata import extract_metadata
+from weft.statuses import DatasetStatus
 from weft.storage import get_storage
 from weft.tables import Dataset, Model, User
 
@@ -32,12 +33,12 @@ def register_model(user_id: str, model_dir: Path, name: str = "tiny base") -> st
     return base.id
 
 
-def register_dataset(user_id: str, name: str, records: list[dict[str, Any]], status: str = "ready") -> str:
+def register_dataset(user_id: str, name: str, records: list[dict[str, Any]], status: str = DatasetStatus.READY) -> str:
     """A dataset of `records`; `status="processing"` is an upload whose validation has not run yet."""
     data = "\n".join(json.dumps(r) for r in records).encode()
     ds = Dataset(user_id=user_id, name=name, file_name=f"{name}.jsonl", file_type="jsonl",
                  storage_key=f"datasets/{uuid.uuid4().hex}/{name}.jsonl", fingerprint=hashlib.sha256(data).hexdigest(),
-                 record_count=len(records) if status == "ready" else None, status=status)
+                 record_count=len(records) if status == DatasetStatus.READY else None, status=status)
     get_storage().write_bytes(ds.storage_key, data)
     with session_scope() as s:
         s.add(ds)
