@@ -9,7 +9,7 @@ UV := $(BIN)/uv
 UV_FLAGS := --python $(BIN)/python --find-links $(FIND_LINKS)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast lint lock demo-model demo bench bench-fine-tune install clean
+.PHONY: run test test-fast lint lock demo-model demo bench bench-fine-tune install system-deps clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml requirements.lock
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
+
+# PostgreSQL's server binaries for the production-profile tests (Debian's package; a no-op when present)
+system-deps:
+	bash scripts/install-system-deps.sh
 
 # Re-resolve requirements.lock from pyproject.toml (keeps current pins unless they must move; add
 # --upgrade to move them all), then `make install` installs exactly that.
@@ -30,10 +34,10 @@ lock: $(STAMP)
 run: $(STAMP)
 	$(BIN)/weft up
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) system-deps
 	$(BIN)/pytest -m "not e2e"
 
 lint: $(STAMP)

@@ -54,6 +54,34 @@ def db(session_dir: Path):
     return True
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the session (Debian's binaries; ~1 s to start)."""
+    from weft.testing.services import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A SeaweedFS S3 server for the session (`weed mini`; ~1 s to start)."""
+    from weft.testing.services import SeaweedS3
+
+    with SeaweedS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3, request) -> str:
+    """A fresh bucket for one test; returns its `s3://` URL."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
+    return s3.make_bucket(name)
+
+
 def write_tiny_gguf(path: Path) -> Path:
     """A tiny llama GGUF: context 512, 2 blocks, one Q8_0 weight (256 elements) and two fp32 tensors."""
     import numpy as np
