@@ -4,52 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlmodel import select
 
+from tests.helpers.receiver import Receiver
+
 API = "/api/v1"
-
-
-class Receiver:
-    """A local HTTP endpoint that records every request; the first `fail_first` get a 500."""
-
-    def __init__(self, fail_first: int = 0) -> None:
-        self.fail_first = fail_first
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                    failing = receiver.fail_first > 0
-                    if failing:
-                        receiver.fail_first -= 1
-                self.send_response(500 if failing else 200)
-                self.end_headers()
-                self.wfile.write(b"nope" if failing else b"ok")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def of_type(self, event_type: str) -> list[dict]:
-        with self.lock:
-            return [r for r in self.requests if r["headers"].get("X-Weft-Event") == event_type]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
