@@ -94,8 +94,7 @@ def fetch_model(source: Source, workflow_id: str) -> Staged:
         path = Path(source.local_path or "")
         if path.is_file():
             with path.open("rb") as fh:
-                storage.delete(key)
-                size = storage.write_stream(f"{key}/{path.name}", fh)
+                size = storage.put_stream_dir(key, path.name, fh)
         else:
             size = storage.put_dir(path, key)
     else:
@@ -131,8 +130,7 @@ def download_url(url: str, key: str, token: str | None) -> int:
         progress = create_progress_artifact(0.0, description=f"download of {name}")
         reader = ProgressReader(response.iter_bytes(1024 * 1024), total, progress)
         if name.endswith(WEIGHT_SUFFIXES):
-            storage.delete(key)
-            size = storage.write_stream(f"{key}/{name}", reader)
+            size = storage.put_stream_dir(key, name, reader)
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 archive = Path(tmp) / name

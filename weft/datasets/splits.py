@@ -1,4 +1,6 @@
-"""A seeded train/validation split written back to storage as JSONL, streamed batch by batch."""
+"""A seeded train/validation split written back to storage as JSONL, streamed batch by batch. The two files
+form one folder written all or nothing (`Storage.put_dir`): never a new train file next to an old validation
+file; `Storage.complete(prefix)` tells a reader that the pair is whole."""
 
 from __future__ import annotations
 
@@ -38,9 +40,7 @@ def write_splits(path: Path, file_type: str, storage: Storage, prefix: str, vali
         finally:
             for fh in files.values():
                 fh.close()
-        for name in counts:
-            with (Path(tmp) / f"{name}.jsonl").open("rb") as fh:
-                storage.write_stream(f"{prefix}/{name}.jsonl", fh)
+        storage.put_dir(Path(tmp), prefix)
     return Splits(train_key=f"{prefix}/train.jsonl", validation_key=f"{prefix}/validation.jsonl",
                   train_records=counts["train"], validation_records=counts["validation"],
                   validation_split=validation_split, seed=seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import BinaryIO
 
 from sqlmodel import Session, select
@@ -12,6 +13,7 @@ from sqlmodel import Session, select
 from weft.clock import utcnow
 from weft.datasets.formats import file_type_of, validate_file
 from weft.db import session_scope
+from weft.errors import Unavailable
 from weft.paths import resolve_disk_path
 from weft.settings import get_settings
 from weft.statuses import DatasetStatus
@@ -39,26 +41,37 @@ class CappedReader:
 
 
 def store_upload(stream: BinaryIO, key: str, cap: int, storage: Storage | None = None) -> tuple[int, str]:
-    """Copy the upload to storage; nothing remains there if it is too large. Returns (size, sha256)."""
+    """Copy the upload to storage, all or nothing: nothing remains there if it is too large, the client goes
+    away or storage fails (`Unavailable`). Store it before its database row, so no row points at nothing.
+    Returns (size, sha256)."""
     reader = CappedReader(stream, cap)
     (storage or get_storage()).write_stream(key, reader)
     return reader.size, reader.sha256.hexdigest()
 
 
 def validate_dataset(dataset_id: str) -> None:
-    """Parse the stored file once; the record becomes `ready` with its record count, or `error`."""
+    """Parse the stored file once; the record becomes `ready` with its record count, or `error` (also when
+    object storage is unreachable, then `Unavailable` is raised: a record left `processing` would keep
+    workflows waiting for a validation that is not coming)."""
     with session_scope() as s:
         ds = s.get(Dataset, dataset_id)
         key, file_type = ds.storage_key, ds.file_type
-    with get_storage().local(key) as local:
-        result = validate_file(local, file_type)
+    try:
+        with get_storage().local(key) as local:
+            result = validate_file(local, file_type)
+    except Unavailable as exc:
+        _set_outcome(dataset_id, DatasetStatus.ERROR, f"the stored file could not be read: {exc.message}", None)
+        raise
+    _set_outcome(dataset_id, *((DatasetStatus.READY, None, result.record_count) if result.ok else
+                               (DatasetStatus.ERROR, result.error, None)))
+
+
+def _set_outcome(dataset_id: str, status: DatasetStatus, error: str | None, record_count: int | None) -> None:
     with session_scope() as s:
         ds = s.get(Dataset, dataset_id)
         if ds is None:  # deleted meanwhile
             return
-        ds.status, ds.error, ds.record_count = (DatasetStatus.READY, None, result.record_count) if result.ok else \
-            (DatasetStatus.ERROR, result.error, None)
-        ds.updated_at = utcnow()
+        ds.status, ds.error, ds.record_count, ds.updated_at = status, error, record_count, utcnow()
         s.add(ds)
 
 
@@ -105,12 +118,19 @@ def import_local_file(session: Session, user_id: str, path: str) -> Dataset:
         return existing
     dataset_id = new_id()
     key = f"datasets/{dataset_id}/{dataset_id}.{file_type}"
+    storage = get_storage()
     with source.open("rb") as fh:
-        size, _ = store_upload(fh, key, get_settings().max_upload_mb * 2**20)
-    session.add(Dataset(id=dataset_id, user_id=user_id, name=source.stem, file_name=source.name, file_type=file_type,
-                        description=f"imported from {source}", storage_key=key, size_bytes=size, fingerprint=sha256,
-                        status=DatasetStatus.PROCESSING))
-    session.commit()
+        size, _ = store_upload(fh, key, get_settings().max_upload_mb * 2**20, storage)
+    try:
+        session.add(Dataset(id=dataset_id, user_id=user_id, name=source.stem, file_name=source.name,
+                            file_type=file_type, description=f"imported from {source}", storage_key=key,
+                            size_bytes=size, fingerprint=sha256, status=DatasetStatus.PROCESSING))
+        session.commit()
+    except BaseException:
+        session.rollback()
+        with suppress(Exception):  # no row: the stored file would be an orphan
+            storage.delete(f"datasets/{dataset_id}")
+        raise
     validate_dataset(dataset_id)
     ds = session.get(Dataset, dataset_id)
     session.refresh(ds)

@@ -1,5 +1,6 @@
 """Trainer checkpoints mirrored to object storage. A checkpoint counts only once its completion
-marker exists, and the marker is written after every file of the checkpoint is in storage."""
+marker exists: the marker is deleted before a checkpoint is (re)uploaded and written after every one of its
+files is in storage, so a checkpoint whose upload was interrupted is ignored."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class CheckpointStore:
     def upload(self, local_checkpoint: Path) -> str:
         """Copy `checkpoint-N` (adapter, optimizer, scheduler, RNG, trainer state), then mark it complete."""
         key = f"{self.prefix}/{local_checkpoint.name}"
+        self.storage.delete(f"{key}/{MARKER}")
         self.storage.put_dir(local_checkpoint, key)
         self.storage.write_bytes(f"{key}/{MARKER}", b"ok")
         return key
