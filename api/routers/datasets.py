@@ -64,7 +64,12 @@ async def upload_dataset(request: Request, user: CurrentUser, session: SessionDe
                  description=description if isinstance(description, str) else None, storage_key=key,
                  size_bytes=size, fingerprint=sha256, status=DatasetStatus.PROCESSING)
     session.add(ds)
-    session.commit()
+    try:
+        session.commit()
+    except Exception:  # no row, so nothing would point at the stored file: remove it
+        session.rollback()
+        await run_in_threadpool(get_storage().delete, f"datasets/{dataset_id}")
+        raise
     background.add_task(validate_dataset, ds.id)
     return DatasetOut.of(ds)
 
