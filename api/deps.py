@@ -82,6 +82,9 @@ def current_user(session: SessionDep, api_key: Annotated[str | None, Depends(api
 
 
 AUTH_CACHE_SECONDS = 5.0  # how long the gateway trusts a credential it has checked (revocation lag)
+# Per process, deliberately not shared: each API process checks a credential against the database at
+# most once per AUTH_CACHE_SECONDS, so a deleted or expired API key is refused by every process within
+# that time. Only positive answers are kept; a refused credential is checked again on its next request.
 _auth_cache: dict[str, tuple[float, str]] = {}
 
 

@@ -1,4 +1,7 @@
-"""The error format of every response: `{"error": {"code", "message", "details"}, "request_id"}`."""
+"""The error format of every response: `{"error": {"code", "message", "details"}, "request_id"}`.
+
+A lost database (down, restarting, unreachable, its pool exhausted) is a 503 `SERVICE_UNAVAILABLE`
+wherever it surfaces, and no body ever carries a driver message or a stack trace (`unhandled_response`)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from weft.db import database_unavailable
 from weft.errors import Conflict, Invalid, NotFound, Refused, Unavailable, WeftError
 
 log = logging.getLogger("weft.api")
@@ -25,6 +29,7 @@ CODES = {400: "INVALID_INPUT", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_
 DOMAIN_STATUS: dict[type[WeftError], int] = {NotFound: 404, Invalid: 422, Refused: 409, Conflict: 409,
                                              Unavailable: 503}
 REQUEST_ID_HEADER = "X-Request-ID"
+DATABASE_RETRY_AFTER = "1"  # seconds: a restarting PostgreSQL is usually back within a few
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -61,9 +66,23 @@ def error_response(request: Request, status: int, code: str, message: str, detai
     return JSONResponse(body, status_code=status, headers={**(headers or {}), REQUEST_ID_HEADER: request_id})
 
 
+def unhandled_response(request: Request, exc: Exception) -> JSONResponse:
+    """The answer to an exception nothing else handled: a 503 when the database is unavailable (one log
+    line: an outage is not a bug), else a 500 with the stack trace in the log only."""
+    where = f"{request.method} {request.url.path} (request {request_id_of(request.scope)})"
+    if database_unavailable(exc):
+        log.warning("database unavailable on %s: %s: %s", where, type(exc).__name__,
+                    (str(exc).splitlines() or [""])[0][:300])
+        return error_response(request, 503, "SERVICE_UNAVAILABLE", "the database is unavailable; try again shortly",
+                              headers={"Retry-After": DATABASE_RETRY_AFTER})
+    log.error("unhandled error on %s", where, exc_info=exc)
+    return error_response(request, 500, "SERVICE_ERROR", "internal error; see the server log")
+
+
 class RequestContext:
     """Give each request an id (echoed as `X-Request-ID`) and turn an unhandled exception into a 500
-    `SERVICE_ERROR` body here, inside the other middleware, so that response gets their headers too."""
+    `SERVICE_ERROR` (503 for a lost database) here, inside the other middleware, so that response gets
+    their headers too."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -85,14 +104,12 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            request = Request(scope)
-            log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path,
-                          request_id_of(scope))
+        except Exception as exc:
             if started:  # the body is already on its way: nothing more to tell the client
+                log.exception("error after the response started on %s (request %s)", scope.get("path"),
+                              request_id_of(scope))
                 raise
-            response = error_response(request, 500, "SERVICE_ERROR", "internal error; see the server log")
-            await response(scope, receive, send)
+            await unhandled_response(Request(scope), exc)(scope, receive, send)
 
 
 def _field(loc: tuple | list) -> str:
@@ -128,7 +145,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, 422, "VALIDATION_ERROR",
                               f"Invalid parameter: {first['field']}: {first['message']}", {"errors": errors})
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):  # backstop for failures outside RequestContext
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(request, 500, "SERVICE_ERROR", "internal error; see the server log")
+    # database errors from the routes and their dependencies: a 503 for an outage, else a 500
+    for kind in database_errors():
+        app.add_exception_handler(kind, _unhandled)
+    app.add_exception_handler(Exception, _unhandled)  # backstop for failures outside RequestContext
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    return unhandled_response(request, exc)
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """SQLAlchemy's errors and the PostgreSQL driver's own (raised unwrapped by direct driver use)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        import psycopg
+    except ImportError:
+        return (SQLAlchemyError,)
+    return SQLAlchemyError, psycopg.Error

@@ -4,6 +4,7 @@ one, 503 when none is left, and a record of every request written after the resp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -18,7 +19,7 @@ import anyio
 from sqlmodel import Session, select
 
 from api.errors import ApiError
-from weft.db import get_engine
+from weft.db import database_unavailable, get_engine
 from weft.secret_blocks import read_secret
 from weft.serving.rotation import in_rotation
 from weft.statuses import EndpointStatus
@@ -27,6 +28,7 @@ from weft.tables import Credential, Endpoint, InferenceRecord, Replica
 log = logging.getLogger(__name__)
 DEAD_SECONDS = 10.0  # a replica that refused a connection sits out this long
 CACHE_SECONDS = 0.5  # how long a replica list read from the database is reused
+RECORD_RETRY_SECONDS = 1.0  # while the database is unavailable, how often queued records are retried
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class Result:
 
 
 class Gateway:
+    """One per API process. Its state is this process's own view, on purpose: the requests it has in
+    flight per replica (least-loaded routing), the replicas it found dead, the replica lists it read
+    (CACHE_SECONDS old at most). Rotation itself is in the database, shared by every process."""
+
     def __init__(self) -> None:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.dead_until: dict[str, float] = {}
@@ -182,56 +188,96 @@ def inference_record(endpoint_id: str | None, replica_id: str | None, user_id: s
                            prompt=prompt[:20_000] if prompt else None)
 
 
+class NotStored(Exception):
+    """A batch the database refused before its commit: none of it is stored, so it may be retried."""
+
+
 def write_records(rows: list[InferenceRecord]) -> None:
-    """Store a batch; failed requests become `prediction.error` events, one per endpoint and minute."""
+    """Store a batch in one transaction; failed requests become `prediction.error` events, one per
+    endpoint and minute (the event key makes that hold across API processes). Raises `NotStored` when
+    the database is unavailable before the commit; a failure in the commit itself may have stored the
+    batch and is not retried, so no request is recorded twice."""
     from weft.webhooks.outbox import emit
 
     with Session(get_engine()) as s:
-        s.add_all(rows)
-        for row in rows:
-            if row.status_code >= 500 and row.endpoint_id and row.user_id:
-                minute = row.created_at.strftime("%Y-%m-%dT%H:%M")
-                emit(s, "prediction.error", {"deployment_id": row.endpoint_id, "route": row.route,
-                                             "status_code": row.status_code, "error": row.error, "minute": minute},
-                     key=f"prediction.error:{row.endpoint_id}:{minute}", user_id=row.user_id)
+        try:
+            s.add_all(rows)
+            for row in rows:
+                if row.status_code >= 500 and row.endpoint_id and row.user_id:
+                    minute = row.created_at.strftime("%Y-%m-%dT%H:%M")
+                    emit(s, "prediction.error", {"deployment_id": row.endpoint_id, "route": row.route,
+                                                 "status_code": row.status_code, "error": row.error,
+                                                 "minute": minute},
+                         key=f"prediction.error:{row.endpoint_id}:{minute}", user_id=row.user_id)
+            s.flush()
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise NotStored(f"{len(rows)} inference records not stored: the database is unavailable") from exc
+            raise
         s.commit()
 
 
 class Recorder:
     """Request records go to a queue that a background task writes in batches, so recording never
-    delays a response (nor, on a kept-alive connection, the next request)."""
+    delays a response (nor, on a kept-alive connection, the next request). Each API process records
+    the requests it served. While the database is unavailable the records wait in the queue (up to
+    `max_pending`, the oldest dropped beyond) and are written once it is back."""
 
-    def __init__(self, batch: int = 500, interval: float = 0.2) -> None:
+    def __init__(self, batch: int = 500, interval: float = 0.2, max_pending: int = 100_000) -> None:
         self.queue: asyncio.Queue[InferenceRecord] = asyncio.Queue()
-        self.batch, self.interval = batch, interval
+        self.batch, self.interval, self.max_pending = batch, interval, max_pending
         self.task: asyncio.Task | None = None
+        self.dropped = 0
+        self.failing = False  # the last write found the database unavailable
 
     def add(self, row: InferenceRecord) -> None:
-        if self.task is None:
+        if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self.run())
+        if self.queue.qsize() >= self.max_pending:
+            self.queue.get_nowait()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                log.warning("dropped %d inference records: the database has been unavailable too long", self.dropped)
         self.queue.put_nowait(row)
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
+        """Write one batch; False when the database is unavailable (the batch is queued again)."""
         rows = []
         while not self.queue.empty() and len(rows) < self.batch:
             rows.append(self.queue.get_nowait())
-        if rows:
-            try:
-                await anyio.to_thread.run_sync(write_records, rows)
-            except Exception:  # a failed batch is logged, the gateway keeps serving
-                log.exception("could not store %d inference records", len(rows))
+        if not rows:
+            return True
+        try:
+            await anyio.to_thread.run_sync(write_records, rows)
+        except NotStored as exc:
+            if not self.failing:
+                log.warning("%s; retrying every %.0f s", exc, RECORD_RETRY_SECONDS)
+                self.failing = True
+            for row in rows:  # fresh copies: the failed session may have touched the originals
+                self.queue.put_nowait(InferenceRecord.model_validate(row.model_dump(exclude={"id"})))
+            return False
+        except Exception:  # a failed batch is logged, the gateway keeps serving
+            log.exception("could not store %d inference records", len(rows))
+        if self.failing:
+            log.warning("inference records are stored again")
+            self.failing = False
+        return True
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
-            while not self.queue.empty():
-                await self.flush()
+            await asyncio.sleep(RECORD_RETRY_SECONDS if self.failing else self.interval)
+            while not self.queue.empty() and await self.flush():
+                pass
 
     async def aclose(self) -> None:
         if self.task:
             self.task.cancel()
-        while not self.queue.empty():
-            await self.flush()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task  # a batch being written finishes first
+        while not self.queue.empty() and await self.flush():
+            pass
+        if not self.queue.empty():
+            log.warning("%d inference records lost at shutdown: the database is unavailable", self.queue.qsize())
 
 
 def prompt_text(body: dict[str, Any]) -> str | None:

@@ -1,4 +1,9 @@
-"""Database engine, sessions and migrations (Alembic) over the SQLModel tables."""
+"""Database engine, sessions and migrations (Alembic) over the SQLModel tables.
+
+On PostgreSQL several API processes share one database: migrations take an advisory lock, so processes
+starting together migrate once, and `database_unavailable` tells a lost database (down, restarting,
+unreachable, pool exhausted) from a bug, so callers answer 503 or retry instead of failing hard.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, create_engine
 
 from weft.settings import get_settings
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+CONNECT_TIMEOUT_SECONDS = 5  # an unreachable host fails a request in seconds, not after TCP's minutes
+MIGRATION_LOCK = 0x77656674  # the advisory lock ("weft") that serialises migrations across processes
 
 
 @lru_cache
@@ -33,7 +44,12 @@ def engine_for(url: str) -> Engine:
             cur.close()
 
         return eng
-    return create_engine(url, pool_pre_ping=True)
+    connect_args = {}
+    if make_url(url).get_driver_name() in ("psycopg", "psycopg2"):  # libpq options
+        # the columns are `timestamp without time zone` holding UTC: aware times convert in the session's zone
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": "-c timezone=UTC"}
+    # pre-ping: a pooled connection that died with a database restart is replaced, not handed out
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def get_engine() -> Engine:
@@ -52,17 +68,61 @@ def session_scope() -> Iterator[Session]:
             raise
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) means the database cannot be reached or is busy, rather than a
+    bad statement: worth a 503 and a retry. Covers SQLAlchemy's wrapped errors and the driver's own."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if isinstance(current, OperationalError | InterfaceError | PoolTimeout):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if _driver_unavailable(current):
+            return True
+        current, seen = current.__cause__, seen + 1  # `raise ... from`, not any error met while handling
+    return False
+
+
+def _driver_unavailable(exc: BaseException) -> bool:
+    try:
+        import psycopg
+    except ImportError:  # the embedded profile needs no PostgreSQL driver
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
 def alembic_config(url: str | None = None) -> Config:
+    from alembic.config import Config  # imported here: every flow imports this module, few migrate
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", (url or get_settings().db_url).replace("%", "%%"))
     return cfg
 
 
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """On PostgreSQL, hold a session advisory lock: API processes that start together migrate one after
+    another (the later ones find the schema at head) instead of racing to create the same tables."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+
+
 def migrate(url: str | None = None) -> None:
     """Bring the database to the latest schema and seed the provider catalog."""
-    engine_for(url or get_settings().db_url)  # creates the SQLite parent folder
-    command.upgrade(alembic_config(url), "head")
-    from weft.catalog import seed_catalog
+    from alembic import command  # imported here: every flow imports this module, few migrate
 
-    seed_catalog()
+    engine = engine_for(url or get_settings().db_url)  # creates the SQLite parent folder
+    with _migration_lock(engine):
+        command.upgrade(alembic_config(url), "head")
+        from weft.catalog import seed_catalog
+
+        seed_catalog()

@@ -256,6 +256,16 @@ class InferenceRecord(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
+class RateLimitWindow(SQLModel, table=True):
+    """Requests of one identity in one fixed rate-limit window, counted alike by every API process.
+    The window comes first in the key, so dropping old windows is a range of the primary key."""
+
+    __tablename__ = "rate_limit_window"
+    window_number: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})  # unix time // 60
+    identity: str = Field(primary_key=True)
+    hits: int = 0
+
+
 class Cluster(SQLModel, table=True):
     """A Prefect work pool weft deploys onto, with its configuration file kept in a Secret block."""
 

@@ -9,12 +9,16 @@ How it fits together
 - `delivery.deliver_due()` POSTs due pending deliveries, records every attempt (`at, status_code, error,
   duration_ms`) and retries failures with exponential backoff: `WEFT_WEBHOOK_BACKOFF_SECONDS` × 2^(n-1)
   after the n-th failed attempt (capped by `WEFT_WEBHOOK_MAX_BACKOFF_SECONDS`), up to
-  `WEFT_WEBHOOK_MAX_ATTEMPTS` attempts, then `failed`. A delivery is claimed (leased) before it is sent, so
-  two workers never send the same attempt. The knobs are `weft.settings.WebhookSettings`.
+  `WEFT_WEBHOOK_MAX_ATTEMPTS` attempts, then `failed`. A delivery is leased before it is sent (a conditional
+  update of its `next_attempt_at`, read `FOR UPDATE SKIP LOCKED` on PostgreSQL) and the lease is renewed
+  just before each attempt, so two workers or API processes never send the same attempt; one that dies
+  holding a lease leaves the delivery due again after `WEFT_WEBHOOK_LEASE_SECONDS`, and one other worker
+  sends it. The knobs are `weft.settings.WebhookSettings`.
 - Workflow events come from Prefect: `reconcile.reconcile(since)` compares weft's workflows with their flow
   runs and emits `workflow.created/started/completed/failed/cancelled` with the keys
   `workflow:{id}:created` and `workflow:{id}:{run_count}:{STATUS}`, so each transition is emitted once,
-  across restarts. `service.WebhookService` runs that poll (plus delivery) every `WEFT_WEBHOOK_POLL_SECONDS`,
+  across restarts and API processes (on PostgreSQL reconciles also take turns, by an advisory lock).
+  `service.WebhookService` runs that poll (plus delivery) every `WEFT_WEBHOOK_POLL_SECONDS`,
   and a subscription to Prefect's `prefect.flow-run.*` events that runs the same reconcile for one run as
   soon as its state changes; when the subscription is down, the poll still covers everything.
 - `signing` holds the HMAC signature and where a webhook's signing secret lives (a Prefect Secret block).

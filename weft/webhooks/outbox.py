@@ -50,15 +50,18 @@ def iso(value: datetime) -> str:
 
 def _insert_ignoring_conflict(session: Session, table: Any, values: dict[str, Any], unique: list[str]) -> bool:
     """INSERT that does nothing when `unique` already exists; True when a row was written. Runs in the
-    caller's transaction without aborting it."""
+    caller's transaction without aborting it. Concurrent inserts of one key (two API processes) write
+    one row: PostgreSQL makes the later ones wait for the first's commit, then skip."""
     dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         else:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
-        return session.execute(stmt).rowcount == 1
+        # RETURNING, not rowcount: SQLAlchemy does not report an INSERT's rowcount on psycopg (it is -1)
+        key = table.__table__.primary_key.columns.values()[0]
+        stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=unique).returning(key)
+        return session.execute(stmt).first() is not None
     from sqlalchemy.exc import IntegrityError
 
     try:

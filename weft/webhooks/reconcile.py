@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import or_
+from sqlalchemy import or_, text
 from sqlmodel import Session, col, select
 
 from weft.clock import as_utc, utcnow
@@ -14,6 +14,7 @@ from weft.statuses import TERMINAL, WorkflowStatus
 from weft.tables import Event, Workflow
 from weft.webhooks.outbox import emit
 
+RECONCILE_LOCK = 0x77656675  # the PostgreSQL advisory lock a reconcile holds for its transaction
 WORKFLOW_EVENTS = {WorkflowStatus.RUNNING: "workflow.started", WorkflowStatus.COMPLETED: "workflow.completed",
                    WorkflowStatus.FAILED: "workflow.failed", WorkflowStatus.CANCELLED: "workflow.cancelled"}
 
@@ -87,6 +88,10 @@ def reconcile(since: datetime, *, flow_run_ids: list[str] | None = None, limit: 
     since = as_utc(since)
     emitted = 0
     with session_scope() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            # one reconcile at a time across API processes: they would update the same workflows and
+            # insert the same keys in orders that can deadlock; the next one finds the keys and skips them
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RECONCILE_LOCK})
         stmt = select(Workflow)
         if flow_run_ids is not None:
             stmt = stmt.where(col(Workflow.flow_run_id).in_(flow_run_ids))

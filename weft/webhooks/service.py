@@ -10,6 +10,7 @@ from functools import partial
 import anyio
 
 from weft.clock import utcnow
+from weft.db import database_unavailable
 from weft.settings import webhook_settings
 from weft.webhooks.delivery import deliver_due
 from weft.webhooks.reconcile import reconcile
@@ -90,10 +91,13 @@ class WebhookService:
                 failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # a database or Prefect outage: keep polling, slower
                 failures += 1
                 if failures == 1 or failures % 30 == 0:
-                    log.warning("webhook round failed (%d in a row): %s", failures, exc, exc_info=failures == 1)
+                    outage = database_unavailable(exc)
+                    log.warning("webhook round failed (%d in a row)%s: %s", failures,
+                                ", the database is unavailable" if outage else "", (str(exc).splitlines() or [""])[0],
+                                exc_info=failures == 1 and not outage)
             self.rounds += 1
             await asyncio.sleep(self.poll_seconds * min(2 ** failures, 30))
 
