@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from fastapi import APIRouter
@@ -12,9 +13,11 @@ from api.deps import SessionDep
 from api.schemas.status import ComponentIssue, Health, State, Status
 from weft import __version__
 from weft.clock import utcnow
+from weft.db import database_unavailable
 from weft.storage import get_storage
 
 root = APIRouter(tags=["status"])
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["status"])
 PREFECT_TIMEOUT_SECONDS = 2.0
 
@@ -54,8 +57,9 @@ def api_status(session: SessionDep) -> Status:
     for name, check in checks.items():
         try:
             problem = check()
-        except Exception as exc:
-            problem = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # the kind of failure only: driver messages stay in the log
+            log.warning("status check %s failed: %s", name, exc)
+            problem = "unavailable" if database_unavailable(exc) else f"check failed ({type(exc).__name__})"
         states[name] = "operational" if problem is None else "degraded"
         if problem is not None:
             issues.append(ComponentIssue(component=name, message=problem))
