@@ -19,6 +19,7 @@ def save_result_storage(settings: Settings | None = None) -> str:
     if settings.storage_root.startswith("file://"):
         block = LocalFileSystem(basepath=str(settings.home_dir / "results"))
     else:
-        block = RemoteFileSystem(basepath=f"{settings.storage_root}/prefect-results", settings=settings.storage_options)
+        block = RemoteFileSystem(basepath=f"{settings.storage_root.rstrip('/')}/prefect-results",
+                                 settings=settings.storage_options)
     block.save(name, overwrite=True)
     return slug

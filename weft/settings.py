@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import tempfile
 from functools import lru_cache
@@ -24,9 +25,16 @@ class Settings(BaseSettings):
     storage_options: dict = Field(default_factory=dict, description="fsspec options (e.g. s3fs key/secret/endpoint)")
 
     api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_port: int = Field(default=8000, description="the API's port; with several API processes, the first one's")
+    api_processes: int = Field(default=1, ge=1, description="API processes `weft up` starts, one per port from "
+                                                            "api_port up (put a load balancer in front)")
+    prefect_host: str = Field(default="127.0.0.1", description="address the Prefect server `weft up` starts binds")
     prefect_port: int = 4200
     prefect_api_url: str | None = Field(default=None, description="Prefect API; the embedded server by default")
+    prefect_database_url: str | None = Field(default=None, description="the Prefect server's database "
+                                                                       "(postgresql+asyncpg://...); SQLite under "
+                                                                       "home by default")
+    workers: int = Field(default=1, ge=1, description="`cpu` pool workers `weft up` starts (one process each)")
     worker_query_seconds: float = 1.0
 
     jwt_secret: str | None = Field(default=None, description="HS256 key; generated once under home if unset")
@@ -72,6 +80,33 @@ class Settings(BaseSettings):
     def allowed_disk_roots(self) -> list[Path]:
         roots = self.disk_roots or [Path.home(), Path(tempfile.gettempdir()), self.home_dir]
         return [Path(r).expanduser().resolve() for r in roots]
+
+    def production_problems(self) -> list[str]:
+        """What `weft up --profile production` is missing (empty when the settings are complete)."""
+        problems = []
+        if not (self.database_url or "").startswith("postgresql+psycopg://"):
+            problems.append("WEFT_DATABASE_URL must be a PostgreSQL URL (postgresql+psycopg://user:pw@host/weft)")
+        if not (self.prefect_database_url or "").startswith("postgresql+asyncpg://"):
+            problems.append("WEFT_PREFECT_DATABASE_URL must be a PostgreSQL URL for the Prefect server "
+                            "(postgresql+asyncpg://user:pw@host/prefect)")
+        if not (self.storage_url or "").startswith("s3://"):
+            problems.append("WEFT_STORAGE_URL must be an S3 URL (s3://bucket/prefix; credentials and endpoint "
+                            "in WEFT_STORAGE_OPTIONS)")
+        return problems
+
+    def to_env(self) -> dict[str, str]:
+        """The `WEFT_*` variables that reproduce the explicitly set fields in a child process."""
+        env = {}
+        for name in sorted(self.model_fields_set):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, str | Path | int | float) and not isinstance(value, bool):
+                text = str(value)
+            else:
+                text = json.dumps(value, default=str)
+            env[f"WEFT_{name.upper()}"] = text
+        return env
 
     def signing_key(self) -> str:
         """The JWT key: the configured one, else a random key persisted under home."""
