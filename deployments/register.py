@@ -12,8 +12,10 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
 from blocks.storage import save_result_storage
+from deployments.automations import ensure_crash_detection
 from weft import pools
 from weft.platform import prefect_cli
+from weft.settings import get_settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -38,11 +40,12 @@ def register_deployments(project_dir: Path = PROJECT_DIR, env: dict[str, str] | 
 
 
 def main() -> None:
-    """Pools, the result-storage block and every deployment, in that order."""
+    """Pools, the result-storage block, the crash-detection automation and every deployment, in that order."""
     ensure_work_pools()
     save_result_storage()
+    ensure_crash_detection(get_settings().crash_after_seconds)
     register_deployments()
-    print("work pools, result storage and deployments registered")
+    print("work pools, result storage, crash detection and deployments registered")
 
 
 if __name__ == "__main__":

@@ -190,6 +190,7 @@ class Platform:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_WORKER_QUERY_SECONDS": str(self.settings.worker_query_seconds),
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(self.settings.flow_heartbeat_seconds),
             "DO_NOT_TRACK": "1",
             "WEFT_PROJECT_DIR": str(PROJECT_DIR),
         }

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
                                                                        "home by default")
     workers: int = Field(default=1, ge=1, description="`cpu` pool workers `weft up` starts (one process each)")
     worker_query_seconds: float = 1.0
+    flow_heartbeat_seconds: int = Field(default=30, ge=30, description="flow runs started by `weft up`'s workers "
+                                                                       "send a heartbeat this often (Prefect's minimum: 30)")
+    crash_after_seconds: float = Field(default=90.0, gt=30, description="a flow run with no heartbeat for this long "
+                                                                        "is marked Crashed (its worker died) and can be retried")
 
     jwt_secret: str | None = Field(default=None, description="HS256 key; generated once under home if unset")
     jwt_expires_seconds: int = 3600
