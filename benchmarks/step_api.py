@@ -7,7 +7,12 @@ then prints:
   * trigger-to-running of the add_cloud_model flow (the trivial one: no download) through the step
     API, against `run_deployment` called directly on the same deployment.
 
-Usage: .venv/bin/python benchmarks/step_api.py [--clients 20] [--requests 400] [--runs 5]
+`--profile production` runs the same on the production profile: a throwaway PostgreSQL (weft's and
+Prefect's databases) and SeaweedFS S3 server (weft.testing.services), 2 API processes (the clients
+alternate between them, as behind a load balancer) and 2 workers.
+
+Usage: .venv/bin/python benchmarks/step_api.py [--profile embedded|production] [--clients 20]
+       [--requests 400] [--runs 5]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
@@ -34,15 +40,31 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def timed_calls(fn, clients: int, total: int) -> list[float]:
-    def one(_):
+def timed_calls(fn, clients: int, total: int) -> tuple[list[float], float]:
+    """Latencies in ms of `total` calls `fn(i)` from `clients` threads, and the calls per second."""
+    def one(i):
         t0 = time.perf_counter()
-        r = fn()
+        r = fn(i)
         assert r.status_code < 300, r.text
         return (time.perf_counter() - t0) * 1000
 
+    start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        return list(pool.map(one, range(total)))
+        latencies = list(pool.map(one, range(total)))
+    return latencies, total / (time.perf_counter() - start)
+
+
+def production_settings(services: ExitStack, **ports) -> dict:
+    """Settings of the production profile on a throwaway PostgreSQL and S3 server."""
+    from weft.testing.services import PostgresServer, SeaweedS3
+
+    pg = services.enter_context(PostgresServer())
+    s3 = services.enter_context(SeaweedS3())
+    pg.create_database("weft")
+    pg.create_database("prefect")
+    return {"database_url": pg.url("weft"), "prefect_database_url": pg.url("prefect", driver="asyncpg"),
+            "storage_url": f"{s3.make_bucket('weft')}/weft", "storage_options": s3.storage_options,
+            "workers": 2, "api_processes": 2}
 
 
 def running_at(prefect_api: str, flow_run_id: str, timeout: float = 120) -> datetime:
@@ -61,32 +83,44 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--profile", choices=["embedded", "production"], default="embedded")
     args = parser.parse_args()
 
     os.environ["WEFT_HOME"] = tempfile.mkdtemp(prefix="weft-bench-")
     os.environ["WEFT_RATE_LIMIT_PER_MINUTE"] = "1000000"  # measure the API, not the limiter's 429s
-    from weft.net import free_port
+    from weft.net import free_port, free_port_run
     from weft.platform import Platform
     from weft.settings import Settings
 
-    stack = Platform(settings=Settings(api_port=free_port(), prefect_port=free_port()))
+    services = ExitStack()
+    extra = production_settings(services) if args.profile == "production" else {}
+    api_port = free_port_run(extra.get("api_processes", 1))
+    stack = Platform(settings=Settings(api_port=api_port, prefect_port=free_port(), **extra), profile=args.profile)
     print(f"machine: {host.machine()} {os.cpu_count()} cores, {host.python_implementation()} {host.python_version()}")
+    print(f"profile: {args.profile} (database {stack.settings.db_url.split(':')[0]}, storage "
+          f"{stack.settings.storage_root.split(':')[0]}, {stack.settings.api_processes} API process(es))")
     t0 = time.perf_counter()
-    stack.start()
-    print(f"platform start (server, deployments, worker, API): {time.perf_counter() - t0:.1f} s")
     try:
-        api = httpx.Client(base_url=stack.api_url, timeout=60, limits=httpx.Limits(max_connections=args.clients))
+        stack.start()
+        print(f"platform start (server, deployments, worker, API): {time.perf_counter() - t0:.1f} s")
+        apis = [httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=args.clients))
+                for url in stack.api_urls]
+        api = apis[0]
         token = api.post("/api/v1/auth/register", json={"email": "bench@example.com", "username": "bench",
                                                           "password": "benchmark-password"}).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         step1 = {"workflow_total_steps": 6, "step_number": 1, "trigger_workflow": False, "modality": "llm"}
 
-        base = timed_calls(lambda: api.get("/api/v1/auth/me", headers=headers), args.clients, args.requests)
-        step = timed_calls(lambda: api.post("/api/v1/models/local-model-workflow", json=step1, headers=headers),
-                           args.clients, args.requests)
+        base, base_rate = timed_calls(lambda i: apis[i % len(apis)].get("/api/v1/auth/me", headers=headers),
+                                      args.clients, args.requests)
+        step, step_rate = timed_calls(lambda i: apis[i % len(apis)].post("/api/v1/models/local-model-workflow",
+                                                                         json=step1, headers=headers),
+                                      args.clients, args.requests)
         print(f"\nstep post at {args.clients} concurrent clients ({args.requests} requests):")
-        print(f"  step post   median {statistics.median(step):7.1f} ms   p99 {percentile(step, 0.99):7.1f} ms")
-        print(f"  GET /me     median {statistics.median(base):7.1f} ms   p99 {percentile(base, 0.99):7.1f} ms  (baseline)")
+        print(f"  step post   median {statistics.median(step):7.1f} ms   p99 {percentile(step, 0.99):7.1f} ms"
+              f"   {step_rate:6.1f} requests/s")
+        print(f"  GET /me     median {statistics.median(base):7.1f} ms   p99 {percentile(base, 0.99):7.1f} ms"
+              f"   {base_rate:6.1f} requests/s  (baseline)")
         print(f"  ratio       median {statistics.median(step) / statistics.median(base):.2f}x")
 
         via_api, direct = [], []
@@ -120,6 +154,7 @@ def main() -> None:
         print(f"  ratio               median {statistics.median(via_api) / statistics.median(direct):.2f}x")
     finally:
         stack.stop()
+        services.close()
 
 
 if __name__ == "__main__":

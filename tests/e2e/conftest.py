@@ -4,7 +4,6 @@ its production profile (PostgreSQL, S3, two workers, two API processes)."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from weft.net import free_port
+from weft.net import free_port, free_port_run
 from weft.settings import Settings
 
 
@@ -35,19 +34,6 @@ def api(stack):
     client = httpx.Client(base_url=stack.api_url, timeout=30)
     yield client
     client.close()
-
-
-def free_port_run(n: int, host: str = "127.0.0.1") -> int:
-    """The first of `n` consecutive TCP ports that are free on `host` right now."""
-    while True:
-        first = free_port(host)
-        try:
-            for port in range(first + 1, first + n):
-                with socket.socket() as s:
-                    s.bind((host, port))
-            return first
-        except OSError:
-            continue
 
 
 @dataclass
