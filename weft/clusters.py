@@ -9,6 +9,7 @@ import subprocess
 from typing import Any
 
 import yaml
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from weft import pools
@@ -45,6 +46,13 @@ def detect_hardware() -> dict[str, Any]:
 def report_hardware(pool: str) -> Cluster:
     """Record this machine's hardware on the pool's cluster (created for weft's own pools)."""
     hardware = detect_hardware()
+    try:
+        return _record_hardware(pool, hardware)
+    except IntegrityError:  # another worker of the pool created the row at the same moment: update that one
+        return _record_hardware(pool, hardware)
+
+
+def _record_hardware(pool: str, hardware: dict[str, Any]) -> Cluster:
     with session_scope() as s:
         cluster = s.exec(select(Cluster).where(Cluster.pool_name == pool)).first()
         if cluster is None:
