@@ -127,7 +127,7 @@ def test_killed_training_worker_resumes_on_the_other_worker_from_s3(prod, pat, o
     assert wait_status(api1, pat, onboarding["workflow_id"], {"COMPLETED", "FAILED"}, timeout=240)["status"] == "COMPLETED"
     dataset_id = upload_dataset(api1, pat, "mapping", mapping_records(96))
     config = {"base_model": "tiny llama", "dataset_id": dataset_id, "algorithm": "lora", "rank": 8, "alpha": 16,
-              "batch_size": 8, "max_steps": 240, "checkpoint_steps": 20, "logging_steps": 20,
+              "batch_size": 8, "max_steps": 160, "checkpoint_steps": 20, "logging_steps": 20,
               "learning_rate": 1e-2, "max_seq_length": 64, "provider": "local"}
     job = api1.post("/api/v1/jobs", headers=pat, json={"config": config})
     assert job.status_code == 201, job.text
@@ -155,7 +155,7 @@ def test_killed_training_worker_resumes_on_the_other_worker_from_s3(prod, pat, o
     done = wait_status(api1, pat, job_id, {"FAILED", "COMPLETED"}, timeout=400)
     assert done["status"] == "COMPLETED", done
     view = api1.get(f"/api/v1/jobs/{job_id}", headers=pat).json()
-    assert view["metrics"]["global_step"] == 240
+    assert view["metrics"]["global_step"] == 160
     logs = [m["message"] for m in api1.get(f"/api/v1/jobs/{job_id}/logs", params={"lines": 1000},
                                             headers=pat).json()["logs"]]
     resumed = [m for m in logs if "resuming from checkpoint-" in m]
@@ -170,6 +170,10 @@ def test_killed_training_worker_resumes_on_the_other_worker_from_s3(prod, pat, o
     evaluation = wait_status(api2, pat, created.json()["evaluation_id"], {"COMPLETED", "FAILED"}, timeout=300)
     assert evaluation["status"] == "COMPLETED", evaluation
 
+    scan = api2.post("/api/v1/models/security-scan", headers=pat, json={
+        "workflow_total_steps": 3, "step_number": 1, "trigger_workflow": True, "model_id": view["model_id"]})
+    assert scan.status_code == 200, scan.text
+    assert wait_status(api2, pat, scan.json()["workflow_id"], {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
     steps = [{"workflow_total_steps": 5, "step_number": 1, "model_id": view["model_id"], "project_id": "p1"},
              {"step_number": 2, "template_id": CHAT_TEMPLATE_ID},
              {"step_number": 3, "endpoint_name": "mapping-prod", "deploy_config": {
