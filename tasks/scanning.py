@@ -56,8 +56,8 @@ def list_model_files(model_id: str) -> ModelFiles:
         model = s.get(Model, model_id)
         if model is None or not model.storage_uri:
             raise ValueError(f"model {model_id} has no stored files to scan")
-        name = model.name
-    key = f"models/{model_id}"
+        name, uri = model.name, model.storage_uri
+    key = get_storage().key_of(uri)  # a base model's folder, or a fine-tune's adapter
     with get_storage().local(key) as root:
         paths = sorted(p for p in root.rglob("*") if p.is_file())
         files = {p.relative_to(root).as_posix(): sha256_of(p) for p in paths}

@@ -115,6 +115,12 @@ class Storage:
     def url(self, key: str) -> str:
         return f"{self.root}/{key.strip('/')}"
 
+    def key_of(self, url: str) -> str:
+        """The key of a URL under this root (the inverse of `url`)."""
+        if not url.startswith(self.root + "/"):
+            raise ValueError(f"{url} is not in this storage ({self.root})")
+        return url[len(self.root) + 1 :]
+
     @_guarded
     def exists(self, key: str) -> bool:
         """An object at `key`, or objects below it (on S3 not an empty directory entry, which SeaweedFS keeps)."""
