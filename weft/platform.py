@@ -269,8 +269,7 @@ class Platform:
         have started. What does not depend on each other overlaps: weft's migrations run while the server
         boots, the API processes boot while the deployments are registered; the workers start after the
         registration (it creates their work pools). `timings` holds each phase's seconds."""
-        self.check_profile()
-        os.environ.update({"WEFT_HOME": str(self.settings.home_dir)})
+        self.check_profile()  # the children get this platform's settings through env(); os.environ stays as it is
         t0 = time.monotonic()
         server_env = {}
         if self.settings.prefect_database_url:
