@@ -128,8 +128,7 @@ class SeaweedS3:
                 "-master.telemetry=false", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
                 "-s3.port.lance=0", *(f"-{flag}.port={port}" for flag, port in self.ports.items())]
         log = open(self.base / "weed.log", "ab")
-        env = {**os.environ, "TMPDIR": str(self.base)}  # its unix sockets land here, not in /tmp
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -152,6 +151,14 @@ class SeaweedS3:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
+        self._remove_sockets()
+
+    def _remove_sockets(self) -> None:
+        """weed leaves `seaweedfs-<service>-<port>.sock` files in /tmp (whatever TMPDIR says)."""
+        ports = [self.port, *getattr(self, "ports", {}).values()]
+        for port in ports + [p + 10000 for p in ports]:
+            for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
+                Path(sock).unlink(missing_ok=True)
 
     def make_bucket(self, name: str) -> str:
         """Create a bucket; returns its `s3://` URL."""
