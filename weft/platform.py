@@ -1,4 +1,4 @@
-"""The platform `weft up` runs: Prefect server + UI, `cpu` workers, deployments, the API.
+"""The platform `weft up` runs: Prefect server + UI, `cpu` workers, the `cpu-light` worker, deployments, the API.
 
 Two profiles: `embedded` (the default: SQLite and `file://` storage under WEFT_HOME) and `production`
 (`weft up --profile production`: weft's tables and the Prefect server's on PostgreSQL, storage on S3,
@@ -6,7 +6,7 @@ Two profiles: `embedded` (the default: SQLite and `file://` storage under WEFT_H
 a child that exits is restarted, unless it crash-loops). The embedded profile stops when a child exits.
 
 Every process is a child of this one, named (`prefect-server`, `worker-cpu` or `worker-cpu-1`...,
-`api` or `api-1`...), in its own session. `stop()` ends them the way each expects (a Prefect worker
+`worker-cpu-light`, `api` or `api-1`...), in its own session. `stop()` ends them the way each expects (a Prefect worker
 ignores a single SIGTERM, so it gets SIGINT), then every process they started: a process worker runs
 each flow run in a session of its own, so the flow runs are found by walking /proc from the worker.
 """
@@ -292,7 +292,7 @@ class Platform:
         self.timings["register"] = time.monotonic() - t
 
         host = socket.gethostname()
-        workers = {name: pools.CPU for name in self.worker_names}
+        workers = {name: pools.CPU for name in self.worker_names} | {f"worker-{pools.LIGHT}": pools.LIGHT}
         if gpu_visible():
             workers[f"worker-{pools.GPU}"] = pools.GPU
         for name, pool in workers.items():

@@ -17,6 +17,7 @@ import pytest
 from sqlmodel import select
 
 from tests.helpers.e2e import LOCAL, local_steps, post_sequence, register, wait_status
+from weft import pools
 from weft.db import session_scope
 from weft.tables import Model, WorkflowStep
 
@@ -86,6 +87,37 @@ def test_cloud_model_sequences(api, alice, manual: bool):
                if m["name"] == name]
     assert model["type"] == "cloud"
     assert model["uri"] == ("openai/gpt4" if manual else "openai/gpt-4o")
+
+
+def cloud_model(api, alice, name: str) -> dict:
+    """Onboard a cloud model (the lightest flow) and wait for it; returns the finished workflow."""
+    body = post_sequence(api, alice, CLOUD, [
+        {"workflow_total_steps": 4, "step_number": 1, "provider_type": "cloud_model"},
+        {"step_number": 2, "provider_id": OPENAI}, {"step_number": 3, "cloud_model_id": None},
+        {"step_number": 4, "name": name, "uri": f"openai/{name}", "modality": "llm", "trigger_workflow": True}])
+    done = wait_status(api, alice, body["workflow_id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED", done
+    return body
+
+
+def test_light_flows_start_warm_and_cold_after_a_code_change(api, alice, stack):
+    """The cpu-light worker hands a run to a pre-imported process; once the flow's code has changed on
+    disk since that process started, the run starts cold (a fresh `python -m prefect.engine`) instead."""
+    log = stack.log_of("worker-cpu-light")
+    warm = cloud_model(api, alice, "warm start")
+    assert f"flow run {warm['flow_run_id']} handed to warm process" in log.read_text()
+    run = httpx.get(f"{stack.settings.prefect_api}/flow_runs/{warm['flow_run_id']}").json()
+    pool = httpx.get(f"{stack.settings.prefect_api}/work_pools/{pools.LIGHT}").json()
+    assert run["work_pool_name"] == pools.LIGHT and pool["type"] == "process", run
+
+    flow_file = Path(__file__).resolve().parents[2] / "flows" / "add_cloud_model.py"
+    before = flow_file.stat()
+    os.utime(flow_file)  # what an edit does to the warm process's view of the code
+    try:
+        cold = cloud_model(api, alice, "cold start")
+    finally:
+        os.utime(flow_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (f"cold start of flow run {cold['flow_run_id']}: project modules changed" in log.read_text())
 
 
 def test_double_trigger_creates_one_flow_run(api, alice, tiny_model_dir, stack):
