@@ -4,8 +4,10 @@ Starts the same stack as `make run` (Prefect server, cpu worker, API) in a tempo
 then prints:
   * latency of a step post (document 004, step 1) at 20 concurrent clients: median / p99, against
     an authenticated `GET /api/v1/auth/me` at the same concurrency (the baseline);
-  * trigger-to-running of the add_cloud_model flow (the trivial one: no download) through the step
-    API, against `run_deployment` called directly on the same deployment.
+  * trigger-to-running of the add_cloud_model flow (the trivial one: no download; the cpu-light
+    worker) through the step API, against `run_deployment` called directly on the same deployment;
+    each run `--gap` seconds after the previous one ended (benchmarks/trigger_latency.py splits it
+    into phases and compares it with a plain process worker).
 
 `--profile production` runs the same on the production profile: a throwaway PostgreSQL (weft's and
 Prefect's databases) and SeaweedFS S3 server (weft.testing.services), 2 API processes (the clients
@@ -33,6 +35,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 OPENAI = "6f1b5a3e-0a0b-4c59-9d0e-000000000001"
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -78,11 +81,22 @@ def running_at(prefect_api: str, flow_run_id: str, timeout: float = 120) -> date
     raise TimeoutError(f"flow run {flow_run_id} never ran")
 
 
+def settle(prefect_api: str, flow_run_id: str, gap: float, timeout: float = 120) -> None:
+    """Wait for the run to end, then `gap` seconds (the light worker readies its next warm process)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{prefect_api}/flow_runs/{flow_run_id}").json()["state"]["type"] in TERMINAL:
+            break
+        time.sleep(0.2)
+    time.sleep(gap)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--gap", type=float, default=6.0, help="seconds between a run's end and the next trigger")
     parser.add_argument("--profile", choices=["embedded", "production"], default="embedded")
     args = parser.parse_args()
 
@@ -139,6 +153,7 @@ def main() -> None:
                 "workflow_id": wid, "step_number": 4, "name": f"bench-{i}", "uri": f"openai/bench-{i}",
                 "modality": "llm", "trigger_workflow": True}).json()
             via_api.append((running_at(stack.settings.prefect_api, r["flow_run_id"]) - t_trigger).total_seconds())
+            settle(stack.settings.prefect_api, r["flow_run_id"], args.gap)
 
             with temporary_settings({PREFECT_API_URL: stack.settings.prefect_api}):
                 t_trigger = datetime.now().astimezone()
@@ -147,8 +162,9 @@ def main() -> None:
                              "uri": f"openai/direct-{i}", "modality": "llm"},
                     "owner_id": owner_id})
             direct.append((running_at(stack.settings.prefect_api, str(fr.id)) - t_trigger).total_seconds())
-        print(f"\ntrigger -> RUNNING of add_cloud_model ({args.runs} runs, worker polling every "
-              f"{stack.settings.worker_query_seconds:g} s):")
+            settle(stack.settings.prefect_api, str(fr.id), args.gap)
+        print(f"\ntrigger -> RUNNING of add_cloud_model on the cpu-light worker ({args.runs} runs, each "
+              f"{args.gap:g} s after the previous one ended):")
         print(f"  via step API        median {statistics.median(via_api):5.2f} s   max {max(via_api):5.2f} s")
         print(f"  run_deployment      median {statistics.median(direct):5.2f} s   max {max(direct):5.2f} s  (baseline)")
         print(f"  ratio               median {statistics.median(via_api) / statistics.median(direct):.2f}x")

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# an API process serves 40 threads (anyio's default): SQLAlchemy's 5 + 10 connections made requests
+# queue for a connection at 20 concurrent clients
+POOL = {"pool_size": 10, "max_overflow": 20}
 CONNECT_TIMEOUT_SECONDS = 5  # an unreachable host fails a request in seconds, not after TCP's minutes
 MIGRATION_LOCK = 0x77656674  # the advisory lock ("weft") that serialises migrations across processes
 
@@ -99,7 +102,7 @@ def engine_for(url: str) -> Engine:
             _path = lock_key
 
         eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS,
-                                               "factory": Connection})
+                                               "factory": Connection}, **POOL)
 
         @event.listens_for(eng, "connect")
         def _pragmas(dbapi_conn, _record):  # WAL lets the API read while a flow writes
@@ -114,7 +117,7 @@ def engine_for(url: str) -> Engine:
         # the columns are `timestamp without time zone` holding UTC: aware times convert in the session's zone
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": "-c timezone=UTC"}
     # pre-ping: a pooled connection that died with a database restart is replaced, not handed out
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **POOL)
 
 
 def get_engine() -> Engine:

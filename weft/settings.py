@@ -116,12 +116,17 @@ class Settings(BaseSettings):
         """The JWT key: the configured one, else a random key persisted under home."""
         if self.jwt_secret:
             return self.jwt_secret
-        path = self.home_dir / "jwt_secret"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
-        return path.read_text().strip()
+        return _persisted_key(self.home_dir / "jwt_secret")
+
+
+@lru_cache
+def _persisted_key(path: Path) -> str:
+    """The key in `path`, created on first use (read once per process: every request checks a token)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 @lru_cache
