@@ -4,6 +4,10 @@
     with the model and dataset registered in a temporary WEFT_HOME: resolve inputs, prepare records,
     pre-flight, train (trl SFTTrainer + weft's callback, every checkpoint mirrored to storage), register.
     `--weft train` times weft.training.trainer.train() alone instead (checkpoint mirroring included).
+    `--weft platform` runs it through the real platform (`weft up`: Prefect server, worker, API as
+    subprocesses) as POST /api/v1/jobs, its logs followed over SSE by a client thread until the end event,
+    and prints the CPU seconds each platform process used while the job trained (see
+    benchmarks/fine_tune_platform.py; the platform is SIGSTOPped while the plain script runs).
 (b) plain: SFTTrainer with the SFTConfig weft uses (activation_checkpointing=False, bf16=False, use_cpu
     when there is no CUDA, same batch / sequence length / steps / save steps / seed) and the same
     LoraConfig; `--method qlora` loads the base 4-bit nf4 with BitsAndBytesConfig in both.
@@ -13,7 +17,8 @@ trained tokens (trl's count) / train_runtime (the Trainer's own timer, so model 
 preparation and the flow's other steps are outside it; checkpoint saves and weft's mirroring are inside).
 
 Usage: .venv/bin/python benchmarks/fine_tune.py [--model PATH] [--method lora|qlora|dora] [--steps 60]
-       [--batch-size 8] [--max-seq-length 128] [--repeats 3] [--weft flow|train]
+       [--batch-size 8] [--max-seq-length 128] [--repeats 3] [--weft flow|train|platform]
+       [--platform-idle stop|run]
 Default model: the tiny test Llama (weft/testing/tiny_model.py), built in a temporary folder.
 """
 
@@ -101,12 +106,15 @@ def plain_run(model_dir: Path, rows: list[dict[str, Any]], config, work: Path) -
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=peft_config)
     trainer.remove_callback(PrinterCallback)
+    cpu0 = time.process_time()
     output = trainer.train()
+    cpu = time.process_time() - cpu0  # this process's CPU seconds while training (every thread)
     trainer.model.save_pretrained(work / "adapter")
     tokens = getattr(trainer, "_total_train_tokens", 0) or max(
         (h.get("num_tokens", 0) for h in trainer.state.log_history), default=0)
     return {"train_runtime": float(output.metrics["train_runtime"]), "train_tokens": float(tokens),
-            "train_loss": float(output.metrics.get("train_loss", 0.0)), "global_step": float(trainer.state.global_step)}
+            "train_loss": float(output.metrics.get("train_loss", 0.0)), "global_step": float(trainer.state.global_step),
+            "train_cpu": cpu}
 
 
 # --- (a) weft ---------------------------------------------------------------------------------------------
@@ -185,8 +193,14 @@ def main() -> int:
     parser.add_argument("--logging-steps", type=int, default=5)
     parser.add_argument("--checkpoint-steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, alternating which goes first")
-    parser.add_argument("--weft", choices=["flow", "train"], default="flow",
-                        help="flow: the fine_tune flow on a temporary Prefect server; train: trainer.train() only")
+    parser.add_argument("--weft", choices=["flow", "train", "platform"], default="flow",
+                        help="flow: the fine_tune flow on a temporary Prefect server; train: trainer.train() only; "
+                             "platform: a job through the real platform's API with its logs followed over SSE")
+    parser.add_argument("--platform-idle", choices=["stop", "run"], default="stop",
+                        help="with --weft platform: stop the platform's processes while the plain script runs "
+                             "(a machine without weft), or leave them running idle")
+    parser.add_argument("--idle-seconds", type=float, default=0,
+                        help="with --weft platform: first measure the idle platform's CPU for this long")
     args = parser.parse_args()
 
     import torch
@@ -204,8 +218,12 @@ def main() -> int:
         config = train_config(args)
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
             f"cpu ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
-        weft_label = ("weft fine_tune flow (in-process, temporary Prefect server, checkpoints mirrored to storage)"
-                      if args.weft == "flow" else "weft.training.trainer.train() (checkpoints mirrored to storage)")
+        weft_label = {
+            "flow": "weft fine_tune flow (in-process, temporary Prefect server, checkpoints mirrored to storage)",
+            "train": "weft.training.trainer.train() (checkpoints mirrored to storage)",
+            "platform": "a job through the platform (weft up: Prefect server, cpu worker, API; POST /api/v1/jobs), "
+                        "logs followed over SSE by a client thread",
+        }[args.weft]
         print(f"model   : {model_name}")
         print(f"rows    : {args.rows} ({len(rows)} records)")
         print(f"config  : {args.method} r={config.rank} batch={config.batch_size} seq={config.max_seq_length} "
@@ -215,14 +233,31 @@ def main() -> int:
         print(f"(a)     : {weft_label}")
         print("(b)     : plain trl SFTTrainer script, same SFTConfig and LoraConfig")
 
-        weft = WeftFlow(model_dir, args.rows) if args.weft == "flow" else None
+        if args.weft == "platform":
+            from benchmarks.fine_tune_platform import WeftPlatform
+
+            weft = WeftPlatform(model_dir, args.rows, idle=args.platform_idle)
+            print(f"platform: up in {weft.start_seconds:.0f} s ({weft.platform.api_url}); plain runs with the "
+                  f"platform {'stopped (SIGSTOP)' if args.platform_idle == 'stop' else 'running idle'}", flush=True)
+            if args.idle_seconds:
+                idle = weft.idle_cpu(args.idle_seconds)
+                print(f"platform idle for {args.idle_seconds:.0f} s (no job), share of one core: "
+                      + ", ".join(f"{k} {100 * v:.1f}%" for k, v in idle.items()), flush=True)
+        else:
+            weft = WeftFlow(model_dir, args.rows) if args.weft == "flow" else None
         results: dict[str, list[dict[str, float]]] = {"weft": [], "plain": []}
         try:
             for i in range(args.repeats):
                 order = ["weft", "plain"] if i % 2 == 0 else ["plain", "weft"]
                 for name in order:
                     work = TMP / f"{name}-{i}"
-                    if name == "plain":
+                    if name == "plain" and args.weft == "platform":
+                        weft.pause()
+                        try:
+                            m = plain_run(model_dir, rows, config, work)
+                        finally:
+                            weft.resume()
+                    elif name == "plain":
                         m = plain_run(model_dir, rows, config, work)
                     elif weft is not None:
                         m = weft.run(config)
@@ -231,6 +266,10 @@ def main() -> int:
                     shutil.rmtree(work, ignore_errors=True)
                     results[name].append(m)
                     extra = f", flow wall {m['flow_wall']:.1f} s" if "flow_wall" in m else ""
+                    if "cpu" in m:
+                        extra += (f", {m['lines']}/{m['log_lines']} log lines over SSE, end event "
+                                  f"{'yes' if m['ended'] else 'NO'}, line latency median {m['latency_median']:.1f} s "
+                                  f"max {m['latency_max']:.1f} s")
                     print(f"  run {i + 1} {name:5s}: {m['train_tokens']:.0f} tokens in {m['train_runtime']:.2f} s = "
                           f"{tokens_per_second(m):.0f} tokens/s (loss {m.get('train_loss', float('nan')):.4f}{extra})",
                           flush=True)
@@ -238,10 +277,26 @@ def main() -> int:
             if weft is not None:
                 weft.close()
 
+        if args.weft == "platform":
+            from benchmarks.fine_tune_platform import cpu_table
+
+            print("\nCPU seconds (share of one core) over each platform job's training window "
+                  "(first to last `step` log line):")
+            print(cpu_table(results["weft"]))
+            from benchmarks.fine_tune_platform import cpu_per_ktoken
+
+            platform_cores = [sum(v for k, v in m["cpu"].items() if k != "flow-run") / m["window"]
+                              for m in results["weft"]]
+            print(f"  everything but the flow-run process: median {statistics.median(platform_cores):.2f} cores "
+                  f"while training")
+            print("  training CPU seconds per 1000 tokens: "
+                  f"flow-run process {statistics.median(cpu_per_ktoken(m) for m in results['weft']):.3f}, "
+                  f"plain script {statistics.median(cpu_per_ktoken(m) for m in results['plain']):.3f}")
         med = {k: statistics.median(tokens_per_second(m) for m in v) for k, v in results.items()}
         overhead = med["plain"] / med["weft"] - 1
         print(f"\nmedian tokens/s: weft {med['weft']:.0f}, plain {med['plain']:.0f}; "
-              f"weft/plain = {med['weft'] / med['plain']:.3f} (weft costs {overhead:+.1%} time per token; goal < 5%)")
+              f"weft/plain = {med['weft'] / med['plain']:.3f} (weft costs {overhead:+.1%} time per token; goal "
+              f"{'weft/plain >= 0.90' if args.weft == 'platform' else '< 5%'})")
         same = {m["train_tokens"] for v in results.values() for m in v}
         if len(same) > 1:
             print(f"note: trained token counts differ between runs: {sorted(same)}")

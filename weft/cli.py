@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
                          "(WEFT_DATABASE_URL, WEFT_PREFECT_DATABASE_URL) and S3 (WEFT_STORAGE_URL), "
                          "WEFT_WORKERS cpu workers, WEFT_API_PROCESSES API processes")
     sub.add_parser("migrate", help="create or upgrade the database schema")
-    worker = sub.add_parser("worker", help="report this machine's hardware for a pool, then run a Prefect worker on it "
+    worker = sub.add_parser("worker", help="report this machine's hardware for a pool, then run a worker on it "
                                            "(another machine: set PREFECT_API_URL and the WEFT_* database and "
                                            "storage settings)")
     worker.add_argument("--pool", required=True, help="work pool (cpu, gpu, cpu-light or an added cluster's pool)")
@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
         os.environ.setdefault("WEFT_PROJECT_DIR", str(PROJECT_DIR))  # prefect.yaml's pull step: the flows' folder
         name = ["--name", args.name] if args.name else []
-        if module := pools.WORKER_MODULE.get(args.pool):
-            os.execv(sys.executable, [sys.executable, "-m", module, "--pool", args.pool, *name])
+        if args.pool in pools.WARM_PROCESSES:
+            os.execv(sys.executable, [sys.executable, "-m", pools.WORKER_MODULE, "--pool", args.pool,
+                                      "--warm", str(pools.WARM_PROCESSES[args.pool]), *name])
         os.execvp(prefect_cli(), [prefect_cli(), "worker", "start", "--pool", args.pool, *name])
     elif args.command == "migrate":
         from weft.db import migrate

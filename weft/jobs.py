@@ -30,7 +30,7 @@ CONFIG_FIELDS = ("rank", "alpha", "dropout", "target_modules", "learning_rate", 
                  "checkpoint_steps", "max_seq_length", "logging_steps", "seed")
 LOG_PAGE = 200
 SETTLE_SECONDS = 3.0  # > Prefect's log batch interval (PREFECT_LOGGING_TO_API_BATCH_INTERVAL, 2 s)
-FOLLOW_POLL_SECONDS = 1.0  # a followed run's logs arrive in 2 s batches: reading them twice a second buys nothing
+FOLLOW_POLL_SECONDS = 2.0  # a followed run's logs arrive in 2 s batches (PREFECT_LOGGING_TO_API_BATCH_INTERVAL)
 END_QUIET_SECONDS = 3.0  # after the run has finished, stop once no late line has come for this long
 FLOPS_PER_SECOND = {"cpu": 5e10, "gpu": 1e14}  # sustained training throughput assumed for the estimate
 

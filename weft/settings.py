@@ -35,7 +35,8 @@ class Settings(BaseSettings):
                                                                        "(postgresql+asyncpg://...); SQLite under "
                                                                        "home by default")
     workers: int = Field(default=1, ge=1, description="`cpu` pool workers `weft up` starts (one process each)")
-    worker_query_seconds: float = 1.0
+    # weft's workers are woken by the server's events when a run is scheduled; the poll is the fallback
+    worker_query_seconds: float = 10.0
     flow_heartbeat_seconds: int = Field(default=30, ge=30, description="flow runs started by `weft up`'s workers "
                                                                        "send a heartbeat this often (Prefect's minimum: 30)")
     crash_after_seconds: float = Field(default=90.0, gt=30, description="a flow run with no heartbeat for this long "

@@ -1,26 +1,31 @@
-"""The `cpu-light` worker: light flows (onboarding, security scan) start in a process that is already warm.
+"""weft's process worker for its own pools (`cpu`, `gpu`, `cpu-light`): Prefect's `ProcessWorker` that
+starts runs sooner.
 
 A Prefect 3.9 process worker starts every flow run in two fresh interpreters: a workspace supervisor
 (`import prefect`, pull steps) that execs `python -m prefect.engine` (`import prefect` again, then the
-flow module). On a 2-core machine that is most of the 7-10 s between a trigger and RUNNING.
+flow module), and it finds new runs by polling every PREFECT_WORKER_QUERY_SECONDS. On a 2-core machine
+that is most of the 7-10 s between a trigger and RUNNING. This worker keeps everything else of
+`ProcessWorker` (Pending/Submitting proposals, cancellation, crash detection, concurrency limits, one
+process per flow run, killed on cancel, its exit code read as usual) and changes three things:
 
-This worker is a `ProcessWorker` (same polling, Pending/Submitting proposals, cancellation, crash
-detection, concurrency limits) whose flow runs start in a *warm* child: a process started ahead of
-time (`--child`) that has imported Prefect's engine and the light flows' modules (their tasks and weft
-modules) and waits on its stdin. A run hands it the environment the process worker would give
-`python -m prefect.engine`; the child then runs that very module (`runpy`), so the engine, the pull
-steps and the flow loading are Prefect's own. Each flow run still has a process of its own (killed
-on cancel, its exit code read as usual), and a new warm child starts as soon as one is taken.
-The worker also polls the moment the events websocket reports a run of its pool as Scheduled, not up
-to a poll interval later (the polling loop stays the source of truth).
+- It polls the moment the events websocket reports a run of its pool as Scheduled (tens of ms), so it
+  can poll rarely otherwise (the polling loop stays the source of truth when events are late).
+- A run starts as one interpreter, `python -m prefect.engine` (Prefect's EngineCommandStarter; the
+  engine runs the deployment's pull steps itself), not a supervisor that execs the engine.
+- With `--warm N` (the `cpu-light` pool: onboarding, cloud models, scans), N processes are started
+  ahead of time (`--child`) that have imported Prefect's engine and the light flows' modules and
+  wait on stdin. A run hands one the environment `python -m prefect.engine` would get; the child
+  runs that very module (`runpy`), so the engine, the pull steps and the flow loading are Prefect's
+  own, and a new warm child starts as soon as one is taken.
 
 Never a stale or wrongly configured run: a run whose environment differs from the warm children's
-(a deployment with `env` job variables) starts cold (Prefect's EngineCommandStarter), and a child
-whose project modules changed on disk since it started execs `python -m prefect.engine` (same PID).
-Training and serving stay on the `cpu`/`gpu` process workers.
+(a deployment with `env` job variables) starts cold, and a child whose project modules changed on
+disk since it started execs `python -m prefect.engine` (same PID). A deployment with an explicit
+`command` job variable runs exactly as Prefect's ProcessWorker runs it.
 
-Run: `python -m deployments.light_runner --pool cpu-light` (with the platform's environment:
-PREFECT_API_URL, WEFT_*, WEFT_PROJECT_DIR). It lives in `deployments/` because it imports flows.
+Run: `python -m deployments.worker --pool cpu-light --warm 1` (with the platform's environment:
+PREFECT_API_URL, WEFT_*, WEFT_PROJECT_DIR; `weft worker --pool P` does this). It lives in
+`deployments/` because its warm processes import flows.
 """
 
 from __future__ import annotations
@@ -63,12 +68,12 @@ LIGHT_FLOW_MODULES = ("flows.add_local_model", "flows.add_cloud_model", "flows.m
 # ORM's mapper configuration (done on the first query). `module:function` calls the function.
 WARM_UP = ("prefect.deployments.steps", "prefect.deployments.steps.core", "prefect.events.clients",
            "prefect.filesystems", "prefect.results", "prefect.utilities.visualization",
-           "sqlalchemy.orm:configure_mappers", "deployments.light_runner:warm_database")
+           "sqlalchemy.orm:configure_mappers", "deployments.worker:warm_database")
 CHILD_FLAG = "--child"
 # A warm child starts with SIGINT ending it quietly (the platform stops the worker with a SIGINT to its
 # process group, warm children included); once a run is handed over, the engine's handling applies.
 CHILD_BOOTSTRAP = ("import os, signal; signal.signal(signal.SIGINT, lambda *_: os._exit(0)); "
-                   "from deployments.light_runner import main; main()")
+                   "from deployments.worker import main; main()")
 RUN_ENV_PREFIX = "PREFECT__"  # per-run variables (flow run id, control channel, attribution), never settings
 
 
@@ -103,7 +108,7 @@ def warm_database() -> None:
 
 def _cold_start(env: dict[str, str], reason: str) -> None:
     """Become `python -m prefect.engine` (same PID, so the worker's handle stays valid)."""
-    print(f"light runner: cold start of flow run {env.get('PREFECT__FLOW_RUN_ID')}: {reason}", file=sys.stderr,
+    print(f"weft worker: cold start of flow run {env.get('PREFECT__FLOW_RUN_ID')}: {reason}", file=sys.stderr,
           flush=True)
     os.execve(sys.executable, [sys.executable, "-m", "prefect.engine"], env)
 
@@ -154,7 +159,7 @@ def child_main(argv: list[str]) -> int:
 
 # --- the worker ------------------------------------------------------------------------------------
 
-log = get_logger("weft.light_runner")
+log = get_logger("weft.worker")
 
 
 def engine_env(job_env: dict[str, str | None], extra: dict[str, str | None]) -> dict[str, str]:
@@ -290,11 +295,12 @@ class WarmStarter:
 with warnings.catch_warnings():  # ProcessWorker's dispatch key: in this process, it is one
     warnings.simplefilter("ignore")
 
-    class LightWorker(ProcessWorker):
-        """A process worker whose runs start in warm children (see the module's docstring)."""
+    class WarmProcessWorker(ProcessWorker):
+        """A process worker woken by events whose runs start as one interpreter, warm where it has warm
+        children (see the module's docstring)."""
 
         type = "process"  # a process pool: `prefect worker start --type process` can serve it too
-        _description = "Starts light flow runs in pre-imported processes (still one process per run)."
+        _description = "Starts each flow run in a process of its own, pre-imported where it can."
 
         def __init__(self, *args: Any, warm: int = 1, preload: list[str] | None = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -359,10 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [CHILD_FLAG]:
         sys.exit(child_main(argv[1:]))
-    parser = argparse.ArgumentParser(prog="python -m deployments.light_runner", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m deployments.worker", description=__doc__.split("\n")[0])
     parser.add_argument("--pool", default=pools.LIGHT, help="work pool to serve (default %(default)s)")
     parser.add_argument("--name", default=None, help="the worker's name in Prefect")
-    parser.add_argument("--warm", type=int, default=1, help="warm processes kept ready (default %(default)s)")
+    parser.add_argument("--warm", type=int, default=0, help="warm processes kept ready (default %(default)s)")
     parser.add_argument("--preload", nargs="*", default=list(LIGHT_FLOW_MODULES + WARM_UP),
                         help="modules a warm process imports, `module:function` to call one too "
                              "(default: the light flows and what their runs load before RUNNING)")
@@ -375,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ.setdefault("WEFT_PROJECT_DIR", str(PROJECT_DIR))  # prefect.yaml's pull step
     overrides = {PREFECT_WORKER_QUERY_SECONDS: args.query_seconds} if args.query_seconds else {}
-    worker = LightWorker(work_pool_name=args.pool, name=args.name, warm=max(0, args.warm), preload=args.preload)
+    worker = WarmProcessWorker(work_pool_name=args.pool, name=args.name, warm=max(0, args.warm), preload=args.preload)
     setup_signal_handlers_worker(os.getpid(), f"the {args.pool} worker", print)  # as `prefect worker start`
     with temporary_settings(overrides), contextlib.suppress(KeyboardInterrupt):
         anyio.run(worker.start)
