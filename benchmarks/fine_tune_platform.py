@@ -144,7 +144,7 @@ class CpuMonitor(threading.Thread):
 
 @dataclass
 class Follower:
-    """A client thread reading the job's SSE log stream until `event: end` (reconnecting with Last-Event-ID)."""
+    """A client thread reading the job's SSE log stream until its end (weft.demo.job_log_events)."""
 
     base_url: str
     headers: dict[str, str]
@@ -157,29 +157,14 @@ class Follower:
     def run(self) -> None:
         import httpx
 
+        from weft.demo import job_log_events
+
         self.native_id = threading.get_native_id()
-        last = 0
         try:
-            with httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(30, read=900)) as client:
-                for _attempt in range(5):
-                    extra = {"Accept": "text/event-stream", **({"Last-Event-ID": str(last)} if last else {})}
-                    try:
-                        with client.stream("GET", f"/api/v1/jobs/{self.job_id}/logs",
-                                           headers={**self.headers, **extra}) as response:
-                            if response.status_code != 200:
-                                raise RuntimeError(f"log stream -> {response.status_code}: {response.read()[:500]!r}")
-                            event_id = None
-                            for line in response.iter_lines():
-                                if line.startswith("id: "):
-                                    event_id = int(line[4:])
-                                elif line.startswith("data: ") and event_id is not None:
-                                    self.arrivals[event_id] = time.time()
-                                    last, event_id = event_id, None
-                                elif line.startswith("event: end"):
-                                    self.ended = True
-                                    return
-                    except httpx.HTTPError:
-                        time.sleep(1)
+            with httpx.Client(base_url=self.base_url) as client:
+                for position, _line in job_log_events(client, self.headers, self.job_id, read_timeout=900):
+                    self.arrivals[position] = time.time()
+                self.ended = True
         except BaseException as exc:  # reported by the main thread
             self.error = exc
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,9 @@ def upload_dataset(api, headers, path: Path) -> str:
     return dataset_id
 
 
-def stream_logs(api, headers, job_id: str) -> int:
-    """Print the job's log lines (Server-Sent Events) until the stream ends; reconnects with
-    Last-Event-ID if the connection drops. Returns the number of lines."""
+def job_log_events(api, headers, job_id: str, read_timeout: float = 600) -> Iterator[tuple[int, str]]:
+    """(position, line) of the job's log lines over Server-Sent Events until the stream's end event;
+    reconnects with Last-Event-ID if the connection drops (5 tries)."""
     import httpx
 
     last = 0
@@ -107,7 +108,7 @@ def stream_logs(api, headers, job_id: str) -> int:
         extra = {"Accept": "text/event-stream", **({"Last-Event-ID": str(last)} if last else {})}
         try:
             with api.stream("GET", f"/api/v1/jobs/{job_id}/logs", headers={**headers, **extra},
-                            timeout=httpx.Timeout(30, read=600)) as response:
+                            timeout=httpx.Timeout(30, read=read_timeout)) as response:
                 if response.status_code != 200:
                     raise RuntimeError(f"log stream -> {response.status_code}: {response.read()[:500]!r}")
                 event_id = None
@@ -115,17 +116,20 @@ def stream_logs(api, headers, job_id: str) -> int:
                     if line.startswith("id: "):
                         event_id = int(line[4:])
                     elif line.startswith("data: ") and event_id is not None:
-                        last = event_id
-                        say(f"  | {line[6:]}")
-                    elif line.startswith("data: "):
-                        pass
+                        last, event_id = event_id, None
+                        yield last, line[6:]
                     elif line.startswith("event: end"):
-                        return last
-                return last
+                        return
+                return
         except httpx.HTTPError as exc:
             say(f"  (log stream interrupted: {exc}; reconnecting after line {last})")
             time.sleep(1)
-    return last
+
+
+def stream_logs(api, headers, job_id: str) -> None:
+    """Print the job's log lines until the stream ends."""
+    for _position, line in job_log_events(api, headers, job_id):
+        say(f"  | {line}")
 
 
 def run_demo(home: Path | None = None, steps: int | None = None, keep_running: bool = False) -> dict[str, Any]:
