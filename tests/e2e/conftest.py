@@ -93,9 +93,7 @@ def production_stack(postgres, s3, tmp_path_factory) -> Iterator[ProductionStack
         home=home, api_port=free_port_run(2), prefect_port=free_port(), workers=2, api_processes=2,
         database_url=postgres.url(weft_db), prefect_database_url=postgres.url(prefect_db, driver="asyncpg"),
         storage_url=f"s3://{bucket}/weft", storage_options=s3.storage_options,
-        # a killed worker's run is Crashed 35 s after its last heartbeat (3 missed beats: training keeps
-        # the cores busy, the heartbeat thread still gets its turn)
-        flow_heartbeat_seconds=10, crash_after_seconds=35,
+        crash_after_seconds=60,  # a killed worker's run is Crashed ~1 min after its last heartbeat (every 30 s)
     )
     platform = Platform(settings=settings, profile="production")
     stack = ProductionStack(platform=platform, settings=settings, postgres=postgres, s3=s3, bucket=bucket,
