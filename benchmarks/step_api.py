@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform as host
+import shutil
 import statistics
 import sys
 import tempfile
@@ -171,6 +172,7 @@ def main() -> None:
     finally:
         stack.stop()
         services.close()
+        shutil.rmtree(os.environ["WEFT_HOME"], ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform as host
+import shutil
 import statistics
 import subprocess
 import sys
@@ -171,6 +172,7 @@ def main() -> None:
         run_benchmark(stack, args, ways, flows)
     finally:
         stack.stop()
+        shutil.rmtree(os.environ["WEFT_HOME"], ignore_errors=True)
 
 
 def run_benchmark(stack, args, ways: list[str], flows: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,11 @@ os.environ["WEFT_HOME"] = str(_SESSION_HOME / "home")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["HF_HOME"] = str(_SESSION_HOME / "hf")
+
+
+def pytest_unconfigure(config) -> None:
+    """The session's home (databases, models, logs) goes with the session."""
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
