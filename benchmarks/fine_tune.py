@@ -278,13 +278,11 @@ def main() -> int:
                 weft.close()
 
         if args.weft == "platform":
-            from benchmarks.fine_tune_platform import cpu_table
+            from benchmarks.fine_tune_platform import cpu_per_ktoken, cpu_table
 
             print("\nCPU seconds (share of one core) over each platform job's training window "
                   "(first to last `step` log line):")
             print(cpu_table(results["weft"]))
-            from benchmarks.fine_tune_platform import cpu_per_ktoken
-
             platform_cores = [sum(v for k, v in m["cpu"].items() if k != "flow-run") / m["window"]
                               for m in results["weft"]]
             print(f"  everything but the flow-run process: median {statistics.median(platform_cores):.2f} cores "

@@ -36,7 +36,6 @@ MIGRATION_LOCK = 0x77656674  # the advisory lock ("weft") that serialises migrat
 
 SQLITE_BUSY_SECONDS = 30
 SQLITE_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER", "WITH")
-_sqlite_write_locks: dict[str, threading.Lock] = {}
 
 
 class _SerializedWriteCursor(sqlite3.Cursor):
@@ -56,7 +55,10 @@ class SerializedWriteConnection(sqlite3.Connection):
     between tries, unfairly): with 20 API threads writing, profiling showed the step post's p99 at 15x
     its median, almost all of it in that polling. Here a thread takes the lock before the first write
     of a transaction and gives it back at commit or rollback, so waiting writers are woken in turn
-    the moment it is free. Reads never wait (WAL); other processes still meet SQLite's own lock."""
+    the moment it is free. Reads never wait (WAL); other processes still meet SQLite's own lock.
+    `engine_for` makes a subclass per database file, with its own `write_lock`."""
+
+    write_lock: threading.Lock
 
     def cursor(self, factory: Any = None) -> sqlite3.Cursor:  # type: ignore[override]
         return super().cursor(factory or _SerializedWriteCursor)
@@ -64,12 +66,12 @@ class SerializedWriteConnection(sqlite3.Connection):
     def before_statement(self, sql: str) -> None:
         if not getattr(self, "_writing", False) and sql.lstrip()[:7].upper().startswith(SQLITE_WRITES):
             # after the busy timeout, go on and let SQLite decide (a same-thread nested write, say)
-            self._writing = _sqlite_write_locks[self._path].acquire(timeout=SQLITE_BUSY_SECONDS)
+            self._writing = self.write_lock.acquire(timeout=SQLITE_BUSY_SECONDS)
 
     def _end_write(self) -> None:
         if getattr(self, "_writing", False):
             self._writing = False
-            _sqlite_write_locks[self._path].release()
+            self.write_lock.release()
 
     def commit(self) -> None:
         try:
@@ -95,11 +97,9 @@ def engine_for(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        lock_key = str(Path(path).resolve())
-        _sqlite_write_locks.setdefault(lock_key, threading.Lock())
 
         class Connection(SerializedWriteConnection):
-            _path = lock_key
+            write_lock = threading.Lock()
 
         eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS,
                                                "factory": Connection}, **POOL)

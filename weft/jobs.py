@@ -4,11 +4,10 @@ translates a job `config` into the workflow's steps and reads a job's progress, 
 from __future__ import annotations
 
 import math
-import ssl
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from datetime import datetime, timedelta
-from functools import lru_cache
 from itertools import takewhile
 from typing import Any
 from uuid import UUID
@@ -123,37 +122,11 @@ def outputs(session: Session, workflow_id: str) -> tuple[Model | None, Adapter |
     return (session.get(Model, adapter.model_id) if adapter else None), adapter
 
 
-@lru_cache(maxsize=4)
-def _tls_context(skip_verify: bool, cert_file: str | None) -> ssl.SSLContext:
-    if skip_verify:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    import certifi
-
-    return ssl.create_default_context(cafile=cert_file or certifi.where())
-
-
-def prefect_client():
-    """A sync Prefect client that shares one TLS context: Prefect otherwise builds one per client (loading
-    the CA bundle: ~10 ms of CPU), which dominated the API's CPU while it streamed a run's logs. Same
-    settings as Prefect's own (PREFECT_API_TLS_INSECURE_SKIP_VERIFY, PREFECT_API_SSL_CERT_FILE)."""
-    from prefect.client.orchestration import get_client
-    from prefect.context import SyncClientContext
-    from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY
-
-    if (context := SyncClientContext.get()) and context.client:  # inside a run: its client, as get_client does
-        return get_client(sync_client=True)
-    ctx = _tls_context(bool(PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value()), PREFECT_API_SSL_CERT_FILE.value() or None)
-    return get_client(sync_client=True, httpx_settings={"verify": ctx})
-
-
 def progress_of(flow_run_id: str) -> float:
     """The training progress artifact of the run, 0..1."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
 
-    with prefect_client() as client:
+    with runs.prefect_client() as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]), type=ArtifactFilterType(any_=["progress"])))
     values = [float(a.data) for a in artifacts if isinstance(a.data, (int, float))]
@@ -177,15 +150,13 @@ def log_line(log: Any) -> LogLine:
 def read_logs(flow_run_id: str, *, offset: int, limit: int, newest_first: bool, client: Any = None) -> list[LogLine]:
     """Log lines of a run from the Prefect server (weft keeps no copy), paged 200 at a time (with
     `client`, an open sync Prefect client, instead of a new one)."""
-    from contextlib import nullcontext
-
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
 
     log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
     sort = LogSort.TIMESTAMP_DESC if newest_first else LogSort.TIMESTAMP_ASC
     lines: list[LogLine] = []
-    with nullcontext(client) if client is not None else prefect_client() as client:
+    with nullcontext(client) if client is not None else runs.prefect_client() as client:
         while len(lines) < limit:
             page = client.read_logs(log_filter=log_filter, limit=min(LOG_PAGE, limit - len(lines)),
                                     offset=offset + len(lines), sort=sort)
@@ -217,17 +188,6 @@ class Update(BaseModel):
     line: LogLine | None = None
 
 
-def run_status(client: Any, flow_run_id: str) -> tuple[str, str | None]:
-    """Status and reason of one flow run, read with an open sync Prefect client."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    found = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])),
-                                  limit=1)
-    if not found:
-        raise KeyError(flow_run_id)
-    return runs.status_of(found[0])
-
-
 def follow(flow_run_id: str, after: int = 0, poll: float = FOLLOW_POLL_SECONDS,
            idle_timeout: float = 300.0) -> Iterator[Update]:
     """The run's status changes and every log line after position `after`, as they reach the Prefect
@@ -245,9 +205,9 @@ def follow(flow_run_id: str, after: int = 0, poll: float = FOLLOW_POLL_SECONDS,
     (polls stay at least `poll / 2` apart)."""
     sent, last_status = after, None
     last_line_at, quiet_since = time.monotonic(), None
-    with prefect_client() as client:
+    with runs.prefect_client() as client:
         while True:
-            status, reason = run_status(client, flow_run_id)
+            status, reason = runs.run_statuses([flow_run_id], client=client)[flow_run_id]
             if status != last_status:
                 last_status = status
                 yield Update(status=status, reason=reason)
