@@ -1,5 +1,7 @@
-"""The inference gateway: least-loaded routing over an endpoint's healthy replicas, retry on a dead
-one, 503 when none is left, and a record of every request written after the response is sent."""
+"""The inference gateway: a revision by the endpoint's traffic split, then the least-loaded of its healthy
+replicas; retry on a dead one; a request that finds no replica waits for one (a cold start: it marks the
+demand the controller scales from zero on) up to the endpoint's `timeout_seconds`, then 503; and a
+record of every request, with its revision, written after the response is sent."""
 
 from __future__ import annotations
 
@@ -16,19 +18,33 @@ from typing import Any
 
 import aiohttp
 import anyio
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from api.errors import ApiError
+from weft.clock import utcnow
 from weft.db import database_unavailable, get_engine
 from weft.secret_blocks import read_secret
 from weft.serving.rotation import in_rotation
-from weft.statuses import EndpointStatus
-from weft.tables import Credential, Endpoint, InferenceRecord, Replica
+from weft.statuses import SERVING
+from weft.tables import Credential, Endpoint, InferenceRecord, Replica, Revision
 
 log = logging.getLogger(__name__)
 DEAD_SECONDS = 10.0  # a replica that refused a connection sits out this long
 CACHE_SECONDS = 0.5  # how long a replica list read from the database is reused
 RECORD_RETRY_SECONDS = 1.0  # while the database is unavailable, how often queued records are retried
+HOLD_POLL_SECONDS = 0.25  # how often a request waiting for a replica looks again
+DEMAND_SECONDS = 1.0  # how often a waiting endpoint's demand mark is renewed
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A replica in rotation, with its revision and that revision's share of the traffic."""
+
+    id: str
+    url: str
+    revision_id: str
+    traffic: int
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,9 @@ class Gateway:
     def __init__(self) -> None:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.dead_until: dict[str, float] = {}
-        self.cache: dict[str, tuple[float, list[Replica]]] = {}
+        self.cache: dict[str, tuple[float, list[Candidate]]] = {}
+        self.revision_of: dict[str, str] = {}  # replica -> revision, for the request records
+        self.demand_marked: dict[str, float] = {}
         self.recorder = Recorder()
         self._client: aiohttp.ClientSession | None = None  # aiohttp: about half httpx's cost per proxied call
 
@@ -74,45 +92,73 @@ class Gateway:
 
     def record(self, *args: Any, **kwargs: Any) -> None:
         """Queue one request's record (see `inference_record` for the fields)."""
-        self.recorder.add(inference_record(*args, **kwargs))
+        row = inference_record(*args, **kwargs)
+        row.revision_id = self.revision_of.get(row.replica_id or "")
+        self.recorder.add(row)
 
-    def _healthy_from_db(self, endpoint_id: str) -> list[Replica]:
+    def _healthy_from_db(self, endpoint_id: str) -> list[Candidate]:
         with Session(get_engine()) as s:
-            return list(s.exec(select(Replica).where(Replica.endpoint_id == endpoint_id, in_rotation())))
+            rows = s.exec(select(Replica.id, Replica.url, Replica.revision_id, Revision.traffic)
+                          .join(Revision, Revision.id == Replica.revision_id)
+                          .where(Replica.endpoint_id == endpoint_id, in_rotation(), Revision.traffic > 0)).all()
+        return [Candidate(*row) for row in rows]
 
-    async def replicas(self, endpoint_id: str) -> list[Replica]:
+    def _mark_demand(self, endpoint_id: str) -> None:
+        with Session(get_engine()) as s:
+            s.exec(update(Revision).where(Revision.endpoint_id == endpoint_id, Revision.traffic > 0)
+                   .values(demand_at=utcnow()))
+            s.commit()
+
+    async def wait_for_replica(self, endpoint: Endpoint, deadline: float) -> None:
+        """Mark the endpoint's demand (at most every DEMAND_SECONDS) and wait one poll; 503 past `deadline`."""
+        now = time.monotonic()
+        if now > deadline:
+            raise ApiError(503, "SERVICE_UNAVAILABLE", f"no healthy replica of endpoint {endpoint.name} within "
+                           f"{endpoint.timeout_seconds:g} s", {"endpoint_id": endpoint.id})
+        if self.demand_marked.get(endpoint.id, 0) < now - DEMAND_SECONDS:
+            self.demand_marked[endpoint.id] = now
+            await anyio.to_thread.run_sync(self._mark_demand, endpoint.id)
+        await asyncio.sleep(HOLD_POLL_SECONDS)
+
+    async def replicas(self, endpoint_id: str) -> list[Candidate]:
         now = time.monotonic()
         cached = self.cache.get(endpoint_id)
         if cached and cached[0] > now:
             return cached[1]
         rows = await anyio.to_thread.run_sync(self._healthy_from_db, endpoint_id)
         self.cache[endpoint_id] = (now + CACHE_SECONDS, rows)
+        self.revision_of.update({r.id: r.revision_id for r in rows})
         return rows
 
-    def pick(self, candidates: list[Replica]) -> Replica:
-        low = min(self.in_flight[r.id] for r in candidates)
-        return random.choice([r for r in candidates if self.in_flight[r.id] == low])
+    def pick(self, candidates: list[Candidate]) -> Candidate:
+        """A revision by traffic share (among those with a replica here), then its least-loaded replica."""
+        shares = {r.revision_id: r.traffic for r in candidates}
+        revision = random.choices(list(shares), weights=list(shares.values()))[0]
+        mine = [r for r in candidates if r.revision_id == revision]
+        low = min(self.in_flight[r.id] for r in mine)
+        return random.choice([r for r in mine if self.in_flight[r.id] == low])
 
     async def targets(self, endpoint: Endpoint, path: str) -> AsyncIterator[tuple[Target, str]]:
-        """Where to send a request, in the order to try: the provider (a proxy endpoint), or the least
-        loaded healthy replica, then the next untried one; 503 when none is left."""
-        if endpoint.status != EndpointStatus.ACTIVE:
+        """Where to send a request, in the order to try: the provider (a proxy endpoint), or a replica
+        (see `pick`), then the next untried one; with none left, wait for one (see `wait_for_replica`)."""
+        if endpoint.status not in SERVING:
             raise ApiError(503, "SERVICE_UNAVAILABLE", f"endpoint {endpoint.name} is {endpoint.status}",
                            {"endpoint_id": endpoint.id})
         if endpoint.kind == "proxy":
             yield await anyio.to_thread.run_sync(proxy_target, endpoint), path.removeprefix("/v1")
             return
         tried: set[str] = set()
+        deadline = time.monotonic() + endpoint.timeout_seconds
         while True:
             now = time.monotonic()
             candidates = [r for r in await self.replicas(endpoint.id)
                           if r.id not in tried and self.dead_until.get(r.id, 0) < now]
             if not candidates:
-                raise ApiError(503, "SERVICE_UNAVAILABLE", f"no healthy replica of endpoint {endpoint.name}",
-                               {"endpoint_id": endpoint.id, "tried": sorted(tried)})
+                await self.wait_for_replica(endpoint, deadline)
+                continue
             replica = self.pick(candidates)
             tried.add(replica.id)
-            yield Target(replica.id, replica.url, {}, endpoint.name), path
+            yield Target(replica.id, replica.url, {}, endpoint.slug or endpoint.name), path
 
     def unreachable(self, target: Target, exc: Exception) -> None:
         """A replica that did not answer sits out DEAD_SECONDS; an unreachable provider is a 502."""

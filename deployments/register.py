@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
@@ -13,9 +14,10 @@ from prefect.exceptions import ObjectAlreadyExists
 
 from blocks.storage import save_result_storage
 from deployments.automations import ensure_crash_detection
-from weft import pools
+from weft import pools, runs
 from weft.platform import prefect_cli
 from weft.settings import get_settings
+from weft.specs.names import WorkflowName
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -39,13 +41,22 @@ def register_deployments(project_dir: Path = PROJECT_DIR, env: dict[str, str] | 
         raise RuntimeError(f"prefect deploy failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
+def start_controller() -> str:
+    """A new run of the endpoint controller (the cpu-light worker picks it up once it starts); a copy
+    left from an earlier `weft up`, or another machine's, holds or waits for the lease."""
+    return runs.start_run(f"{WorkflowName.ENDPOINT_CONTROLLER}/default", {}, key=f"weft:controller:{uuid.uuid4()}",
+                          tags=["controller"])
+
+
 def main() -> None:
-    """Pools, the result-storage block, the crash-detection automation and every deployment, in that order."""
+    """Pools, the result-storage block, the crash-detection automation, every deployment, and a run of
+    the endpoint controller, in that order."""
     ensure_work_pools()
     save_result_storage()
     ensure_crash_detection(get_settings().crash_after_seconds)
     register_deployments()
-    print("work pools, result storage, crash detection and deployments registered")
+    controller = start_controller()
+    print(f"work pools, result storage, crash detection and deployments registered; endpoint controller {controller}")
 
 
 if __name__ == "__main__":

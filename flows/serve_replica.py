@@ -1,5 +1,6 @@
-"""One replica of an endpoint: start its OpenAI-compatible server, then heartbeat until the run is
-cancelled (the server dies with this process) or the server dies (the run fails)."""
+"""One replica of an endpoint's revision: start its OpenAI-compatible server, then heartbeat until the
+controller stops it (its row says `stopped`, or the run is cancelled: the server dies with this process)
+or the server dies (the run fails)."""
 
 from __future__ import annotations
 
@@ -18,16 +19,20 @@ from weft.settings import get_settings
 from weft.specs.names import WorkflowName
 from weft.statuses import ReplicaState
 from weft.storage import get_storage
-from weft.tables import Adapter, Endpoint, Model, Replica
+from weft.tables import Adapter, Endpoint, Model, Replica, Revision
 
 
-def mark(replica_id: str, **fields) -> None:
+def mark(replica_id: str, **fields) -> str:
+    """Update the replica's row, unless the controller has stopped it; returns its state."""
     with session_scope() as s:
         replica = s.get(Replica, replica_id)
+        if replica.state in (ReplicaState.STOPPED, ReplicaState.DRAINING) and "state" in fields:
+            fields.pop("state")  # a replica leaving keeps leaving
         for key, value in fields.items():
             setattr(replica, key, value)
         replica.updated_at = utcnow()
         s.add(replica)
+        return replica.state
 
 
 @flow(name=WorkflowName.SERVE_REPLICA.value, log_prints=True,
@@ -38,11 +43,13 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
     log = get_run_logger()
     settings = get_settings()
     with session_scope() as s:
-        endpoint = s.get(Endpoint, endpoint_id)
-        model = s.get(Model, endpoint.model_id)
+        endpoint, replica = s.get(Endpoint, endpoint_id), s.get(Replica, replica_id)
+        revision = s.get(Revision, replica.revision_id) if replica.revision_id else None
+        model = s.get(Model, revision.model_id if revision else endpoint.model_id)
         adapter = s.get(Adapter, model.details.get("adapter_id")) if model.provider_type == "adapter" else None
         base_key = f"models/{adapter.base_model_id}" if adapter else f"models/{model.id}"
-        adapter_key, name, planned = (adapter.storage_key if adapter else None), endpoint.name, endpoint.engine
+        adapter_key, name = (adapter.storage_key if adapter else None), endpoint.slug or endpoint.name
+        planned = revision.engine if revision else endpoint.engine
     mark(replica_id, flow_run_id=str(flow_run.id), state=ReplicaState.STARTING)
     try:  # the engine the plan chose (what the endpoint reports), or a clear failure where it cannot run
         engine = placement.choose_engine(planned, placement.local_device()[0])
@@ -65,15 +72,20 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         except RuntimeError as exc:
             mark(replica_id, state=ReplicaState.UNHEALTHY, reason=str(exc)[:2000])
             raise
-        mark(replica_id, url=url, engine=spec.engine, state=ReplicaState.HEALTHY, last_seen=utcnow(), reason=None)
+        state = mark(replica_id, url=url, engine=spec.engine, state=ReplicaState.HEALTHY, last_seen=utcnow(),
+                     reason=None)
         log.info("replica %s is healthy at %s", replica_id, url)
-        while True:
+        while state != ReplicaState.STOPPED:
             time.sleep(settings.replica_heartbeat_seconds)
             if proc.poll() is not None:
                 reason = f"the server exited with {proc.returncode}: {launch.tail(log_file, 500)}"
                 mark(replica_id, state=ReplicaState.UNHEALTHY, reason=reason[:2000])
                 raise RuntimeError(reason)
             if launch.healthy(url, timeout=settings.replica_heartbeat_seconds):
-                mark(replica_id, state=ReplicaState.HEALTHY, last_seen=utcnow())
+                state = mark(replica_id, last_seen=utcnow())
             else:
                 log.warning("replica %s missed a health check", replica_id)
+                state = mark(replica_id)
+        log.info("replica %s stopped by the endpoint controller", replica_id)
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -6,6 +6,7 @@ writes the same row instead of a second one; rows created by a request get a ran
 
 from __future__ import annotations
 
+import re
 import uuid
 
 
@@ -46,3 +47,8 @@ def replica_id_of(workflow_id: str, n: int) -> str:
 def recommendation_id_of(endpoint_id: str, kind: str) -> str:
     """An optimization recommendation: one per endpoint and kind (`opt_` + 12 hex digits)."""
     return f"opt_{uuid.uuid5(uuid.NAMESPACE_URL, f'{endpoint_id}:{kind}').hex[:12]}"
+
+
+def slug_of(name: str) -> str:
+    """A URL-safe form of a display name: lower case, runs of anything else than [a-z0-9] as one `-`."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "endpoint"

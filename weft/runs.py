@@ -141,6 +141,14 @@ def trigger(wt: WorkflowType, workflow_id: str, spec: dict[str, Any], *, run_num
     return str(flow_run.id)
 
 
+def start_run(deployment: str, parameters: dict[str, Any], key: str, tags: list[str]) -> str:
+    """Create a flow run of a deployment that is not a step workflow (a replica, the endpoint controller);
+    `key` makes a repeated call the same run."""
+    flow_run: FlowRun = run_deployment(name=deployment, parameters=parameters, timeout=0, idempotency_key=key,
+                                       tags=["weft", *tags], as_subflow=False)
+    return str(flow_run.id)
+
+
 def log_to_run(flow_run_id: str, level: int, message: str, name: str = "weft.api") -> None:
     """Add a line to a run's logs on the Prefect server."""
 

@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     replica_heartbeat_seconds: float = 2.0
     replica_stale_seconds: float = Field(default=6.0, description="a replica silent this long leaves rotation")
     replica_start_timeout_seconds: float = 600.0
+    # the endpoint controller (weft/serving/controller.py) and its autoscaler
+    controller_interval_seconds: float = Field(default=2.0, gt=0, description="how often desired and actual "
+                                                                               "replicas are compared")
+    controller_lease_seconds: float = Field(default=15.0, gt=0, description="a controller silent this long "
+                                                                             "hands over to a passive copy")
+    replica_drain_seconds: float = Field(default=5.0, ge=0, description="a replica leaving rotation keeps running "
+                                                                          "this long for its requests in flight")
+    revision_drain_seconds: float = Field(default=30.0, ge=0, description="a revision whose traffic went to 0 "
+                                                                            "keeps its replicas this long")
+    autoscale_stable_seconds: float = Field(default=60.0, gt=0, description="load window for scaling down (and to "
+                                                                              "zero); Knative's default")
+    autoscale_panic_seconds: float = Field(default=6.0, gt=0, description="load window for scaling up")
     pool_hour_cost: dict[str, float] = Field(default_factory=lambda: {pools.CPU: 0.05, pools.GPU: 2.5},
                                              description="$ per replica- or training-hour on each work pool")
     storage_gb_month_cost: float = Field(default=0.023, description="$ per GB-month of object storage")

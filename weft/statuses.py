@@ -66,8 +66,23 @@ class EndpointStatus(StrEnum):
     PENDING = "pending"
     DEPLOYING = "deploying"
     ACTIVE = "active"
+    UPDATING = "updating"  # desired state changed; the controller has not converged yet
+    STOPPING = "stopping"  # deleted: draining, then stopped
     FAILED = "failed"
     STOPPED = "stopped"
+
+
+SERVING = frozenset({EndpointStatus.ACTIVE, EndpointStatus.UPDATING})
+
+
+class RevisionStatus(StrEnum):
+    """A revision: `deploying` until its replicas first serve, then `active` while it has traffic and
+    `inactive` without; `failed` when its replicas never came up."""
+
+    DEPLOYING = "deploying"
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    FAILED = "failed"
 
 
 class ReplicaState(StrEnum):
@@ -75,6 +90,7 @@ class ReplicaState(StrEnum):
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
     UNRESPONSIVE = "unresponsive"
+    DRAINING = "draining"  # out of rotation; stopped once its requests had time to finish
     STOPPED = "stopped"
 
 

@@ -19,6 +19,7 @@ from weft.statuses import (
     EndpointStatus,
     ModelStatus,
     ReplicaState,
+    RevisionStatus,
     RunStatus,
     WorkflowStatus,
 )
@@ -200,13 +201,15 @@ class Evaluation(SQLModel, table=True):
 
 
 class Endpoint(SQLModel, table=True):
-    """A deployed model: replicas (serve_replica flow runs) behind the gateway, or a proxy to a cloud
-    provider. Its `name` is the `model` of /v1/completions; its id is also the deployment id."""
+    """A deployed model: the desired state the endpoint controller makes true (revisions, their traffic
+    split and replica bounds), or a proxy to a cloud provider. Its `slug` is the `model` of
+    /v1/completions and the `{slug}` of /endpoints/{slug}/v1; its id is also the deployment id."""
 
     id: str = Field(default_factory=new_id, primary_key=True)
     user_id: str = Field(foreign_key="user.id", index=True)
-    model_id: str = Field(index=True)
+    model_id: str = Field(index=True)  # the model of the revision with the most traffic
     name: str = Field(unique=True)
+    slug: str | None = Field(default=None, unique=True)
     status: str = EndpointStatus.PENDING
     kind: str = "replicas"  # replicas | proxy
     workflow_id: str | None = None
@@ -214,6 +217,11 @@ class Endpoint(SQLModel, table=True):
     engine: str | None = None  # vllm | transformers (replicas); the provider (proxy)
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    min_instances: int = 1  # per revision with traffic; 0 scales to zero when idle
+    max_instances: int = 1
+    target_concurrency: int = 1  # in-flight requests per replica the autoscaler aims at
+    timeout_seconds: float = 60.0  # how long a request may wait for a replica (cold start)
+    memory_mb: int | None = None
     proxy_url: str | None = None
     proxy_model: str | None = None
     credential_id: str | None = None
@@ -222,17 +230,76 @@ class Endpoint(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class Revision(SQLModel, table=True):
+    """What an endpoint's replicas run (`v1`, `v2`, ...): a model (or base + adapter) on an engine and pool
+    with its plan, the share of traffic it gets, and how many replicas the autoscaler wants for it."""
+
+    __table_args__ = (UniqueConstraint("endpoint_id", "number"),)
+    id: str = Field(default_factory=new_id, primary_key=True)
+    endpoint_id: str = Field(index=True)
+    number: int
+    model_id: str
+    workflow_id: str | None = Field(default=None, unique=True)
+    engine: str | None = None
+    pool: str | None = None
+    plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = RevisionStatus.DEPLOYING
+    changes: str | None = None
+    traffic: int = 0  # percent of the endpoint's requests
+    traffic_changed_at: datetime = Field(default_factory=utcnow)
+    replicas: int = 0  # desired replicas while it has traffic (or is deploying)
+    scaled_at: datetime = Field(default_factory=utcnow)  # when `replicas` last changed
+    demand_at: datetime | None = None  # a request waited for a replica (scale from zero)
+    failures: int = 0  # replicas in a row that failed before serving
+    next_start_at: datetime | None = None  # back-off after failures
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def version(self) -> str:
+        return f"v{self.number}"
+
+
+class EndpointEvent(SQLModel, table=True):
+    """One action of the endpoint controller or one lifecycle change, with its reason."""
+
+    __tablename__ = "endpoint_event"
+    id: int | None = Field(default=None, primary_key=True)
+    endpoint_id: str = Field(index=True)
+    version: str | None = None
+    action: str
+    reason: str
+    replica_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ControllerLease(SQLModel, table=True):
+    """Who runs the endpoint controller: the holder renews the lease; another copy waits until it lapses
+    (or, on the same host, until the holder's process is gone)."""
+
+    __tablename__ = "controller_lease"
+    name: str = Field(primary_key=True)
+    holder: str
+    host: str
+    pid: int
+    expires_at: datetime
+
+
 class Replica(SQLModel, table=True):
-    """One serving process of an endpoint: a serve_replica flow run that heartbeats while healthy."""
+    """One serving process of a revision: a serve_replica flow run that heartbeats while healthy."""
 
     id: str = Field(default_factory=new_id, primary_key=True)
     endpoint_id: str = Field(index=True)
+    revision_id: str | None = Field(default=None, index=True)
     flow_run_id: str | None = Field(default=None, index=True)
     url: str | None = None
     state: str = ReplicaState.STARTING
     engine: str | None = None
     max_concurrency: int = 1
+    cold_start: bool = False  # started because a request was waiting on an endpoint scaled to zero
     last_seen: datetime | None = None
+    stop_at: datetime | None = None  # draining: out of rotation, stopped at this time
     reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -245,6 +312,7 @@ class InferenceRecord(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     endpoint_id: str | None = Field(default=None, index=True)
     replica_id: str | None = None
+    revision_id: str | None = None
     user_id: str | None = None
     route: str
     latency_ms: float

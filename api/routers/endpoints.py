@@ -15,29 +15,34 @@ from api.errors import ApiError
 from api.schemas.endpoints import (
     DeploymentList,
     DeploymentOut,
+    DeploymentUpdate,
+    DeploymentUpdated,
     DeployOut,
     DeployRequest,
     EndpointList,
     EndpointOut,
+    RollbackRequest,
     TemplateList,
+    VersionList,
 )
 from weft import runs, workflows
 from weft.clock import utcnow
-from weft.ids import endpoint_id_of
-from weft.serving import placement
+from weft.ids import endpoint_id_of, new_id
+from weft.serving import placement, revisions
 from weft.serving.plan import DeployConfig, templates
 from weft.serving.rotation import observed_state
 from weft.settings import get_settings
 from weft.specs.names import WorkflowName
 from weft.statuses import TERMINAL, EndpointStatus, ReplicaState, RunStatus, WorkflowStatus
-from weft.tables import Endpoint, InferenceRecord, Model, Replica
+from weft.tables import Endpoint, EndpointEvent, InferenceRecord, Model, Replica
 from weft.webhooks.outbox import emit
 
 router = APIRouter(tags=["endpoints"])
+EVENTS_SHOWN = 50  # the newest controller actions and changes in an endpoint view
 
 
 def worker_view(replica: Replica) -> dict[str, Any]:
-    return {"id": replica.id, "state": observed_state(replica), "url": replica.url, "engine": replica.engine,
+    return {"id": replica.id, "revision_id": replica.revision_id, "state": observed_state(replica), "url": replica.url, "engine": replica.engine,
             "flow_run_id": replica.flow_run_id, "max_concurrency": replica.max_concurrency,
             "last_seen": replica.last_seen, "reason": replica.reason, "created_at": replica.created_at}
 
@@ -59,7 +64,13 @@ def endpoint_view(session: Session, endpoint: Endpoint, base_url: str = "") -> d
                             .order_by(col(Replica.created_at))).all()
     return {"id": endpoint.id, "name": endpoint.name, "model_id": endpoint.model_id, "status": endpoint.status,
             "kind": endpoint.kind, "endpoint_type": endpoint.engine, "pool": endpoint.pool,
-            "endpoint_url": f"{base_url}/v1", "model": endpoint.name, "deploy_config": endpoint.config,
+            "endpoint_url": f"{base_url}/v1", "model": endpoint.slug or endpoint.name, "slug": endpoint.slug,
+            "deploy_config": endpoint.config, "min_instances": endpoint.min_instances,
+            "max_instances": endpoint.max_instances, "target_concurrency": endpoint.target_concurrency,
+            "timeout_seconds": endpoint.timeout_seconds, "versions": revisions.versions_view(session, endpoint),
+            "events": [e.model_dump() for e in session.exec(
+                select(EndpointEvent).where(EndpointEvent.endpoint_id == endpoint.id)
+                .order_by(col(EndpointEvent.id).desc()).limit(EVENTS_SHOWN))],
             "plan": endpoint.plan, "workflow_id": endpoint.workflow_id, "reason": endpoint.reason,
             "workers": [worker_view(r) for r in replicas], "metrics": usage(session, endpoint.id),
             "created_at": endpoint.created_at, "updated_at": endpoint.updated_at}
@@ -87,13 +98,21 @@ def deploy(model_id: str, body: DeployRequest, user: CurrentUser, session: Sessi
              3: {"endpoint_name": name, "template_id": body.template_id, "deploy_config": config,
                  "engine": body.endpoint_type},
              5: {"cluster_id": cluster_id}}
+    if body.auto_scaling:
+        steps[3]["auto_scaling"] = body.auto_scaling.model_dump(exclude_none=True)
     wf = workflows.create(session, user.id, WorkflowName.DEPLOY_MODEL, steps, trigger=True, total_steps=5)
-    endpoint = Endpoint(id=endpoint_id_of(wf.id), user_id=user.id, model_id=model_id, name=name,
-                        status=EndpointStatus.DEPLOYING, workflow_id=wf.id, config=config, engine=engine)
-    session.add(endpoint)
+    endpoint = revisions.endpoint_named(session, name)
+    if endpoint is None:  # the step validation refused another user's name
+        endpoint = Endpoint(id=endpoint_id_of(wf.id), user_id=user.id, model_id=model_id, name=name,
+                            slug=revisions.unique_slug(session, name), status=EndpointStatus.DEPLOYING,
+                            workflow_id=wf.id, config=config, engine=engine)
+        session.add(endpoint)
+        session.flush()
+    version = revisions.add_revision(session, endpoint, model_id, wf.id, f"model {model.name} ({model_id})").version
     session.commit()
-    return {"id": endpoint.id, "model_id": model_id, "name": name, "endpoint_type": engine,
-            "endpoint_url": f"{base_url()}/v1", "model": name, "status": EndpointStatus.DEPLOYING, "workflow_id": wf.id,
+    return {"id": endpoint.id, "model_id": model_id, "name": endpoint.name, "endpoint_type": engine,
+            "endpoint_url": f"{base_url()}/v1", "model": endpoint.slug or endpoint.name, "version": version,
+            "status": endpoint.status, "workflow_id": wf.id,
             "flow_run_id": wf.flow_run_id, "created_at": endpoint.created_at, "updated_at": endpoint.updated_at}
 
 
@@ -166,6 +185,56 @@ def stop_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep) -> d
     emit(session, "model.undeployed", data, key=f"model:{endpoint.model_id}:undeployed:{endpoint.id}", user_id=user.id)
     session.commit()
     return endpoint_view(session, endpoint, base_url())
+
+
+def configuration(endpoint: Endpoint) -> dict[str, Any]:
+    return {"memory_mb": endpoint.memory_mb, "timeout_seconds": endpoint.timeout_seconds,
+            "min_instances": endpoint.min_instances, "max_instances": endpoint.max_instances,
+            "target_concurrency": endpoint.target_concurrency}
+
+
+@router.get("/deployments/{deployment_id}/versions", response_model=VersionList)
+def list_versions(deployment_id: str, user: CurrentUser, session: SessionDep) -> dict:
+    endpoint = get_owned(session, Endpoint, deployment_id, user.id, "deployment")
+    return {"versions": revisions.versions_view(session, endpoint)}
+
+
+@router.post("/deployments/{deployment_id}/rollback", response_model=DeploymentUpdated)
+def rollback_deployment(deployment_id: str, body: RollbackRequest, user: CurrentUser, session: SessionDep) -> dict:
+    """All traffic to `version`; the other revisions drain and stop after the drain period."""
+    endpoint = get_owned(session, Endpoint, deployment_id, user.id, "deployment")
+    revisions.revision_named(session, endpoint, body.version)
+    revisions.set_traffic(session, endpoint, {body.version: 100}, f"rolled back to {body.version}")
+    revisions.mark_updating(session, endpoint, f"rollback to {body.version}")
+    emit(session, "deployment.rolled_back", {"deployment_id": endpoint.id, "version": body.version},
+         key=f"deployment:{endpoint.id}:rolled_back:{new_id()}", user_id=user.id)
+    session.commit()
+    return {"id": endpoint.id, "name": endpoint.name, "status": endpoint.status,
+            "configuration": configuration(endpoint), "versions": revisions.versions_view(session, endpoint)}
+
+
+@router.patch("/deployments/{deployment_id}", response_model=DeploymentUpdated)
+def update_deployment(deployment_id: str, body: DeploymentUpdate, user: CurrentUser, session: SessionDep) -> dict:
+    """Document 001's update: bounds, timeout, name, traffic split; `updating` until the controller converged."""
+    endpoint = get_owned(session, Endpoint, deployment_id, user.id, "deployment")
+    revisions.set_bounds(session, endpoint, body.min_instances, body.max_instances)
+    if body.name and body.name != endpoint.name:
+        if revisions.endpoint_named(session, body.name) is not None:
+            raise ApiError(409, "CONFLICT", f"an endpoint named {body.name!r} exists already", {"field": "name"})
+        endpoint.name, endpoint.slug = body.name, revisions.unique_slug(session, body.name, endpoint.id)
+    if body.timeout_seconds is not None:
+        endpoint.timeout_seconds = body.timeout_seconds
+    if body.memory_mb is not None:
+        endpoint.memory_mb = body.memory_mb
+    if body.traffic is not None:
+        revisions.set_traffic(session, endpoint, body.traffic, "set by PATCH")
+    changed = body.model_dump(exclude_none=True)
+    revisions.mark_updating(session, endpoint, f"PATCH {changed}")
+    emit(session, "deployment.updated", {"deployment_id": endpoint.id, "changes": changed},
+         key=f"deployment:{endpoint.id}:updated:{new_id()}", user_id=user.id)
+    session.commit()
+    return {"id": endpoint.id, "name": endpoint.name, "status": endpoint.status,
+            "configuration": configuration(endpoint), "versions": revisions.versions_view(session, endpoint)}
 
 
 @router.get("/templates", response_model=TemplateList)

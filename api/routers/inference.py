@@ -40,8 +40,9 @@ from api.schemas.inference import (
 )
 from weft.clock import utcnow
 from weft.db import get_engine
-from weft.statuses import EndpointStatus
-from weft.tables import Endpoint
+from weft.serving.revisions import endpoint_named as endpoint_called
+from weft.statuses import SERVING
+from weft.tables import Endpoint, Revision
 
 router = APIRouter(tags=["inference"])  # /api/v1/...
 openai_router = APIRouter(tags=["inference"])  # /v1/..., where OpenAI clients look
@@ -56,10 +57,10 @@ def gateway(request: Request) -> Gateway:
 
 def _endpoint_named(user_id: str, name: str | None) -> Endpoint:
     with Session(get_engine()) as session:
-        endpoint = session.exec(select(Endpoint).where(Endpoint.name == (name or ""))).first()
+        endpoint = endpoint_called(session, name or "")
     if endpoint is None or endpoint.user_id != user_id:
-        raise ApiError(404, "NOT_FOUND", f"no endpoint named {name!r}: `model` is the name of one of your endpoints",
-                       {"model": name})
+        raise ApiError(404, "NOT_FOUND", f"no endpoint named {name!r}: `model` is the slug or name of one of your "
+                       "endpoints", {"model": name})
     return endpoint
 
 
@@ -68,9 +69,12 @@ def _endpoint_of_model(user_id: str, model_id: str) -> Endpoint:
 
     with Session(get_engine()) as session:
         get_owned(session, Model, model_id, user_id, "model")
-        endpoint = session.exec(select(Endpoint).where(Endpoint.model_id == model_id, Endpoint.user_id == user_id,
-                                                       Endpoint.status == EndpointStatus.ACTIVE)
-                                .order_by(col(Endpoint.created_at).desc())).first()
+        endpoint = session.exec(select(Endpoint).join(Revision, Revision.endpoint_id == Endpoint.id)
+                                .where(Revision.model_id == model_id, Revision.traffic > 0,
+                                       Endpoint.user_id == user_id, col(Endpoint.status).in_(SERVING))
+                                .order_by(col(Endpoint.created_at).desc())).first() or session.exec(
+            select(Endpoint).where(Endpoint.model_id == model_id, Endpoint.user_id == user_id,
+                                   col(Endpoint.status).in_(SERVING)).order_by(col(Endpoint.created_at).desc())).first()
     if endpoint is None:
         raise ApiError(503, "SERVICE_UNAVAILABLE", f"model {model_id} has no active endpoint: deploy it first",
                        {"model_id": model_id})
@@ -219,10 +223,11 @@ for _path, _method, _model in (("/tokenize", "POST", TokenizeResponse), ("/detok
 
 @openai_router.get("/v1/models", response_model=OpenAIModelList)
 def openai_models(user: CurrentUser, session: SessionDep) -> OpenAIModelList:
-    """The caller's active endpoints, as OpenAI models (OpenAI's list shape: not paged)."""
-    rows = session.exec(select(Endpoint).where(Endpoint.user_id == user.id, Endpoint.status == EndpointStatus.ACTIVE)
+    """The caller's serving endpoints, as OpenAI models by slug (OpenAI's list shape: not paged)."""
+    rows = session.exec(select(Endpoint).where(Endpoint.user_id == user.id, col(Endpoint.status).in_(SERVING))
                         .order_by(col(Endpoint.created_at), col(Endpoint.id)))
-    return OpenAIModelList(data=[OpenAIModel(id=e.name, created=int(e.created_at.timestamp())) for e in rows])
+    return OpenAIModelList(data=[OpenAIModel(id=e.slug or e.name, created=int(e.created_at.timestamp()))
+                                 for e in rows])
 
 
 def completion_body(prompt: str, g: Generation) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas.common import UtcDatetime
-from weft.serving.plan import DeployConfig, Engine, Template
+from weft.serving.plan import AutoScaling, DeployConfig, Engine, Template
 
 
 class DeployRequest(BaseModel):
@@ -24,6 +24,7 @@ class DeployRequest(BaseModel):
     endpoint_name: str | None = Field(default=None, min_length=1, max_length=100)
     template_id: str | None = None
     deploy_config: DeployConfig | None = None
+    auto_scaling: AutoScaling | None = None
     cluster_id: str | None = None
 
     @field_validator("quantization")
@@ -41,8 +42,9 @@ class DeployOut(BaseModel):
     name: str
     endpoint_type: str | None = Field(description="the engine the replicas will run (vllm | transformers) or the "
                                                   "cloud provider")
-    endpoint_url: str = Field(description="the OpenAI-compatible base URL; `model` is the endpoint's name")
+    endpoint_url: str = Field(description="the OpenAI-compatible base URL; `model` is the endpoint's slug")
     model: str
+    version: str | None = Field(default=None, description="the revision this deploy adds (v1 for a new endpoint)")
     status: str
     workflow_id: str
     flow_run_id: str | None
@@ -54,7 +56,8 @@ class WorkerOut(BaseModel):
     """One replica: a serve_replica flow run."""
 
     id: str
-    state: str = Field(description="starting | healthy | unresponsive | unhealthy | stopped")
+    revision_id: str | None
+    state: str = Field(description="starting | healthy | unresponsive | unhealthy | draining | stopped")
     url: str | None
     engine: str | None
     flow_run_id: str | None
@@ -73,9 +76,37 @@ class EndpointUsage(BaseModel):
     success_rate: float | None
 
 
+class VersionOut(BaseModel):
+    """Document 001's version, with its traffic share and replicas."""
+
+    version: str
+    id: str
+    created_at: UtcDatetime
+    status: str = Field(description="deploying | active | inactive | failed")
+    is_current: bool
+    changes: str | None
+    model_id: str
+    engine: str | None
+    traffic_percent: int
+    desired_replicas: int
+    healthy_replicas: int
+
+
+class EventOut(BaseModel):
+    """One controller action or desired-state change, with its reason."""
+
+    id: int
+    version: str | None
+    action: str
+    reason: str
+    replica_id: str | None
+    created_at: UtcDatetime
+
+
 class EndpointOut(BaseModel):
     id: str
     name: str
+    slug: str | None = Field(description="URL-safe name: the OpenAI `model` and /endpoints/{slug}/v1")
     model_id: str
     status: str = Field(description="pending | deploying | active | failed | stopped")
     kind: str = Field(description="replicas | proxy")
@@ -84,6 +115,12 @@ class EndpointOut(BaseModel):
     endpoint_url: str
     model: str
     deploy_config: dict[str, Any]
+    min_instances: int
+    max_instances: int
+    target_concurrency: int
+    timeout_seconds: float
+    versions: list[VersionOut]
+    events: list[EventOut] = Field(description="newest first")
     plan: dict[str, Any]
     workflow_id: str | None
     reason: str | None
@@ -111,3 +148,32 @@ class DeploymentList(BaseModel):
 
 class TemplateList(BaseModel):
     data: list[Template]
+
+
+class VersionList(BaseModel):
+    versions: list[VersionOut]
+
+
+class RollbackRequest(BaseModel):
+    version: str = Field(pattern=r"^v\d+$", description="the revision to send all traffic to")
+
+
+class DeploymentUpdate(BaseModel):
+    """Document 001's update; `traffic` sets a split over versions (a canary, a promotion)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    memory_mb: int | None = Field(default=None, ge=1)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
+    min_instances: int | None = Field(default=None, ge=0, le=64)
+    max_instances: int | None = Field(default=None, ge=1, le=64)
+    traffic: dict[str, int] | None = Field(default=None, description='percent per version, e.g. {"v1": 90, "v2": 10}')
+
+
+class DeploymentUpdated(BaseModel):
+    id: str
+    name: str
+    status: str
+    configuration: dict[str, Any]
+    versions: list[VersionOut]

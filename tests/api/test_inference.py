@@ -27,7 +27,7 @@ from api.schemas.inference import (
 from weft.clock import utcnow
 from weft.db import session_scope
 from weft.net import free_port
-from weft.tables import Endpoint, Model, Replica
+from weft.tables import Endpoint, Model, Replica, Revision
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
 
@@ -86,8 +86,10 @@ def deployed(client, auth_headers, replica_url) -> tuple[dict[str, str], Endpoin
     with session_scope() as s:
         model = Model(user_id=user_id, name="served", provider_type="disk")
         endpoint = Endpoint(user_id=user_id, model_id=model.id, name=f"ep-{uuid.uuid4().hex[:8]}", status="active")
-        s.add_all([model, endpoint, Replica(endpoint_id=endpoint.id, state="healthy", url=replica_url,
-                                            last_seen=utcnow())])
+        endpoint.slug = endpoint.name
+        revision = Revision(endpoint_id=endpoint.id, number=1, model_id=model.id, traffic=100, replicas=1)
+        s.add_all([model, endpoint, revision, Replica(endpoint_id=endpoint.id, revision_id=revision.id,
+                                                      state="healthy", url=replica_url, last_seen=utcnow())])
         s.flush()
         s.expunge(endpoint)
     return headers, endpoint

@@ -43,6 +43,25 @@ class DeployConfig(BaseModel):
         return self
 
 
+class AutoScaling(BaseModel):
+    """Replica bounds of every revision with traffic (document 000's `auto_scaling`, 001's instances, 003's
+    replicas); `min_instances: 0` scales to zero when idle. `target_concurrency` is the requests in flight
+    per replica the autoscaler aims at (default: what one replica of the plan serves at once)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_instances: int = Field(default=1, ge=0, le=64)
+    max_instances: int = Field(default=1, ge=1, le=64)
+    target_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances ({self.min_instances}) must not exceed max_instances "
+                             f"({self.max_instances})")
+        return self
+
+
 class Template(BaseModel):
     id: str
     name: str

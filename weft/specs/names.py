@@ -1,6 +1,6 @@
 """Every workflow type's name, defined once: the `workflow_type` a workflow row stores and the API
-returns, and the name of the Prefect flow (and deployments) it runs. `SERVE_REPLICA` and
-`DRIFT_MONITOR` are flows without a step workflow. A `StrEnum`, so a stored or JSON value compares
+returns, and the name of the Prefect flow (and deployments) it runs. `SERVE_REPLICA`,
+`ENDPOINT_CONTROLLER` and `DRIFT_MONITOR` are flows without a step workflow. A `StrEnum`, so a stored or JSON value compares
 equal to its member."""
 
 from __future__ import annotations
@@ -20,3 +20,4 @@ class WorkflowName(StrEnum):
     EVALUATE_MODEL = "evaluate_model"
     DRIFT_MONITOR = "drift_monitor"
     SERVE_REPLICA = "serve_replica"
+    ENDPOINT_CONTROLLER = "endpoint_controller"

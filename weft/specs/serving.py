@@ -8,11 +8,14 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from weft.errors import Refused
-from weft.serving.plan import DeployConfig, Engine, templates
+from weft.serving.plan import AutoScaling, DeployConfig, Engine, templates
 from weft.specs.base import Stage, StepDef, StepModel, WorkflowType, register, step_context
 from weft.specs.names import WorkflowName
-from weft.statuses import EndpointStatus
+from weft.statuses import SERVING
 
+NAME_HELP = ("the endpoint's display name; naming one of your endpoints deploys a new revision onto it")
+TRAFFIC_HELP = ("a new revision on an existing endpoint: its share of the traffic in percent (a canary; the "
+                "other revisions keep the rest in proportion); unset: 100 once it is healthy")
 ENGINE_HELP = ("serving engine of the replicas; unset: vLLM where their pool has a CUDA GPU and vLLM, else weft's "
                "transformers server. A requested engine that cannot run there fails the plan step")
 
@@ -52,9 +55,12 @@ class DeployStep3(StepModel):
     """Cloud: the template; local: endpoint name and deploy_config."""
 
     template_id: str | None = None
-    endpoint_name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[\w .:/-]+$")
+    endpoint_name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[\w .:/-]+$",
+                                      description=NAME_HELP)
     deploy_config: DeployConfig | None = None
     engine: Engine | None = Field(default=None, description=ENGINE_HELP)
+    auto_scaling: AutoScaling | None = None
+    traffic_percent: int | None = Field(default=None, ge=1, le=100, description=TRAFFIC_HELP)
 
     _template = field_validator("template_id")(known_template)
 
@@ -62,7 +68,8 @@ class DeployStep3(StepModel):
 class DeployStep4(StepModel):
     """Cloud: endpoint name and deploy_config; local: nothing (its cluster comes at step 5)."""
 
-    endpoint_name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[\w .:/-]+$")
+    endpoint_name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[\w .:/-]+$",
+                                      description=NAME_HELP)
     deploy_config: DeployConfig | None = None
     cluster_id: str | None = None
 
@@ -78,9 +85,11 @@ class DeploySpec(StepModel):
     model_id: str
     credential_id: str | None = None
     template_id: str | None = None
-    endpoint_name: str = Field(min_length=1, max_length=100, pattern=r"^[\w .:/-]+$")
+    endpoint_name: str = Field(min_length=1, max_length=100, pattern=r"^[\w .:/-]+$", description=NAME_HELP)
     deploy_config: DeployConfig = Field(default_factory=DeployConfig)
     engine: Engine | None = Field(default=None, description=ENGINE_HELP)
+    auto_scaling: AutoScaling | None = None
+    traffic_percent: int | None = Field(default=None, ge=1, le=100, description=TRAFFIC_HELP)
     cluster_id: str | None = None
 
     _owned = field_validator("model_id")(owned_model)
@@ -98,15 +107,17 @@ class DeploySpec(StepModel):
 
     @field_validator("endpoint_name")
     @classmethod
-    def _free_name(cls, value: str, info: ValidationInfo) -> str:
+    def _free_or_own_name(cls, value: str, info: ValidationInfo) -> str:
+        """A new name, or one of the caller's replica endpoints (the deploy adds a revision to it)."""
         ctx = step_context(info)
         if ctx.session is not None:
-            from sqlmodel import select
+            from weft.serving.revisions import endpoint_named
 
-            from weft.tables import Endpoint
-
-            if ctx.session.exec(select(Endpoint).where(Endpoint.name == value)).first() is not None:
-                raise ValueError(f"an endpoint named {value!r} exists already")
+            endpoint = endpoint_named(ctx.session, value)
+            if endpoint is not None and (endpoint.user_id != ctx.user_id or endpoint.kind != "replicas"):
+                raise ValueError(f"an endpoint named {value!r} exists already"
+                                 + (" (a cloud proxy: it takes no revisions)" if endpoint.user_id == ctx.user_id
+                                    else ""))
         return value
 
 
@@ -145,10 +156,9 @@ DEPLOY = register(
         admit=admit_deploy,
         stages=(
             Stage("validate_deployment", "Check the deploy gate and create the endpoint"),
-            Stage("plan_deployment", "Plan replicas from deploy_config and the model's memory"),
-            Stage("start_replicas", "Start the replica flow runs"),
-            Stage("wait_healthy", "Wait for the replicas to be healthy"),
-            Stage("activate_endpoint", "Activate the endpoint"),
+            Stage("plan_deployment", "Plan the revision's replicas from deploy_config and the model's memory"),
+            Stage("wait_replicas", "Wait for the endpoint controller to run them healthy"),
+            Stage("activate_endpoint", "Route traffic to the revision and activate the endpoint"),
         ),
     )
 )
@@ -166,7 +176,7 @@ class ChooseEndpoint(StepModel):
             from weft.tables import Endpoint
 
             endpoint = ctx.owned(Endpoint, value, "endpoint")
-            if endpoint.kind != "replicas" or endpoint.status != EndpointStatus.ACTIVE:
+            if endpoint.kind != "replicas" or endpoint.status not in SERVING:
                 raise ValueError(f"endpoint {value} is {endpoint.status} ({endpoint.kind}): only an active "
                                  "replica endpoint takes workers")
         return value
@@ -189,9 +199,8 @@ ADD_WORKER = register(
         spec=AddWorkerSpec,
         flow_name=WorkflowName.ADD_WORKER,
         stages=(
-            Stage("plan_workers", "Plan the extra replicas"),
-            Stage("start_replicas", "Start the replica flow runs"),
-            Stage("wait_healthy", "Wait for the replicas to be healthy"),
+            Stage("plan_workers", "Raise the endpoint's replica count by the extra concurrency"),
+            Stage("wait_replicas", "Wait for the endpoint controller to run them healthy"),
         ),
     )
 )
