@@ -8,13 +8,15 @@ import time
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows import names
+
 from weft.ids import new_id
 from weft.serving.controller import Controller
 from weft.settings import get_settings
 from weft.specs.names import WorkflowName
 
 
-@flow(name=WorkflowName.ENDPOINT_CONTROLLER.value, log_prints=True, flow_run_name="endpoint controller")
+@flow(name=WorkflowName.ENDPOINT_CONTROLLER.value, log_prints=True, flow_run_name=names.run_name(lambda: "every endpoint"))
 def endpoint_controller(passes: int | None = None) -> int:
     """Take or renew the lease → reconcile every endpoint → sleep; forever, or `passes` times. Returns the
     number of passes it made as the holder."""

@@ -100,6 +100,8 @@ def deploy(model_id: str, body: DeployRequest, user: CurrentUser, session: Sessi
              5: {"cluster_id": cluster_id}}
     if body.auto_scaling:
         steps[3]["auto_scaling"] = body.auto_scaling.model_dump(exclude_none=True)
+    if body.traffic_percent:
+        steps[3]["traffic_percent"] = body.traffic_percent
     wf = workflows.create(session, user.id, WorkflowName.DEPLOY_MODEL, steps, trigger=True, total_steps=5)
     endpoint = revisions.endpoint_named(session, name)
     if endpoint is None:  # the step validation refused another user's name

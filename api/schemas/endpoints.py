@@ -25,6 +25,8 @@ class DeployRequest(BaseModel):
     template_id: str | None = None
     deploy_config: DeployConfig | None = None
     auto_scaling: AutoScaling | None = None
+    traffic_percent: int | None = Field(default=None, ge=1, le=100,
+                                        description="onto an existing endpoint: the new revision's share (a canary)")
     cluster_id: str | None = None
 
     @field_validator("quantization")
