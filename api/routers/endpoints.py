@@ -110,8 +110,9 @@ def deploy(model_id: str, body: DeployRequest, user: CurrentUser, session: Sessi
                             workflow_id=wf.id, config=config, engine=engine)
         session.add(endpoint)
         session.flush()
-    version = revisions.add_revision(session, endpoint, model_id, wf.id, f"model {model.name} ({model_id})").version
     session.commit()
+    # the flow adds the revision (it may already run); until it has, the answer names the next number
+    version = revisions.version_of_workflow(session, endpoint.id, wf.id)
     return {"id": endpoint.id, "model_id": model_id, "name": endpoint.name, "endpoint_type": engine,
             "endpoint_url": f"{base_url()}/v1", "model": endpoint.slug or endpoint.name, "version": version,
             "status": endpoint.status, "workflow_id": wf.id,

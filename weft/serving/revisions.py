@@ -78,6 +78,14 @@ def add_revision(session: Session, endpoint: Endpoint, model_id: str, workflow_i
     return rev
 
 
+def version_of_workflow(session: Session, endpoint_id: str, workflow_id: str) -> str:
+    """The version a deploy workflow adds: its revision's, or the next number while it has none yet."""
+    if rev := session.exec(select(Revision).where(Revision.workflow_id == workflow_id)).first():
+        return rev.version
+    number = session.exec(select(func.max(Revision.number)).where(Revision.endpoint_id == endpoint_id)).one() or 0
+    return f"v{number + 1}"
+
+
 def set_traffic(session: Session, endpoint: Endpoint, split: dict[str, int], reason: str) -> list[Revision]:
     """Route `split` (version → percent, summing to 100) of the endpoint's requests; every other revision
     gets 0 % (its replicas drain). Invalid for unknown or failed versions or a bad sum."""
