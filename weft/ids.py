@@ -39,11 +39,6 @@ def endpoint_id_of(workflow_id: str) -> str:
     return _stable("endpoint", workflow_id)
 
 
-def replica_id_of(workflow_id: str, n: int) -> str:
-    """The `n`-th replica a deploy or add-worker workflow starts."""
-    return _stable("replica", workflow_id, n)
-
-
 def recommendation_id_of(endpoint_id: str, kind: str) -> str:
     """An optimization recommendation: one per endpoint and kind (`opt_` + 12 hex digits)."""
     return f"opt_{uuid.uuid5(uuid.NAMESPACE_URL, f'{endpoint_id}:{kind}').hex[:12]}"
