@@ -18,10 +18,12 @@ from weft.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(request):
+    """The embedded platform; a module's `STACK_SETTINGS` dict overrides settings (shorter drain periods)."""
     from weft.platform import Platform
 
-    platform = Platform(settings=Settings(api_port=free_port(), prefect_port=free_port()))
+    overrides = getattr(request.module, "STACK_SETTINGS", {})
+    platform = Platform(settings=Settings(api_port=free_port(), prefect_port=free_port(), **overrides))
     try:
         platform.start()
         yield platform

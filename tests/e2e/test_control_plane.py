@@ -12,24 +12,12 @@ from sqlmodel import select
 from tests.e2e.test_serving_e2e import last_record_id, wait_records
 from tests.helpers.e2e import LOCAL, local_steps, post_sequence, register, wait_status
 from weft.db import session_scope
-from weft.net import free_port
-from weft.settings import Settings
 from weft.tables import InferenceRecord
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def stack():
-    from weft.platform import Platform
-
-    platform = Platform(settings=Settings(api_port=free_port(), prefect_port=free_port(), revision_drain_seconds=5,
-                                          replica_drain_seconds=1))
-    try:
-        platform.start()
-        yield platform
-    finally:
-        platform.stop()
+STACK_SETTINGS = {"revision_drain_seconds": 5, "replica_drain_seconds": 1}  # for the `stack` fixture
 
 
 @pytest.fixture(scope="module")
