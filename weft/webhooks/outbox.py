@@ -33,6 +33,8 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.created": "A new deployment (endpoint) has been initiated",
     "deployment.building": "A deployment is being built (its replicas are starting)",
     "deployment.ready": "A deployment is active and ready",
+    "deployment.updated": "A deployment's desired state changed (a new revision, traffic, bounds, name, limits)",
+    "deployment.rolled_back": "A deployment's traffic went back to an earlier version",
     "deployment.failed": "A deployment has failed",
     "deployment.stopped": "A deployment has been stopped",
     "deployment.deleted": "A deployment has been removed",
