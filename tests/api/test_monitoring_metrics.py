@@ -15,8 +15,9 @@ from weft.tables import Endpoint, InferenceRecord, Model, Replica
 
 @pytest.fixture
 def deployed(client, auth_headers):
-    """A user with one active endpoint (2 replicas, one running for the last 2 hours) and 100 requests
-    of latencies 1..100 ms over the last hour (every 10th one a 500)."""
+    """A user with one active endpoint (2 replicas running for the last 2 hours, 2 more that ran 1 s each in
+    the last hour, one of them a cold start) and 100 requests of latencies 1..100 ms over the last hour
+    (every 10th one a 500)."""
     headers = auth_headers()
     user_id = client.get("/api/v1/auth/me", headers=headers).json()["id"]
     now = utcnow()
@@ -29,7 +30,13 @@ def deployed(client, auth_headers):
                    Replica(endpoint_id=endpoint.id, state="healthy", url="http://x", created_at=now - timedelta(hours=2),
                            last_seen=now),
                    Replica(endpoint_id=endpoint.id, state="healthy", url="http://y", created_at=now - timedelta(hours=2),
-                           last_seen=now)])
+                           last_seen=now),
+                   # in the last hour: one replica started for a request waiting on zero replicas (a cold
+                   # start) and one started by the autoscaler under load (not a cold start); both ran 1 s
+                   Replica(endpoint_id=endpoint.id, state="stopped", url="http://z", cold_start=True,
+                           created_at=now - timedelta(minutes=30), updated_at=now - timedelta(minutes=30, seconds=-1)),
+                   Replica(endpoint_id=endpoint.id, state="stopped", url="http://w",
+                           created_at=now - timedelta(minutes=20), updated_at=now - timedelta(minutes=20, seconds=-1))])
         for i in range(100):
             s.add(InferenceRecord(endpoint_id=endpoint.id, user_id=user_id, route="/v1/completions",
                                   latency_ms=float(i + 1), tokens_in=10, tokens_out=5,
@@ -46,6 +53,7 @@ def test_deployment_metrics_are_measured(client, deployed):
     assert r.status_code == 200, r.text
     m = r.json()["metrics"]
     assert (m["request_count"], m["error_count"], m["unique_users"], m["tokens_output"]) == (100, 10, 1, 500)
+    assert m["cold_starts"] == 1  # the replica started for a waiting request, not every replica start
     assert m["avg_latency_ms"] == pytest.approx(np.mean(ok))
     assert m["p95_latency_ms"] == pytest.approx(np.percentile(ok, 95), abs=1e-3)
     assert m["p99_latency_ms"] == pytest.approx(np.percentile(ok, 99), abs=1e-3)

@@ -120,9 +120,10 @@ def overview(session: Session, user_id: str, now: datetime | None = None) -> dic
 
 def deployment(session: Session, endpoint: Endpoint, hours: float, resolution: str,
                now: datetime | None = None) -> dict[str, Any]:
-    """Document 001's `GET /metrics/{deployment_id}`: counts, latency percentiles, cold starts (replica
-    starts), unique users, a time series at `resolution` and the measured cost. Times are datetimes
-    (the API returns them as ISO 8601 UTC)."""
+    """Document 001's `GET /metrics/{deployment_id}`: counts, latency percentiles, cold starts (replicas
+    started because a request waited on an endpoint scaled to zero, not every replica start), unique
+    users, a time series at `resolution` and the measured cost. Times are datetimes (the API returns
+    them as ISO 8601 UTC)."""
     end = now or utcnow()
     start = end - timedelta(hours=hours)
     rows = records(session, [endpoint.id], start, end)
@@ -135,15 +136,15 @@ def deployment(session: Session, endpoint: Endpoint, hours: float, resolution: s
         i = min(int((r.created_at - start) / step), buckets - 1)
         counts[i] += 1
         sums[i] += r.latency_ms
-    starts = session.exec(select(Replica).where(Replica.endpoint_id == endpoint.id, Replica.created_at >= start,
-                                                Replica.created_at < end)).all()
+    cold_starts = session.exec(select(Replica).where(Replica.endpoint_id == endpoint.id, col(Replica.cold_start),
+                                                     Replica.created_at >= start, Replica.created_at < end)).all()
     compute = priced(replica_hours(session, [endpoint], start, end))
     return {
         "deployment_id": endpoint.id,
         "period": {"start": start, "end": end, "hours": hours,
                    "resolution": resolution},
         "metrics": {"request_count": len(rows), "error_count": len(rows) - len(ok), **lat.model_dump(),
-                    "cold_starts": len(starts), "unique_users": len({r.user_id for r in rows if r.user_id}),
+                    "cold_starts": len(cold_starts), "unique_users": len({r.user_id for r in rows if r.user_id}),
                     "tokens_input": sum(r.tokens_in for r in rows), "tokens_output": sum(r.tokens_out for r in rows)},
         "time_series": {"timestamps": [start + i * step for i in range(buckets)],
                         "request_counts": counts,
