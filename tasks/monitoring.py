@@ -53,15 +53,14 @@ class Reference(BaseModel):
 
 @task(cache_policy=NO_CACHE, name="advance_retrains")
 def advance_retrains() -> list[dict[str, Any]]:
-    """Move every started retrain chain on (fine_tune done → evaluate; evaluation done → deploy if promoted)."""
+    """Move every open retrain chain on (fine_tune done → evaluate; evaluation done → deploy a canary if
+    promoted; canary window over → promote or roll back). The endpoint controller does the same between
+    runs (`retrain.sweep`)."""
     logger = get_run_logger()
-    moved = []
     with session_scope() as s:
-        for alert in retrain.open_chains(s):
-            entry = retrain.advance(s, alert)
-            if entry:
-                logger.info("alert %s: %s %s (%s)", alert.id, entry["step"], entry["decision"], entry["reason"])
-                moved.append({"alert_id": alert.id, **entry})
+        moved = retrain.advance_open_chains(s)
+    for entry in moved:
+        logger.info("alert %s: %s %s (%s)", entry["alert_id"], entry["step"], entry["decision"], entry["reason"])
     return moved
 
 

@@ -171,10 +171,24 @@ def webhook_settings() -> WebhookSettings:
 
 
 class RetrainPolicy(BaseSettings):
-    """When a high data-drift alert may start a retrain."""
+    """When a high data-drift alert may start a retrain, and how its redeploy is canaried before promotion."""
 
     model_config = SettingsConfigDict(env_prefix="WEFT_RETRAIN_", extra="ignore")
 
     cooldown_hours: float = Field(default=24.0, ge=0, description="no new retrain of an endpoint within this time")
     max_per_week: int = Field(default=2, ge=0, description="retrains of one endpoint per 7 days")
     requires_approval: bool = Field(default=False, description="wait for PATCH ... {approve_retrain: true}")
+    canary_percent: int = Field(default=10, ge=1, le=99,
+                                description="the retrained revision's share of its endpoint's traffic while it is "
+                                            "watched (the revisions serving now keep the rest)")
+    canary_minutes: float = Field(default=30.0, gt=0, description="how long the canary is watched before a verdict")
+    canary_min_requests: int = Field(default=30, ge=1,
+                                     description="canary requests needed to judge its error rate and latency")
+    canary_max_error_increase: float = Field(default=0.02, ge=0, le=1,
+                                             description="how far the canary's 5xx share may exceed the current "
+                                                         "revisions' before it is rolled back")
+    canary_max_latency_ratio: float = Field(default=1.25, ge=1,
+                                            description="canary median latency / current revisions' median above "
+                                                        "which it is rolled back")
+    check_seconds: float = Field(default=30.0, gt=0,
+                                 description="how often the endpoint controller advances open retrain chains")

@@ -209,10 +209,11 @@ def test_approval_switch_waits_for_the_patch(world, client, fake_trigger, monkey
 
 def test_retrain_chain_evaluates_then_redeploys_only_when_promoted(world, fake_trigger):
     """After the retrain's fine_tune completes: evaluate_model on its model; after the evaluation: deploy
-    only if the promotion gate passed. Workflow outcomes are set by hand; the chain's decisions are real."""
+    only if the promotion gate passed, onto the alert's endpoint with a canary share. Workflow outcomes are
+    set by hand; the chain's decisions are real."""
     from weft.db import session_scope
     from weft.monitoring import retrain
-    from weft.tables import Adapter, DriftAlert, Evaluation, Model, Workflow
+    from weft.tables import Adapter, DriftAlert, Endpoint, Evaluation, Model, Workflow
 
     def finished_retrain() -> tuple[str, str]:
         with session_scope() as s:
@@ -243,6 +244,8 @@ def test_retrain_chain_evaluates_then_redeploys_only_when_promoted(world, fake_t
             s.add(Evaluation(id=wf.id, user_id=world["user_id"], model_id=entry["model_id"], status="completed",
                              promoted=promoted, gate={"reason": "lower bound +0.20" if promoted else "lower bound -0.05"}))
 
+    with session_scope() as s:
+        endpoint_name = s.get(Endpoint, world["endpoints"][2]).name
     for promoted in (False, True):
         alert_id, model_id = finished_retrain()
         entry = advance(alert_id)
@@ -252,9 +255,166 @@ def test_retrain_chain_evaluates_then_redeploys_only_when_promoted(world, fake_t
         evaluated(alert_id, promoted)
         entry = advance(alert_id)
         assert entry["step"] == "deploy"
-        if promoted:
+        if promoted:  # a new revision of the alert's own endpoint, with the canary share
             assert entry["decision"] == "started" and fake_trigger[-1][0] == "deploy_model"
-            assert fake_trigger[-1][2]["model_id"] == model_id
+            spec = fake_trigger[-1][2]
+            assert spec["model_id"] == model_id
+            assert spec["endpoint_name"] == endpoint_name and entry["endpoint_name"] == endpoint_name
+            assert spec["traffic_percent"] == entry["traffic_percent"] == 10
+            assert advance(alert_id) is None  # the deploy is still running: no canary to watch yet
         else:
             assert entry["decision"] == "skipped: not promoted" and "lower bound -0.05" in entry["reason"]
             assert fake_trigger[-1][0] == "evaluate_model"  # no deploy was started
+
+
+# ---------------------------------------------------------------- the canary after the redeploy
+
+@pytest.fixture
+def canary_chain(world):
+    """A factory: a fresh endpoint serving v1 (90 %) and the retrain's v2 (10 %) since `minutes_ago`, and an
+    alert whose chain deployed v2 (its deploy workflow COMPLETED, set by hand)."""
+    from weft.db import session_scope
+    from weft.tables import DriftAlert, Endpoint, Revision, Workflow
+
+    def make(minutes_ago: float) -> dict:
+        since = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+        with session_scope() as s:
+            endpoint = Endpoint(user_id=world["user_id"], model_id=world["tuned_id"], status="active",
+                                name=f"auto-canary-{uuid.uuid4().hex[:6]}")
+            deploy = Workflow(user_id=world["user_id"], workflow_type="deploy_model", total_steps=3,
+                              status="COMPLETED")
+            v1, v2 = (Revision(endpoint_id=endpoint.id, number=n, model_id=world["tuned_id"], status="active",
+                               traffic=share, replicas=1, traffic_changed_at=since,
+                               workflow_id=deploy.id if n == 2 else None) for n, share in ((1, 90), (2, 10)))
+            alert = DriftAlert(user_id=world["user_id"], endpoint_id=endpoint.id, severity="high", type="data_drift",
+                               description="shifted", decisions=[
+                                   {"step": "retrain", "decision": "started", "workflow_id": "ft"},
+                                   {"step": "evaluate", "decision": "started", "workflow_id": "ev"},
+                                   {"step": "deploy", "decision": "started", "workflow_id": deploy.id}])
+            s.add_all([endpoint, deploy, v1, v2, alert])
+        return {"alert_id": alert.id, "endpoint_id": endpoint.id, "v1": v1.id, "v2": v2.id, "since": since}
+
+    return make
+
+
+def serve(chain: dict, revision: str, n: int, *, latency_ms: float, errors: int = 0) -> None:
+    """`n` gateway records of one revision since the canary started, the first `errors` of them 503s."""
+    from weft.db import session_scope
+    from weft.tables import InferenceRecord
+
+    with session_scope() as s:
+        for i in range(n):
+            s.add(InferenceRecord(endpoint_id=chain["endpoint_id"], revision_id=chain[revision],
+                                  route="/v1/chat/completions", latency_ms=latency_ms + i % 5,
+                                  status_code=503 if i < errors else 200,
+                                  created_at=chain["since"] + timedelta(milliseconds=10 * i)))
+
+
+def step(chain: dict) -> dict | None:
+    from weft.db import session_scope
+    from weft.monitoring import retrain
+    from weft.tables import DriftAlert
+
+    with session_scope() as s:
+        return retrain.advance(s, s.get(DriftAlert, chain["alert_id"]))
+
+
+def split_of(chain: dict) -> dict[str, int]:
+    from weft.db import session_scope
+    from weft.serving.revisions import revisions
+
+    with session_scope() as s:
+        return {r.version: r.traffic for r in revisions(s, chain["endpoint_id"])}
+
+
+def events_of(chain: dict) -> dict[str, dict]:
+    from weft.db import session_scope
+    from weft.tables import Event
+
+    with session_scope() as s:
+        return {e.type: e.data for e in s.exec(select(Event).where(Event.key.contains(chain["endpoint_id"])))}
+
+
+def test_healthy_canary_is_promoted_after_its_window(world, canary_chain, monkeypatch):
+    from weft.db import session_scope
+    from weft.monitoring import retrain
+    from weft.tables import DriftAlert, Endpoint
+
+    monkeypatch.setenv("WEFT_RETRAIN_CANARY_MINUTES", "5")
+    chain = canary_chain(minutes_ago=11)
+    serve(chain, "v1", 300, latency_ms=100)
+    serve(chain, "v2", 40, latency_ms=104)
+    watching = step(chain)
+    assert watching["step"] == "canary" and watching["decision"] == "watching"
+    assert watching["revision"] == "v2" and watching["baseline"] == {"v1": 90} and watching["share"] == 10
+    with session_scope() as s:  # the controller's sweep and the drift monitor advance every open chain
+        moved = {e["alert_id"]: e for e in retrain.advance_open_chains(s)}
+    entry = moved[chain["alert_id"]]
+    assert entry["decision"] == "promoted", entry
+    assert entry["canary_stats"]["requests"] == 40 and entry["canary_stats"]["errors"] == 0
+    assert entry["baseline_stats"]["requests"] == 300 and entry["traffic"] == {"v2": 100}
+    assert split_of(chain) == {"v1": 0, "v2": 100}
+    with session_scope() as s:
+        assert s.get(Endpoint, chain["endpoint_id"]).status == "updating"
+        alert = s.get(DriftAlert, chain["alert_id"])
+        assert [d["decision"] for d in alert.decisions if d["step"] == "canary"] == ["watching", "promoted"]
+        assert alert not in retrain.open_chains(s)
+    assert events_of(chain)["deployment.updated"]["traffic"] == {"v2": 100}
+    assert step(chain) is None  # the chain has ended
+
+
+def test_failing_canary_is_rolled_back_before_its_window_ends(world, canary_chain):
+    chain = canary_chain(minutes_ago=1)  # the default 30-minute window is far from over
+    serve(chain, "v1", 200, latency_ms=100, errors=1)
+    serve(chain, "v2", 40, latency_ms=100, errors=10)
+    assert step(chain)["decision"] == "watching"
+    entry = step(chain)
+    assert entry["decision"] == "rolled back" and "10 of 40" in entry["reason"], entry
+    assert split_of(chain) == {"v1": 100, "v2": 0}
+    event = events_of(chain)["deployment.rolled_back"]
+    assert event["version"] == "v1" and event["from_version"] == "v2"
+
+
+def test_slower_canary_is_rolled_back_and_a_quiet_one_promoted_after_one_extension(world, canary_chain,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("WEFT_RETRAIN_CANARY_MINUTES", "5")
+    slow = canary_chain(minutes_ago=11)
+    serve(slow, "v1", 200, latency_ms=100)
+    serve(slow, "v2", 40, latency_ms=400)
+    assert step(slow)["decision"] == "watching"
+    entry = step(slow)
+    assert entry["decision"] == "rolled back" and "too slow" in entry["reason"], entry
+    assert entry["canary_stats"]["p50_ms"] > 3 * entry["baseline_stats"]["p50_ms"]
+    assert split_of(slow) == {"v1": 100, "v2": 0}
+
+    quiet = canary_chain(minutes_ago=11)  # 5 + 5 minutes are over by the second look
+    serve(quiet, "v1", 200, latency_ms=100)
+    serve(quiet, "v2", 3, latency_ms=100)
+    assert step(quiet)["decision"] == "watching"
+    extended = step(quiet)
+    assert extended["decision"] == "extended" and "only 3 canary requests" in extended["reason"]
+    entry = step(quiet)
+    assert entry["decision"] == "promoted" and "none failed" in entry["reason"], entry
+    assert split_of(quiet) == {"v1": 0, "v2": 100}
+
+
+def test_canary_leaves_a_split_changed_by_hand_and_acts_once_under_concurrent_advances(world, canary_chain):
+    from weft.db import session_scope
+    from weft.monitoring import retrain
+    from weft.serving.revisions import set_traffic
+    from weft.tables import DriftAlert, Endpoint
+
+    chain = canary_chain(minutes_ago=1)
+    with session_scope() as s1, session_scope() as s2:  # two processes read the alert, one acts
+        first, second = s1.get(DriftAlert, chain["alert_id"]), s2.get(DriftAlert, chain["alert_id"])
+        assert second.decisions == first.decisions
+        assert retrain.advance(s1, first)["decision"] == "watching"
+        assert retrain.advance(s2, second) is None
+    with session_scope() as s:
+        set_traffic(s, s.get(Endpoint, chain["endpoint_id"]), {"v1": 100}, "rolled back by hand")
+    entry = step(chain)
+    assert entry["decision"] == "skipped: traffic changed" and entry["traffic"] == {"v1": 100}
+    assert split_of(chain) == {"v1": 100, "v2": 0}
+    with session_scope() as s:
+        decisions = [d["decision"] for d in s.get(DriftAlert, chain["alert_id"]).decisions if d["step"] == "canary"]
+    assert decisions == ["watching", "skipped: traffic changed"]

@@ -5,32 +5,45 @@ approval switch) and, if so, creates a fine_tune workflow through the workflow s
 (`weft.workflows.create`: the step API's validation, admission check and start). The chain then
 advances each time `advance` runs (every drift monitor run, or the API's approval): fine_tune
 COMPLETED → evaluate_model on the new adapter's held-out split → deploy_model only when the
-evaluation's promotion gate passed. Every decision, taken or skipped, is appended to
-`alert.decisions` with its time and reason.
+evaluation's promotion gate passed, as a new revision of the alert's endpoint with a canary share → the
+canary watched against the revisions serving before it (weft/monitoring/canary.py), then promoted to all
+the traffic or rolled back. Every decision, taken or skipped, is appended to `alert.decisions` with its
+time, reason and numbers. Besides the drift monitor, the endpoint controller's pass advances open chains
+(`sweep`) so that a canary window is watched between hourly monitor runs.
 
-Settings (environment): WEFT_RETRAIN_COOLDOWN_HOURS (24), WEFT_RETRAIN_MAX_PER_WEEK (2),
-WEFT_RETRAIN_REQUIRES_APPROVAL (false).
+Settings (environment, `RetrainPolicy`): WEFT_RETRAIN_COOLDOWN_HOURS (24), WEFT_RETRAIN_MAX_PER_WEEK (2),
+WEFT_RETRAIN_REQUIRES_APPROVAL (false), WEFT_RETRAIN_CANARY_PERCENT (10), WEFT_RETRAIN_CANARY_MINUTES (30),
+WEFT_RETRAIN_CANARY_MIN_REQUESTS (30), WEFT_RETRAIN_CANARY_MAX_ERROR_INCREASE (0.02),
+WEFT_RETRAIN_CANARY_MAX_LATENCY_RATIO (1.25), WEFT_RETRAIN_CHECK_SECONDS (30).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm.attributes import flag_modified
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from weft.clock import as_utc, utcnow
+from weft.monitoring import canary
+from weft.serving import revisions
 from weft.settings import RetrainPolicy
 from weft.specs.names import WorkflowName
-from weft.statuses import TERMINAL, AlertStatus, WorkflowStatus
-from weft.tables import Adapter, DriftAlert, Endpoint, Evaluation, Model, Workflow
+from weft.statuses import TERMINAL, AlertStatus, EndpointStatus, WorkflowStatus
+from weft.tables import Adapter, DriftAlert, Endpoint, Evaluation, Model, Revision, Workflow
+from weft.webhooks.outbox import emit
 
 log = logging.getLogger(__name__)
 
 # the `step` of a decision, in chain order
-RETRAIN, EVALUATE, DEPLOY = "retrain", "evaluate", "deploy"
+RETRAIN, EVALUATE, DEPLOY, CANARY = "retrain", "evaluate", "deploy", "canary"
+WATCHING = ("watching", "extended")  # canary decisions that leave the chain open
+GONE = (EndpointStatus.STOPPING, EndpointStatus.STOPPED)
 
 
 def record(session: Session, alert: DriftAlert, step: str, decision: str, reason: str, **extra: Any) -> dict:
@@ -182,16 +195,33 @@ def start_step(session: Session, alert: DriftAlert, step: str, type_name: str, s
     return entry
 
 
-def advance(session: Session, alert: DriftAlert) -> dict | None:
-    """Move the alert's retrain chain one step if its current workflow has finished; returns the decision
-    recorded, or None when there was nothing to do (no chain, or its workflow is still running)."""
+def _claim(session: Session, alert: DriftAlert, seen: datetime) -> bool:
+    """Take the alert before acting on it: False when another process (the drift monitor, the controller's
+    sweep, the API) changed it since it was read at `seen`, so that no chain step runs twice."""
+    taken = session.exec(update(DriftAlert).where(col(DriftAlert.id) == alert.id, col(DriftAlert.updated_at) == seen)
+                         .values(updated_at=utcnow()))
+    session.commit()
+    if taken.rowcount != 1:
+        log.info("drift alert %s changed while it was read: left to the process that changed it", alert.id)
+    return taken.rowcount == 1
+
+
+def advance(session: Session, alert: DriftAlert, policy: RetrainPolicy | None = None) -> dict | None:
+    """Move the alert's retrain chain one step if its current workflow (or canary window) has finished;
+    returns the decision recorded, or None when there was nothing to do (no chain, still running, or
+    another process moved it first)."""
+    policy = policy or RetrainPolicy()
+    seen = alert.updated_at  # read before any commit below expires (and reloads) the alert
     started = _last(alert, RETRAIN, "started")
-    if started is None or _last(alert, DEPLOY) is not None:
+    if started is None:
         return None
+    deploying = _last(alert, DEPLOY)
+    if deploying is not None:
+        return watch_canary(session, alert, deploying, seen, policy) if deploying["decision"] == "started" else None
     evaluating = _last(alert, EVALUATE)
     if evaluating is None:
         status = _workflow_status(session, started["workflow_id"])
-        if status not in TERMINAL:
+        if status not in TERMINAL or not _claim(session, alert, seen):
             return None
         if status != WorkflowStatus.COMPLETED:
             entry = record(session, alert, EVALUATE, "skipped: fine-tune failed",
@@ -212,7 +242,7 @@ def advance(session: Session, alert: DriftAlert) -> dict | None:
     if evaluating.get("decision") != "started":
         return None
     status = _workflow_status(session, evaluating["workflow_id"])
-    if status not in TERMINAL:
+    if status not in TERMINAL or not _claim(session, alert, seen):
         return None
     evaluation = session.get(Evaluation, evaluating["workflow_id"])
     if status != WorkflowStatus.COMPLETED or evaluation is None:
@@ -227,16 +257,190 @@ def advance(session: Session, alert: DriftAlert) -> dict | None:
         session.commit()
         return entry
     endpoint = session.get(Endpoint, alert.endpoint_id) if alert.endpoint_id else None
-    name = f"{endpoint.name if endpoint else 'retrained'}-r{utcnow().strftime('%Y%m%d%H%M')}"
-    deploy_config = (endpoint.config if endpoint else None) or {}
+    if endpoint is None or endpoint.kind != "replicas" or endpoint.status in GONE:
+        entry = record(session, alert, DEPLOY, "skipped: no endpoint",
+                       f"endpoint {alert.endpoint_id} is " + ("gone" if endpoint is None else
+                                                              "a cloud proxy" if endpoint.kind != "replicas"
+                                                              else endpoint.status)
+                       + ": the promoted model is not deployed", evaluation_id=evaluation.id)
+        session.commit()
+        return entry
+    share = policy.canary_percent
     return start_step(session, alert, DEPLOY, WorkflowName.DEPLOY_MODEL,
                       [{"model_id": evaluating["model_id"]}, {},  # steps 1-3 of a local deploy
-                       {"endpoint_name": name, "deploy_config": deploy_config}],
-                      f"redeploy {name}", f"promotion gate passed: deploying {name}", evaluation_id=evaluation.id,
-                      endpoint_name=name)
+                       {"endpoint_name": endpoint.name, "deploy_config": endpoint.config or {},
+                        "traffic_percent": share}],
+                      f"redeploy {endpoint.name}",
+                      f"promotion gate passed: a new revision of {endpoint.name} with a {share}% canary share",
+                      evaluation_id=evaluation.id, endpoint_id=endpoint.id, endpoint_name=endpoint.name,
+                      traffic_percent=share)
+
+
+def watch_canary(session: Session, alert: DriftAlert, deploying: dict, seen: datetime,
+                 policy: RetrainPolicy) -> dict | None:
+    """The chain's last step: once the deploy workflow completed, watch its revision against the revisions
+    that kept the rest of the traffic, then promote it or roll it back (weft/monitoring/canary.py)."""
+    watching = _last(alert, CANARY)
+    if watching is None:
+        status = _workflow_status(session, deploying["workflow_id"])
+        if status not in TERMINAL or not _claim(session, alert, seen):
+            return None
+        return begin_canary(session, alert, deploying, status, policy)
+    if watching["decision"] not in WATCHING:
+        return None
+    rev = session.get(Revision, watching["revision_id"])
+    endpoint = session.get(Endpoint, rev.endpoint_id) if rev else None
+    now = utcnow()
+    if endpoint is None or endpoint.status in GONE:
+        if not _claim(session, alert, seen):
+            return None
+        entry = record(session, alert, CANARY, "skipped: endpoint stopped",
+                       f"endpoint {watching['endpoint_id']} was stopped or removed during the canary")
+        session.commit()
+        return entry
+    split = {r.version: r.traffic for r in revisions.revisions(session, endpoint.id) if r.traffic}
+    if split != {**watching["baseline"], rev.version: watching["share"]}:
+        if not _claim(session, alert, seen):
+            return None
+        entry = record(session, alert, CANARY, "skipped: traffic changed",
+                       f"the traffic of {endpoint.name} was changed during the canary (now "
+                       f"{_split_text(split)}): it is left as it is", traffic=split)
+        session.commit()
+        return entry
+    since, until = as_utc(datetime.fromisoformat(watching["since"])), as_utc(datetime.fromisoformat(watching["until"]))
+    stats = canary.measure(session, [rev.id], since, now)
+    base = canary.measure(session, watching["baseline_ids"], since, now)
+    limits = canary.Limits.of(policy)
+    verdict = canary.judge(stats, base, limits, window_over=now >= until, extended=watching["decision"] == "extended")
+    if verdict.action == canary.Action.WAIT or not _claim(session, alert, seen):
+        return None
+    numbers = {"canary_stats": stats.as_dict(), "baseline_stats": base.as_dict(), "limits": asdict(limits),
+               "window": {"since": since.isoformat(), "until": now.isoformat()}}
+    if verdict.action == canary.Action.EXTEND:
+        entry = record(session, alert, CANARY, "extended", verdict.reason,
+                       **{**_watch_state(watching), "until": (until + timedelta(minutes=policy.canary_minutes))
+                          .isoformat()}, **numbers)
+        session.commit()
+        return entry
+    promote = verdict.action == canary.Action.PROMOTE
+    target = {rev.version: 100} if promote else canary.rescaled(watching["baseline"])
+    try:
+        revisions.set_traffic(session, endpoint, target, f"retrain canary {rev.version}: {verdict.reason}")
+    except Exception as exc:  # a baseline revision failed since, or the endpoint changed under us
+        session.rollback()
+        entry = record(session, alert, CANARY, "failed", f"could not {verdict.action} {rev.version} "
+                       f"({verdict.reason}): {_cause(exc)}", **numbers)
+        session.commit()
+        return entry
+    action = f"canary {rev.version} promoted" if promote else f"canary {rev.version} rolled back"
+    revisions.mark_updating(session, endpoint, f"retrain {action}")
+    data = {"deployment_id": endpoint.id, "endpoint_name": endpoint.name, "alert_id": alert.id,
+            "version": rev.version if promote else max(target, key=lambda v: target[v]), "traffic": target,
+            "reason": verdict.reason}
+    if promote:
+        emit(session, "deployment.updated", {**data, "changes": "traffic"},
+             key=f"deployment:{endpoint.id}:canary:{rev.id}:promoted", user_id=endpoint.user_id)
+    else:
+        emit(session, "deployment.rolled_back", {**data, "from_version": rev.version},
+             key=f"deployment:{endpoint.id}:canary:{rev.id}:rolled_back", user_id=endpoint.user_id)
+    entry = record(session, alert, CANARY, "promoted" if promote else "rolled back", verdict.reason,
+                   revision=rev.version, traffic=target, **numbers)
+    session.commit()
+    return entry
+
+
+def begin_canary(session: Session, alert: DriftAlert, deploying: dict, status: str,
+                 policy: RetrainPolicy) -> dict:
+    """The deploy workflow ended: start watching its revision (from when it got its share), or say why not."""
+    wf_id = deploying["workflow_id"]
+    rev = session.exec(select(Revision).where(Revision.workflow_id == wf_id)).first()
+    if status != WorkflowStatus.COMPLETED or rev is None:
+        entry = record(session, alert, CANARY, "skipped: deploy failed",
+                       f"deploy_model workflow {wf_id} ended {status}"
+                       + ("" if rev is None else f": {rev.version} never took traffic"))
+        session.commit()
+        return entry
+    others = [r for r in revisions.revisions(session, rev.endpoint_id) if r.traffic and r.id != rev.id]
+    baseline = {r.version: r.traffic for r in others}
+    if not baseline:
+        entry = record(session, alert, CANARY, "skipped: no baseline",
+                       f"{rev.version} took all the traffic: no revision served beside it to compare with",
+                       revision=rev.version)
+        session.commit()
+        return entry
+    since = as_utc(rev.traffic_changed_at)
+    until = since + timedelta(minutes=policy.canary_minutes)
+    entry = record(session, alert, CANARY, "watching",
+                   f"{rev.version} serves {rev.traffic}% beside {_split_text(baseline)}: its error rate and latency "
+                   f"are compared until {until.isoformat(timespec='seconds')}",
+                   revision=rev.version, revision_id=rev.id, endpoint_id=rev.endpoint_id, share=rev.traffic,
+                   baseline=baseline, baseline_ids=[r.id for r in others], since=since.isoformat(), until=until.isoformat())
+    session.commit()
+    return entry
+
+
+def _watch_state(entry: dict) -> dict:
+    keys = ("revision", "revision_id", "endpoint_id", "share", "baseline", "baseline_ids", "since", "until")
+    return {k: entry[k] for k in keys}
+
+
+def _split_text(split: dict[str, int]) -> str:
+    return ", ".join(f"{v} {p}%" for v, p in split.items()) or "no traffic"
+
+
+def _is_open(alert: DriftAlert) -> bool:
+    if _last(alert, RETRAIN, "started") is None:
+        return False
+    deploying = _last(alert, DEPLOY)
+    if deploying is None:
+        return True
+    watching = _last(alert, CANARY)
+    return deploying["decision"] == "started" and (watching is None or watching["decision"] in WATCHING)
 
 
 def open_chains(session: Session) -> list[DriftAlert]:
-    """Alerts whose retrain started and has not reached its deploy decision."""
+    """Alerts whose retrain started and has not reached its final decision (deploy skipped, or the
+    canary's promotion, rollback or skip)."""
     alerts = session.exec(select(DriftAlert).where(DriftAlert.type == "data_drift", DriftAlert.severity == "high"))
-    return [a for a in alerts if _last(a, RETRAIN, "started") and _last(a, DEPLOY) is None]
+    return [a for a in alerts if _is_open(a)]
+
+
+def advance_open_chains(session: Session, policy: RetrainPolicy | None = None) -> list[dict]:
+    """`advance` every open chain; one chain's failure is logged and does not stop the others. Returns the
+    decisions recorded, each with its alert's id."""
+    policy = policy or RetrainPolicy()
+    moved = []
+    for alert in open_chains(session):
+        alert_id = alert.id
+        try:
+            entry = advance(session, alert, policy)
+        except Exception:
+            session.rollback()
+            log.exception("drift alert %s: could not advance its retrain chain", alert_id)
+            continue
+        if entry:
+            moved.append({"alert_id": alert_id, **entry})
+    return moved
+
+
+_next_sweep = 0.0  # monotonic time of this process's next sweep
+
+
+def sweep() -> list[str]:
+    """`advance_open_chains` in a transaction of its own, at most every WEFT_RETRAIN_CHECK_SECONDS in this
+    process: called by every endpoint controller pass. Never raises (the controller goes on); returns the
+    decisions as log lines."""
+    global _next_sweep
+    from weft.db import session_scope
+
+    if time.monotonic() < _next_sweep:
+        return []
+    try:
+        policy = RetrainPolicy()
+        _next_sweep = time.monotonic() + policy.check_seconds
+        with session_scope() as s:
+            moved = advance_open_chains(s, policy)
+    except Exception as exc:  # the database or Prefect is away: the next sweep tries again
+        log.warning("could not advance the retrain chains: %s", exc)
+        return []
+    return [f"drift alert {e['alert_id']}: {e['step']} {e['decision']} ({e['reason']})" for e in moved]

@@ -27,6 +27,7 @@ from sqlmodel import Session, col, select
 from weft import pools, runs
 from weft.clock import as_utc, utcnow
 from weft.db import session_scope
+from weft.monitoring import retrain
 from weft.serving import autoscale
 from weft.serving.revisions import LIVE, converged, record, revisions
 from weft.settings import Settings, get_settings
@@ -128,6 +129,7 @@ class Controller:
                 log.warning("could not cancel replica run %s: %s", flow_run_id, exc)
         for start in done.starts:
             self.start(start, done)
+        done.events += retrain.sweep()  # retrain chains and their canaries, every WEFT_RETRAIN_CHECK_SECONDS
         return done.events
 
     def start(self, start: Start, done: Pass) -> None:
