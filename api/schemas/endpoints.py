@@ -1,5 +1,5 @@
-"""Endpoints and their workers (replicas), document 003's deployment view of them, document 000's
-deploy call, and the deploy templates."""
+"""Endpoints and their workers (replicas), document 000's deploy call, and the deploy templates
+(document 001/003's deployment schemas over them: api/schemas/deployments.py)."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ class EndpointOut(BaseModel):
     name: str
     slug: str | None = Field(description="URL-safe name: the OpenAI `model` and /endpoints/{slug}/v1")
     model_id: str
-    status: str = Field(description="pending | deploying | active | failed | stopped")
+    status: str = Field(description="pending | deploying | active | updating | stopping | failed | stopped")
     kind: str = Field(description="replicas | proxy")
     endpoint_type: str | None = Field(description="the engine (vllm | transformers) or the provider")
     pool: str | None
@@ -137,45 +137,5 @@ class EndpointList(BaseModel):
     total: int
 
 
-class DeploymentOut(EndpointOut):
-    """Document 003's deployment: the endpoint, `running` when active, with its URL once it serves."""
-
-    deployment_id: str
-    endpoint: str | None
-
-
-class DeploymentList(BaseModel):
-    deployments: list[DeploymentOut]
-
-
 class TemplateList(BaseModel):
     data: list[Template]
-
-
-class VersionList(BaseModel):
-    versions: list[VersionOut]
-
-
-class RollbackRequest(BaseModel):
-    version: str = Field(pattern=r"^v\d+$", description="the revision to send all traffic to")
-
-
-class DeploymentUpdate(BaseModel):
-    """Document 001's update; `traffic` sets a split over versions (a canary, a promotion)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    memory_mb: int | None = Field(default=None, ge=1)
-    timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
-    min_instances: int | None = Field(default=None, ge=0, le=64)
-    max_instances: int | None = Field(default=None, ge=1, le=64)
-    traffic: dict[str, int] | None = Field(default=None, description='percent per version, e.g. {"v1": 90, "v2": 10}')
-
-
-class DeploymentUpdated(BaseModel):
-    id: str
-    name: str
-    status: str
-    configuration: dict[str, Any]
-    versions: list[VersionOut]

@@ -1,0 +1,128 @@
+"""What the API shows of endpoints: document 000's endpoint with its workers (replicas), revisions and
+event log; document 003's deployment over it, with its adapter, platform and measured metrics; document
+001's configuration. Every number is measured: the gateway's request records and the replica rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from weft.clock import utcnow
+from weft.errors import Invalid
+from weft.monitoring.metrics import priced, replica_hours
+from weft.serving import revisions
+from weft.serving.rotation import observed_state
+from weft.settings import get_settings
+from weft.statuses import SERVING, EndpointStatus, RunStatus
+from weft.tables import Endpoint, EndpointEvent, InferenceRecord, Model, Replica
+
+EVENTS_SHOWN = 50  # the newest controller actions and changes in an endpoint view
+PLATFORM = "weft"  # document 003's `platform` of an endpoint whose replicas weft runs
+USAGE_WINDOW = timedelta(hours=1)
+# document 003's status names over weft's: an active endpoint is `running`
+DEPLOYMENT_STATUS = {EndpointStatus.ACTIVE: RunStatus.RUNNING}
+DEPLOYMENT_STATUSES = sorted({*EndpointStatus, *DEPLOYMENT_STATUS.values()})
+
+
+def base_url() -> str:
+    """The API's own address (the OpenAI-compatible base URL is `{base_url}/v1`)."""
+    s = get_settings()
+    return f"http://{s.api_host}:{s.api_port}"
+
+
+def worker_view(replica: Replica) -> dict[str, Any]:
+    return {"id": replica.id, "revision_id": replica.revision_id, "state": observed_state(replica), "url": replica.url,
+            "engine": replica.engine, "flow_run_id": replica.flow_run_id, "max_concurrency": replica.max_concurrency,
+            "last_seen": replica.last_seen, "reason": replica.reason, "created_at": replica.created_at}
+
+
+def usage(session: Session, endpoint_id: str, now: datetime | None = None) -> dict[str, Any]:
+    """Requests, their rate, average latency and success rate from the gateway's records of the last hour."""
+    since = (now or utcnow()) - USAGE_WINDOW
+    count, avg, ok = session.exec(select(func.count(), func.avg(InferenceRecord.latency_ms),
+                                         func.sum(col(InferenceRecord.status_code) < 400))
+                                  .where(InferenceRecord.endpoint_id == endpoint_id,
+                                         InferenceRecord.created_at >= since)).one()
+    return {"requests_last_hour": count, "requests_per_minute": round(count / 60, 2),
+            "avg_latency_ms": round(avg, 1) if avg is not None else None,
+            "success_rate": round((ok or 0) / count, 4) if count else None}
+
+
+def cost_per_hour(session: Session, endpoint: Endpoint, now: datetime | None = None) -> float:
+    """$ per hour over the last hour: the replica-hours the endpoint's replicas ran in it, priced at its
+    pool's rate (`pool_hour_cost`). A cloud proxy runs no replicas (its provider bills it): 0."""
+    end = now or utcnow()
+    hours = USAGE_WINDOW.total_seconds() / 3600
+    return round(priced(replica_hours(session, [endpoint], end - USAGE_WINDOW, end)) / hours, 4)
+
+
+def endpoint_view(session: Session, endpoint: Endpoint, base: str = "") -> dict[str, Any]:
+    """Document 000's endpoint: its desired state, revisions, newest events, workers and usage."""
+    replicas = session.exec(select(Replica).where(Replica.endpoint_id == endpoint.id)
+                            .order_by(col(Replica.created_at))).all()
+    return {"id": endpoint.id, "name": endpoint.name, "model_id": endpoint.model_id, "status": endpoint.status,
+            "kind": endpoint.kind, "endpoint_type": endpoint.engine, "pool": endpoint.pool,
+            "endpoint_url": f"{base}/v1", "model": endpoint.slug or endpoint.name, "slug": endpoint.slug,
+            "deploy_config": endpoint.config, "min_instances": endpoint.min_instances,
+            "max_instances": endpoint.max_instances, "target_concurrency": endpoint.target_concurrency,
+            "timeout_seconds": endpoint.timeout_seconds, "versions": revisions.versions_view(session, endpoint),
+            "events": [e.model_dump() for e in session.exec(
+                select(EndpointEvent).where(EndpointEvent.endpoint_id == endpoint.id)
+                .order_by(col(EndpointEvent.id).desc()).limit(EVENTS_SHOWN))],
+            "plan": endpoint.plan, "workflow_id": endpoint.workflow_id, "reason": endpoint.reason,
+            "workers": [worker_view(r) for r in replicas], "metrics": usage(session, endpoint.id),
+            "created_at": endpoint.created_at, "updated_at": endpoint.updated_at}
+
+
+def deployment_status(endpoint: Endpoint) -> str:
+    """Document 003's name of the endpoint's status."""
+    return DEPLOYMENT_STATUS.get(endpoint.status, endpoint.status)
+
+
+def served_url(endpoint: Endpoint) -> str | None:
+    """The OpenAI-compatible base URL while the endpoint serves, else None."""
+    return f"{base_url()}/v1" if endpoint.status in SERVING else None
+
+
+def platform_of(endpoint: Endpoint) -> str:
+    """Where it runs: weft's own replicas, or the provider a cloud proxy forwards to."""
+    return (endpoint.engine or "cloud") if endpoint.kind == "proxy" else PLATFORM
+
+
+def adapter_of(session: Session, model_id: str) -> str | None:
+    """The adapter a fine-tuned model is base + adapter of; None for any other model."""
+    model = session.get(Model, model_id)
+    return (model.details or {}).get("adapter_id") if model is not None and model.provider_type == "adapter" else None
+
+
+def deployment_view(session: Session, endpoint: Endpoint) -> dict[str, Any]:
+    """Document 003's deployment over the endpoint view: `running` when active, its URL while it serves,
+    the adapter it serves, the platform, and metrics with the measured cost per hour."""
+    view = endpoint_view(session, endpoint, base_url())
+    return {**view, "deployment_id": endpoint.id, "status": deployment_status(endpoint),
+            "endpoint": served_url(endpoint),
+            "adapter_id": adapter_of(session, endpoint.model_id), "platform": platform_of(endpoint),
+            "metrics": {**view["metrics"], "cost_per_hour": cost_per_hour(session, endpoint)}}
+
+
+def deployments(session: Session, user_id: str, status: str | None = None) -> list[dict[str, Any]]:
+    """The user's deployments, newest first; `status` is one of document 003's (`running`) or weft's
+    endpoint statuses (`active` is `running`). Invalid for any other."""
+    stmt = select(Endpoint).where(Endpoint.user_id == user_id).order_by(col(Endpoint.created_at).desc())
+    if status is not None:
+        if status not in DEPLOYMENT_STATUSES:
+            raise Invalid(f"unknown status {status!r}: one of {', '.join(DEPLOYMENT_STATUSES)}",
+                          [{"field": "status", "message": f"one of {DEPLOYMENT_STATUSES}"}])
+        raw = [s for s in EndpointStatus if status in (s, DEPLOYMENT_STATUS.get(s))]
+        stmt = stmt.where(col(Endpoint.status).in_(raw))
+    return [deployment_view(session, e) for e in session.exec(stmt)]
+
+
+def configuration(endpoint: Endpoint) -> dict[str, Any]:
+    """Document 001's `configuration` of a deployment."""
+    return {"memory_mb": endpoint.memory_mb, "timeout_seconds": endpoint.timeout_seconds,
+            "min_instances": endpoint.min_instances, "max_instances": endpoint.max_instances,
+            "target_concurrency": endpoint.target_concurrency}
