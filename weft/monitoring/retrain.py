@@ -360,6 +360,12 @@ def begin_canary(session: Session, alert: DriftAlert, deploying: dict, status: s
                        + ("" if rev is None else f": {rev.version} never took traffic"))
         session.commit()
         return entry
+    if not rev.traffic:
+        entry = record(session, alert, CANARY, "skipped: traffic changed",
+                       f"{rev.version} has no traffic (the split was changed after its deploy): nothing to watch",
+                       revision=rev.version)
+        session.commit()
+        return entry
     others = [r for r in revisions.revisions(session, rev.endpoint_id) if r.traffic and r.id != rev.id]
     baseline = {r.version: r.traffic for r in others}
     if not baseline:
