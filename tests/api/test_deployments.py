@@ -25,6 +25,7 @@ from weft.tables import (
     Model,
     Replica,
     Revision,
+    Workflow,
     WorkflowStep,
 )
 
@@ -259,3 +260,13 @@ def test_an_endpoint_with_nothing_running_stops_at_once(client, adapter):
     assert r.json() == {"message": "Deployment deleted successfully", "id": endpoint_id, "status": "stopped"}
     with session_scope() as s:
         assert s.exec(select(Event).where(Event.key == f"deployment:{endpoint_id}:deleted")).first() is not None
+
+
+def test_deleting_while_deploying_cancels_the_deploy(client, adapter, fake_trigger):
+    """The deploy would otherwise bring the endpoint back when its flow reaches the endpoint."""
+    headers, adapter_id, _ = adapter
+    created = create(client, headers, adapter_id, config={"instance_type": cluster()}).json()
+    r = client.delete(f"/api/v1/deployments/{created['deployment_id']}", headers=headers)
+    assert r.status_code == 200 and r.json()["status"] == "stopped", r.text  # nothing was running yet
+    with session_scope() as s:
+        assert s.get(Workflow, created["workflow_id"]).status in ("CANCELLING", "CANCELLED")

@@ -15,13 +15,13 @@ from sqlmodel import Session, col, select
 
 from weft import runs, workflows
 from weft.clock import as_utc, utcnow
-from weft.errors import Conflict, Invalid
+from weft.errors import Conflict, Invalid, NotFound
 from weft.ids import endpoint_id_of, slug_of
 from weft.serving import placement, revisions
 from weft.serving.plan import Engine
 from weft.settings import get_settings
 from weft.specs.names import WorkflowName
-from weft.statuses import TERMINAL, EndpointStatus, ReplicaState, WorkflowStatus
+from weft.statuses import TERMINAL, EndpointStatus, ReplicaState, RevisionStatus, WorkflowStatus
 from weft.tables import Adapter, Endpoint, EndpointEvent, Model, Replica, Revision, Workflow
 from weft.webhooks.outbox import emit
 
@@ -157,14 +157,30 @@ def stop_replica(session: Session, replica: Replica) -> None:
     session.add(replica)
 
 
+def deploys_in_flight(session: Session, endpoint: Endpoint) -> list[str]:
+    """The deploy workflows still adding a revision to the endpoint: those of its deploying revisions, and
+    the one that created it while it has no revision yet."""
+    ids = [r.workflow_id for r in revisions.revisions(session, endpoint.id)
+           if r.status == RevisionStatus.DEPLOYING and r.workflow_id]
+    if endpoint.status == EndpointStatus.DEPLOYING and endpoint.workflow_id and endpoint.workflow_id not in ids:
+        ids.append(endpoint.workflow_id)
+    return ids
+
+
 def stop(session: Session, endpoint: Endpoint) -> None:
-    """Delete an endpoint: out of rotation at once (requests get 503), its healthy replicas drain for
-    `replica_drain_seconds` (starting ones at once), then the controller stops them and marks it stopped
-    (`deployment.deleted`). One with nothing running (a cloud proxy, replicas all gone) stops here. Emits
-    `deployment.stopped` and `model.undeployed`; stopping a stopping or stopped endpoint changes nothing.
-    Does not commit."""
+    """Delete an endpoint: its deploys in flight are cancelled (one would bring it back), it leaves rotation
+    at once (requests get 503), its healthy replicas drain for `replica_drain_seconds` (starting ones at
+    once), then the controller stops them and marks it stopped (`deployment.deleted`). One with nothing
+    running (a cloud proxy, replicas all gone) stops here. Emits `deployment.stopped` and
+    `model.undeployed`; stopping a stopping or stopped endpoint changes nothing. Commits only when it
+    cancels a deploy (the caller commits the rest)."""
     if endpoint.status in (EndpointStatus.STOPPING, EndpointStatus.STOPPED):
         return
+    for workflow_id in deploys_in_flight(session, endpoint):
+        try:
+            workflows.cancel(session, endpoint.user_id, workflow_id)
+        except (Conflict, NotFound):  # it ended meanwhile, or it is not a workflow of the owner's
+            pass
     now = utcnow()
     drain = timedelta(seconds=get_settings().replica_drain_seconds)
     left = list(session.exec(select(Replica).where(Replica.endpoint_id == endpoint.id,

@@ -24,7 +24,7 @@ PLATFORM = "weft"  # document 003's `platform` of an endpoint whose replicas wef
 USAGE_WINDOW = timedelta(hours=1)
 # document 003's status names over weft's: an active endpoint is `running`
 DEPLOYMENT_STATUS = {EndpointStatus.ACTIVE: RunStatus.RUNNING}
-DEPLOYMENT_STATUSES = sorted({*EndpointStatus, *DEPLOYMENT_STATUS.values()})
+DEPLOYMENT_STATUSES = sorted(str(s) for s in {*EndpointStatus, *DEPLOYMENT_STATUS.values()})
 
 
 def base_url() -> str:
@@ -114,8 +114,8 @@ def deployments(session: Session, user_id: str, status: str | None = None) -> li
     stmt = select(Endpoint).where(Endpoint.user_id == user_id).order_by(col(Endpoint.created_at).desc())
     if status is not None:
         if status not in DEPLOYMENT_STATUSES:
-            raise Invalid(f"unknown status {status!r}: one of {', '.join(DEPLOYMENT_STATUSES)}",
-                          [{"field": "status", "message": f"one of {DEPLOYMENT_STATUSES}"}])
+            allowed = ", ".join(DEPLOYMENT_STATUSES)
+            raise Invalid(f"unknown status {status!r}: one of {allowed}", [{"field": "status", "message": f"one of {allowed}"}])
         raw = [s for s in EndpointStatus if status in (s, DEPLOYMENT_STATUS.get(s))]
         stmt = stmt.where(col(Endpoint.status).in_(raw))
     return [deployment_view(session, e) for e in session.exec(stmt)]
