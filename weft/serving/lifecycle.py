@@ -50,9 +50,10 @@ class ReadyEstimate:
 
 
 def start_deploy(session: Session, user_id: str, model: Model, *, name: str, engine: Engine | None = None,
-           cluster_id: str | None = None, instance_type: str | None = None, config: dict[str, Any] | None = None,
-           auto_scaling: dict[str, Any] | None = None, template_id: str | None = None,
-           traffic_percent: int | None = None, field_prefix: str = "") -> Deploying:
+                 cluster_id: str | None = None, instance_type: str | None = None,
+                 config: dict[str, Any] | None = None, auto_scaling: dict[str, Any] | None = None,
+                 template_id: str | None = None, traffic_percent: int | None = None,
+                 field_prefix: str = "") -> Deploying:
     """Start `model`'s deploy_model workflow (document 004's local deploy: model, endpoint and config,
     cluster) and create the endpoint's row when the name is new, so it reads at once. What cannot be placed
     is Invalid naming the request field (`field_prefix` + weft's name of it). Commits."""
