@@ -106,7 +106,8 @@ def replica_bounds(min_replicas: int, max_replicas: int, auto_scaling: bool) -> 
 
 
 def start_adapter_deploy(session: Session, user_id: str, adapter: Adapter, *, name: str | None,
-                   instance_type: str | None, min_replicas: int, max_replicas: int, auto_scaling: bool) -> Deploying:
+                         instance_type: str | None, min_replicas: int, max_replicas: int,
+                         auto_scaling: bool) -> Deploying:
     """Document 003's deploy of an adapter: its registered model through the same deploy_model workflow as
     a model deploy, with the replica bounds from `min/max_replicas` and `auto_scaling`. Commits."""
     model = adapter_model(session, adapter)
