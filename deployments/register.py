@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
@@ -14,10 +13,10 @@ from prefect.exceptions import ObjectAlreadyExists
 
 from blocks.storage import save_result_storage
 from deployments.automations import ensure_crash_detection
-from weft import pools, runs
+from weft import pools
 from weft.platform import prefect_cli
+from weft.serving import controller as endpoint_controller
 from weft.settings import get_settings
-from weft.specs.names import WorkflowName
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -41,13 +40,6 @@ def register_deployments(project_dir: Path = PROJECT_DIR, env: dict[str, str] | 
         raise RuntimeError(f"prefect deploy failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
-def start_controller() -> str:
-    """A new run of the endpoint controller (the cpu-light worker picks it up once it starts); a copy
-    left from an earlier `weft up`, or another machine's, holds or waits for the lease."""
-    return runs.start_run(f"{WorkflowName.ENDPOINT_CONTROLLER}/default", {}, key=f"weft:controller:{uuid.uuid4()}",
-                          tags=["controller"])
-
-
 def main() -> None:
     """Pools, the result-storage block, the crash-detection automation, every deployment, and a run of
     the endpoint controller, in that order."""
@@ -55,7 +47,7 @@ def main() -> None:
     save_result_storage()
     ensure_crash_detection(get_settings().crash_after_seconds)
     register_deployments()
-    controller = start_controller()
+    controller = endpoint_controller.start()
     print(f"work pools, result storage, crash detection and deployments registered; endpoint controller {controller}")
 
 

@@ -112,6 +112,8 @@ def plan_deployment(endpoint_id: str, revision_id: str, spec: DeploySpec) -> Pla
         s.add(endpoint)
         s.add(rev)
         count = rev.replicas
+        emit(s, "deployment.building", event_data(endpoint, version=rev.version, replicas=count, pool=pool),
+             key=f"deployment:{endpoint.id}:building:{rev.id}", user_id=endpoint.user_id)
     get_run_logger().info("plan: %d replica(s) on pool %s: %s; the revision starts with %d", plan.replicas, pool,
                           plan.reason, count)
     return plan

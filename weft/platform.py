@@ -31,6 +31,7 @@ from weft.settings import Settings, get_settings
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROFILES = ("embedded", "production")
 MAX_RESTARTS, RESTART_WINDOW_S = 5, 300.0  # production: more crashes of one child within the window stop weft
+CONTROLLER_CHECK_S = 15.0  # how often `weft up` checks that an endpoint controller run exists
 
 
 class ProfileError(ValueError):
@@ -307,6 +308,22 @@ class Platform:
         self.timings["workers-and-api"] = time.monotonic() - t
         self.timings["total"] = time.monotonic() - t0
 
+    def ensure_controller(self) -> None:
+        """Start an endpoint controller run when its last one ended (crashed with its worker, cancelled):
+        endpoints keep their replicas only while a controller runs."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from weft.serving import controller
+
+        try:
+            with temporary_settings({PREFECT_API_URL: self.settings.prefect_api}):
+                started = controller.ensure_running()
+        except Exception as exc:  # the server restarts or is busy: look again next time
+            print(f"could not check the endpoint controller: {exc}")
+            return
+        if started:
+            print(f"the endpoint controller had stopped: started run {started}")
+
     def register(self) -> None:
         """Work pools, the result-storage block and the deployments, by `python -m deployments.register`
         (a child process: weft's core imports no deployment or block code)."""
@@ -378,6 +395,7 @@ class Platform:
     def serve_forever(self) -> None:
         """`weft up`: start, print the URLs, and stop everything on Ctrl-C or SIGTERM."""
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (`cmd &`)
         try:
             self.start()
             profile = "" if self.profile == "embedded" else f", profile {self.profile}"
@@ -390,8 +408,12 @@ class Platform:
             print(f"  logs       : {self.log_dir}")
             print("Press Ctrl-C to stop.")
             restarts: dict[str, list[float]] = {}
+            checked = time.monotonic()
             while True:
                 time.sleep(1)
+                if time.monotonic() - checked > CONTROLLER_CHECK_S:
+                    checked = time.monotonic()
+                    self.ensure_controller()
                 dead = [n for n, p in self.procs.items() if p.poll() is not None]
                 if not dead:
                     continue

@@ -15,7 +15,14 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
@@ -147,6 +154,17 @@ def start_run(deployment: str, parameters: dict[str, Any], key: str, tags: list[
     flow_run: FlowRun = run_deployment(name=deployment, parameters=parameters, timeout=0, idempotency_key=key,
                                        tags=["weft", *tags], as_subflow=False)
     return str(flow_run.id)
+
+
+def active_runs(deployment: str) -> list[str]:
+    """Ids of the deployment's runs that are scheduled, pending or running."""
+    with prefect_client() as client:
+        found = client.read_deployment_by_name(deployment)
+        flow_runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]))))
+    return [str(r.id) for r in flow_runs]
 
 
 def log_to_run(flow_run_id: str, level: int, message: str, name: str = "weft.api") -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -33,11 +34,12 @@ from weft.serving.revisions import LIVE, converged, record, revisions
 from weft.settings import Settings, get_settings
 from weft.specs.names import WorkflowName
 from weft.statuses import TERMINAL, EndpointStatus, ReplicaState, RevisionStatus
-from weft.tables import ControllerLease, Endpoint, Replica, Revision
+from weft.tables import ControllerLease, Endpoint, Replica, Revision, Workflow
 from weft.webhooks.outbox import emit
 
 log = logging.getLogger("weft.controller")
 LEASE = WorkflowName.ENDPOINT_CONTROLLER.value
+DEPLOYMENT = f"{WorkflowName.ENDPOINT_CONTROLLER}/default"
 MAX_START_FAILURES = 3  # a new revision whose replicas fail this often in a row is `failed`
 WATCHED = (EndpointStatus.DEPLOYING, EndpointStatus.ACTIVE, EndpointStatus.UPDATING, EndpointStatus.STOPPING)
 
@@ -111,8 +113,13 @@ class Controller:
                                                                  col(Endpoint.status).in_(WATCHED))))
             replicas = list(s.exec(select(Replica).where(col(Replica.endpoint_id).in_(endpoint_ids),
                                                          Replica.state != ReplicaState.STOPPED)))
+            deploys = dict(s.exec(select(Revision.id, Workflow.flow_run_id)
+                                  .join(Workflow, Workflow.id == Revision.workflow_id)
+                                  .where(col(Revision.endpoint_id).in_(endpoint_ids),
+                                         Revision.status == RevisionStatus.DEPLOYING)))
         try:
-            statuses = runs.run_statuses([r.flow_run_id for r in replicas if r.flow_run_id])
+            statuses = runs.run_statuses([r.flow_run_id for r in replicas if r.flow_run_id]
+                                         + [run for run in deploys.values() if run])
         except Exception as exc:  # Prefect unreachable: judge by heartbeats and probes alone this pass
             log.warning("could not read replica run states: %s", exc)
             statuses = {}
@@ -120,7 +127,8 @@ class Controller:
         done = Pass()
         for endpoint_id in endpoint_ids:
             with session_scope() as s:
-                self.reconcile(s, s.get(Endpoint, endpoint_id), statuses, probes, utcnow(), done)
+                deploy_runs = {rev: statuses.get(run or "") for rev, run in deploys.items()}
+                self.reconcile(s, s.get(Endpoint, endpoint_id), statuses, probes, utcnow(), done, deploy_runs)
         for flow_run_id in done.cancels:
             try:
                 if runs.run_statuses([flow_run_id]).get(flow_run_id, ("", None))[0] not in TERMINAL:
@@ -156,9 +164,11 @@ class Controller:
         return f"{endpoint_id}{f' {version}' if version else ''}: {action}: {reason}"
 
     def reconcile(self, s: Session, endpoint: Endpoint, statuses: dict[str, tuple[str, str | None]],
-                  probes: dict[str, bool | None], now: datetime, done: Pass) -> None:
+                  probes: dict[str, bool | None], now: datetime, done: Pass,
+                  deploy_runs: dict[str, tuple[str, str | None] | None] | None = None) -> None:
         """One endpoint: replace the dead, drain what has finished draining, scale each revision to what
-        it wants, and settle the endpoint's status."""
+        it wants, and settle the endpoint's status. `deploy_runs` holds the state of each deploying
+        revision's deploy workflow run: a revision whose deploy ended without routing it traffic failed."""
         cfg = self.settings
         revs = {r.id: r for r in revisions(s, endpoint.id)}
         replicas = list(s.exec(select(Replica).where(Replica.endpoint_id == endpoint.id,
@@ -194,9 +204,16 @@ class Controller:
 
         for rev in revs.values():
             live = [r for r in replicas if r.revision_id == rev.id and r.state in LIVE]
-            if rev.status == RevisionStatus.DEPLOYING and rev.failures >= MAX_START_FAILURES:
+            deploy = (deploy_runs or {}).get(rev.id)
+            failed = (f"{rev.failures} replicas in a row failed before serving" if rev.failures >= MAX_START_FAILURES
+                      else f"its deploy workflow ended {deploy[0]} before routing it traffic"
+                      if deploy and deploy[0] in TERMINAL and not rev.traffic else None)
+            if rev.status == RevisionStatus.DEPLOYING and failed:
                 rev.status, rev.replicas = RevisionStatus.FAILED, 0
-                note("revision_failed", f"{rev.failures} replicas in a row failed before serving", rev)
+                note("revision_failed", failed, rev)
+                emit(s, "deployment.failed", {"deployment_id": endpoint.id, "endpoint_name": endpoint.name,
+                                              "version": rev.version, "reason": failed},
+                     key=f"deployment:{endpoint.id}:failed:{rev.id}", user_id=endpoint.user_id)
             wanted, cold = self.desired(s, endpoint, rev, now, note)
             missing = wanted - len(live)
             if missing > 0 and (rev.next_start_at is None or as_utc(rev.next_start_at) <= now):
@@ -260,12 +277,13 @@ class Controller:
                 rev.replicas, rev.scaled_at = 0, now
             return 0, False
         demand = rev.demand_at is not None and as_utc(rev.demand_at) > as_utc(rev.scaled_at)
+        waiting = rev.demand_at is not None and (now - as_utc(rev.demand_at)).total_seconds() < cfg.autoscale_panic_seconds
         decision = autoscale.decide(
             rev.replicas, endpoint.min_instances, endpoint.max_instances, endpoint.target_concurrency,
             autoscale.load(s, rev.id, cfg.autoscale_panic_seconds, now),
             autoscale.load(s, rev.id, cfg.autoscale_stable_seconds, now),
             (now - as_utc(rev.scaled_at)).total_seconds(), cfg.autoscale_stable_seconds, cfg.autoscale_panic_seconds,
-            demand)
+            demand, waiting)
         if decision.reason:
             note("scaled", f"{rev.replicas} → {decision.replicas} replicas: {decision.reason}", rev)
             rev.replicas, rev.scaled_at = decision.replicas, now
@@ -286,6 +304,20 @@ class Controller:
             endpoint.status, endpoint.updated_at = EndpointStatus.ACTIVE, utcnow()
             note("converged", "every revision runs the replicas it wants")
         s.add(endpoint)
+
+
+def start() -> str:
+    """A new run of the endpoint controller deployment (picked up by a `cpu-light` worker); while another
+    copy holds the lease it waits passively."""
+    return runs.start_run(DEPLOYMENT, {}, key=f"weft:controller:{uuid.uuid4()}", tags=["controller"])
+
+
+def ensure_running() -> str | None:
+    """Start a controller run when Prefect has none scheduled, pending or running (the last one crashed
+    with its worker or was cancelled); returns the new run's id, None when one is there."""
+    if runs.active_runs(DEPLOYMENT):
+        return None
+    return start()
 
 
 def probe(url: str) -> bool | None:

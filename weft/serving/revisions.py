@@ -69,6 +69,10 @@ def add_revision(session: Session, endpoint: Endpoint, model_id: str, workflow_i
                  changes: str | None = None) -> Revision:
     """The revision a deploy workflow adds (the same one when the workflow runs again)."""
     if workflow_id and (rev := session.exec(select(Revision).where(Revision.workflow_id == workflow_id)).first()):
+        if rev.status == RevisionStatus.FAILED:  # the deploy is retried: its revision deploys again
+            rev.status, rev.failures, rev.next_start_at, rev.updated_at = RevisionStatus.DEPLOYING, 0, None, utcnow()
+            session.add(rev)
+            record(session, endpoint.id, "revision_retried", "its deploy workflow runs again", rev.version)
         return rev
     number = (session.exec(select(func.max(Revision.number)).where(Revision.endpoint_id == endpoint.id)).one() or 0) + 1
     rev = Revision(endpoint_id=endpoint.id, number=number, model_id=model_id, workflow_id=workflow_id,
