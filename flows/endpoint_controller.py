@@ -9,7 +9,6 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows import names
-
 from weft.ids import new_id
 from weft.serving.controller import Controller
 from weft.settings import get_settings
@@ -39,7 +38,7 @@ def endpoint_controller(passes: int | None = None) -> int:
                     log.info("another controller holds the lease: waiting")
                     holding = False
             except Exception as exc:  # the database or Prefect is away: try again next pass
-                log.warning("controller pass failed: %s", exc)
+                log.warning("controller pass failed: %s", exc, exc_info=not isinstance(exc, OSError))
             time.sleep(interval)
     finally:
         try:

@@ -116,7 +116,7 @@ class Controller:
             deploys = dict(s.exec(select(Revision.id, Workflow.flow_run_id)
                                   .join(Workflow, Workflow.id == Revision.workflow_id)
                                   .where(col(Revision.endpoint_id).in_(endpoint_ids),
-                                         Revision.status == RevisionStatus.DEPLOYING)))
+                                         Revision.status == RevisionStatus.DEPLOYING)).all())
         try:
             statuses = runs.run_statuses([r.flow_run_id for r in replicas if r.flow_run_id]
                                          + [run for run in deploys.values() if run])
