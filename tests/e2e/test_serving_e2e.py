@@ -164,12 +164,17 @@ def test_deploy_predict_add_worker_kill_and_stop(api, carol, tiny, stack, tmp_pa
         assert time.monotonic() < deadline
         time.sleep(1)
 
-    stopped = api.delete(f"/api/v1/endpoints/{endpoint['id']}", headers=carol).json()
-    assert stopped["status"] == "stopped" and all(w["state"] == "stopped" for w in stopped["workers"])
+    stopping = api.delete(f"/api/v1/endpoints/{endpoint['id']}", headers=carol).json()
+    assert stopping["status"] == "stopping"  # its replicas drain, then the controller stops them
     r = api.post("/v1/completions", headers=headers, json=chat_body)
     assert r.status_code == 503 and r.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
     r = api.post("/api/v1/inference/predict", headers=carol, json={"model_id": tiny, "prompt": "x", "max_tokens": 2})
     assert r.status_code == 503
+    deadline = time.monotonic() + 60
+    while (view := api.get(f"/api/v1/endpoints/{endpoint['id']}", headers=carol).json())["status"] != "stopped":
+        assert time.monotonic() < deadline, view["events"][:5]
+        time.sleep(1)
+    assert all(w["state"] == "stopped" for w in view["workers"])
     deadline = time.monotonic() + 30  # the cancelled replica runs end and their servers with them
     while True:
         with session_scope() as s:
