@@ -19,6 +19,7 @@ import pytest
 from tests.helpers.e2e import LOCAL, local_steps, post_sequence, register, wait_status
 from tests.helpers.receiver import Receiver
 from tests.helpers.records import mapping_records
+from weft.ids import endpoint_id_of
 from weft.platform import Platform, ProfileError, descendants
 from weft.settings import Settings
 from weft.storage import Storage
@@ -183,11 +184,40 @@ def test_killed_training_worker_resumes_on_the_other_worker_from_s3(prod, pat, o
              {"step_number": 5, "trigger_workflow": True}]
     deployed = post_sequence(api1, pat, DEPLOY, steps)
     assert wait_status(api1, pat, deployed["workflow_id"], {"COMPLETED", "FAILED"}, timeout=300)["status"] == "COMPLETED"
-    for api in (api1, api2):
+    endpoint_id = endpoint_id_of(deployed["workflow_id"])
+    serving = live_replicas(api1, pat, endpoint_id)
+    adopt_after_restarts(prod)
+    assert live_replicas(api2, pat, endpoint_id) == serving  # adopted, not duplicated
+    for api in prod.apis:
         predicted = api.post("/api/v1/inference/predict", headers=pat, json={
             "model_id": view["model_id"], "prompt": "map 3", "max_tokens": 4, "temperature": 0})
         assert predicted.status_code == 200, predicted.text
         assert predicted.json()["tokens_output"] > 0
+
+
+def live_replicas(api: httpx.Client, headers: dict, endpoint_id: str) -> set[str]:
+    view = api.get(f"/api/v1/endpoints/{endpoint_id}", headers=headers).json()
+    return {w["id"] for w in view["workers"] if w["state"] in ("starting", "healthy")}
+
+
+def adopt_after_restarts(prod) -> None:
+    """Restart API process 1 and replace the endpoint controller's run (what `weft up` does when it ends);
+    return once the new controller holds the lease and has made a few passes."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from weft import runs
+    from weft.serving import controller
+
+    prod.platform.restart("api-1")
+    with temporary_settings({PREFECT_API_URL: prod.prefect_api}):
+        for flow_run_id in runs.active_runs(controller.DEPLOYMENT):
+            runs.cancel(flow_run_id)
+        new = controller.start()
+    deadline = time.monotonic() + 120
+    while not prod.query(prod.weft_database, "SELECT 1 FROM controller_lease WHERE holder = %(h)s", h=new):
+        assert time.monotonic() < deadline, "the new controller did not take the lease"
+        time.sleep(1)
+    time.sleep(3 * prod.settings.controller_interval_seconds)
 
 
 def test_api_process_killed_with_deliveries_due_delivers_every_event_once(prod, pat, tiny_model_dir):
