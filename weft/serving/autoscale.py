@@ -4,7 +4,8 @@ seconds of request time inside the window over the window's length), so every AP
 count. Scale up as soon as the short panic window's load needs more replicas than run; scale down only
 when the stable window's load needs fewer and nothing scaled for a stable window (no flapping); with
 `min_instances: 0`, an idle stable window scales to zero and a waiting request (the gateway's demand
-mark) brings one replica back: a cold start."""
+mark) brings one replica back: a cold start. A request still waiting (a demand mark within the panic
+window) keeps at least one replica wanted, so a cold start that outlasts the stable window completes."""
 
 from __future__ import annotations
 
@@ -38,9 +39,11 @@ def load(session: Session, revision_id: str, window: float, now: datetime) -> fl
 
 
 def decide(current: int, low: int, high: int, target: int, panic_load: float, stable_load: float,
-           since_scaled: float, stable_window: float, panic_window: float, demand: bool) -> Decision:
+           since_scaled: float, stable_window: float, panic_window: float, demand: bool,
+           waiting: bool = False) -> Decision:
     """Replicas wanted now. `current` is the revision's present desired count, `since_scaled` the seconds
-    since it last changed, `demand` whether a request is waiting for a replica."""
+    since it last changed, `demand` whether a request waited for a replica since then, `waiting` whether
+    one waits now (no scale to zero under it)."""
     target = max(1, target)
     if current < low:
         return Decision(low, f"below min_instances {low}")
@@ -54,7 +57,7 @@ def decide(current: int, low: int, high: int, target: int, panic_load: float, st
     if up > current:
         return Decision(up, f"{panic_load:.2f} requests in flight over {panic_window:g} s, target {target} "
                             f"per replica")
-    down = max(low, math.ceil(stable_load / target))
+    down = max(low, int(waiting), math.ceil(stable_load / target))
     if down < current and since_scaled >= stable_window:
         what = "idle" if stable_load == 0 else f"{stable_load:.2f} requests in flight"
         return Decision(down, f"{what} over {stable_window:g} s, target {target} per replica")
