@@ -19,7 +19,6 @@ import pytest
 from tests.helpers.e2e import LOCAL, local_steps, post_sequence, register, wait_status
 from tests.helpers.receiver import Receiver
 from tests.helpers.records import mapping_records
-from weft.ids import endpoint_id_of
 from weft.platform import Platform, ProfileError, descendants
 from weft.settings import Settings
 from weft.storage import Storage
@@ -184,7 +183,8 @@ def test_killed_training_worker_resumes_on_the_other_worker_from_s3(prod, pat, o
              {"step_number": 5, "trigger_workflow": True}]
     deployed = post_sequence(api1, pat, DEPLOY, steps)
     assert wait_status(api1, pat, deployed["workflow_id"], {"COMPLETED", "FAILED"}, timeout=300)["status"] == "COMPLETED"
-    endpoint_id = endpoint_id_of(deployed["workflow_id"])
+    endpoint_id = next(e["id"] for e in api1.get("/api/v1/endpoints", headers=pat).json()["data"]
+                       if e["name"] == "mapping-prod")
     serving = live_replicas(api1, pat, endpoint_id)
     adopt_after_restarts(prod)
     assert live_replicas(api2, pat, endpoint_id) == serving  # adopted, not duplicated
