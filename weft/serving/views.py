@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
 from weft.clock import utcnow
@@ -43,7 +43,7 @@ def usage(session: Session, endpoint_id: str, now: datetime | None = None) -> di
     """Requests, their rate, average latency and success rate from the gateway's records of the last hour."""
     since = (now or utcnow()) - USAGE_WINDOW
     count, avg, ok = session.exec(select(func.count(), func.avg(InferenceRecord.latency_ms),
-                                         func.sum(col(InferenceRecord.status_code) < 400))
+                                         func.sum(case((col(InferenceRecord.status_code) < 400, 1), else_=0)))
                                   .where(InferenceRecord.endpoint_id == endpoint_id,
                                          InferenceRecord.created_at >= since)).one()
     return {"requests_last_hour": count, "requests_per_minute": round(count / 60, 2),
