@@ -57,6 +57,13 @@ def record(session: Session, alert: DriftAlert, step: str, decision: str, reason
     return entry
 
 
+def decided(session: Session, alert: DriftAlert, step: str, decision: str, reason: str, **extra: Any) -> dict:
+    """Record one decision and commit; returns it."""
+    entry = record(session, alert, step, decision, reason, **extra)
+    session.commit()
+    return entry
+
+
 def retrain_starts(session: Session, endpoint_id: str | None, model_id: str | None) -> list[datetime]:
     """When retrains of this endpoint (or model) started, from every alert's decisions."""
     stmt = select(DriftAlert)
@@ -153,19 +160,13 @@ def apply_policy(session: Session, alert: DriftAlert, policy: RetrainPolicy | No
         if last and last.get("decision") == decision and not approved:  # nothing new to say
             session.commit()
             return last
-        entry = record(session, alert, RETRAIN, decision, reason)
-        session.commit()
-        return entry
+        return decided(session, alert, RETRAIN, decision, reason)
     try:
         workflow_id, note = start_fine_tune(session, alert)
     except Exception as exc:  # invalid data, refused, or Prefect unreachable: say so on the alert
         session.rollback()
-        entry = record(session, alert, RETRAIN, "failed", f"could not start the fine_tune workflow: {_cause(exc)}")
-        session.commit()
-        return entry
-    entry = record(session, alert, RETRAIN, "started", f"{reason}; {note}", workflow_id=workflow_id)
-    session.commit()
-    return entry
+        return decided(session, alert, RETRAIN, "failed", f"could not start the fine_tune workflow: {_cause(exc)}")
+    return decided(session, alert, RETRAIN, "started", f"{reason}; {note}", workflow_id=workflow_id)
 
 
 def _workflow_status(session: Session, workflow_id: str) -> str:
@@ -188,11 +189,8 @@ def start_step(session: Session, alert: DriftAlert, step: str, type_name: str, s
         wf = workflows.create(session, alert.user_id, type_name, steps, trigger=True, name=name)
     except Exception as exc:
         session.rollback()
-        entry = record(session, alert, step, "failed", f"could not start {type_name}: {_cause(exc)}", **extra)
-    else:
-        entry = record(session, alert, step, "started", reason, workflow_id=wf.id, **extra)
-    session.commit()
-    return entry
+        return decided(session, alert, step, "failed", f"could not start {type_name}: {_cause(exc)}", **extra)
+    return decided(session, alert, step, "started", reason, workflow_id=wf.id, **extra)
 
 
 def _claim(session: Session, alert: DriftAlert, seen: datetime) -> bool:
@@ -224,17 +222,13 @@ def advance(session: Session, alert: DriftAlert, policy: RetrainPolicy | None = 
         if status not in TERMINAL or not _claim(session, alert, seen):
             return None
         if status != WorkflowStatus.COMPLETED:
-            entry = record(session, alert, EVALUATE, "skipped: fine-tune failed",
+            return decided(session, alert, EVALUATE, "skipped: fine-tune failed",
                            f"fine_tune workflow {started['workflow_id']} ended {status}")
             record(session, alert, DEPLOY, "skipped: no model", "the retrain produced no model")
-            session.commit()
-            return entry
         adapter = session.exec(select(Adapter).where(Adapter.workflow_id == started["workflow_id"])).first()
         if adapter is None or not adapter.model_id:
-            entry = record(session, alert, EVALUATE, "skipped: no model",
+            return decided(session, alert, EVALUATE, "skipped: no model",
                            f"fine_tune workflow {started['workflow_id']} registered no adapter model")
-            session.commit()
-            return entry
         return start_step(session, alert, EVALUATE, WorkflowName.EVALUATE_MODEL,
                           [{"model_id": adapter.model_id, "dataset_id": adapter.dataset_id}, {}],
                           f"evaluate {adapter.name}", "fine-tune completed: evaluating on its held-out split of "
@@ -246,25 +240,19 @@ def advance(session: Session, alert: DriftAlert, policy: RetrainPolicy | None = 
         return None
     evaluation = session.get(Evaluation, evaluating["workflow_id"])
     if status != WorkflowStatus.COMPLETED or evaluation is None:
-        entry = record(session, alert, DEPLOY, "skipped: evaluation failed",
+        return decided(session, alert, DEPLOY, "skipped: evaluation failed",
                        f"evaluate_model workflow {evaluating['workflow_id']} ended {status}")
-        session.commit()
-        return entry
     if not evaluation.promoted:
-        entry = record(session, alert, DEPLOY, "skipped: not promoted",
+        return decided(session, alert, DEPLOY, "skipped: not promoted",
                        f"the promotion gate did not pass: {(evaluation.gate or {}).get('reason', 'no reason given')}",
                        evaluation_id=evaluation.id)
-        session.commit()
-        return entry
     endpoint = session.get(Endpoint, alert.endpoint_id) if alert.endpoint_id else None
     if endpoint is None or endpoint.kind != "replicas" or endpoint.status in GONE:
-        entry = record(session, alert, DEPLOY, "skipped: no endpoint",
+        return decided(session, alert, DEPLOY, "skipped: no endpoint",
                        f"endpoint {alert.endpoint_id} is " + ("gone" if endpoint is None else
                                                               "a cloud proxy" if endpoint.kind != "replicas"
                                                               else endpoint.status)
                        + ": the promoted model is not deployed", evaluation_id=evaluation.id)
-        session.commit()
-        return entry
     share = policy.canary_percent
     return start_step(session, alert, DEPLOY, WorkflowName.DEPLOY_MODEL,
                       [{"model_id": evaluating["model_id"]}, {},  # steps 1-3 of a local deploy
@@ -294,19 +282,15 @@ def watch_canary(session: Session, alert: DriftAlert, deploying: dict, seen: dat
     if endpoint is None or endpoint.status in GONE:
         if not _claim(session, alert, seen):
             return None
-        entry = record(session, alert, CANARY, "skipped: endpoint stopped",
+        return decided(session, alert, CANARY, "skipped: endpoint stopped",
                        f"endpoint {watching['endpoint_id']} was stopped or removed during the canary")
-        session.commit()
-        return entry
     split = {r.version: r.traffic for r in revisions.revisions(session, endpoint.id) if r.traffic}
     if split != {**watching["baseline"], rev.version: watching["share"]}:
         if not _claim(session, alert, seen):
             return None
-        entry = record(session, alert, CANARY, "skipped: traffic changed",
+        return decided(session, alert, CANARY, "skipped: traffic changed",
                        f"the traffic of {endpoint.name} was changed during the canary (now "
                        f"{_split_text(split)}): it is left as it is", traffic=split)
-        session.commit()
-        return entry
     since, until = as_utc(datetime.fromisoformat(watching["since"])), as_utc(datetime.fromisoformat(watching["until"]))
     stats = canary.measure(session, [rev.id], since, now)
     base = canary.measure(session, watching["baseline_ids"], since, now)
@@ -317,21 +301,17 @@ def watch_canary(session: Session, alert: DriftAlert, deploying: dict, seen: dat
     numbers = {"canary_stats": stats.as_dict(), "baseline_stats": base.as_dict(), "limits": asdict(limits),
                "window": {"since": since.isoformat(), "until": now.isoformat()}}
     if verdict.action == canary.Action.EXTEND:
-        entry = record(session, alert, CANARY, "extended", verdict.reason,
+        return decided(session, alert, CANARY, "extended", verdict.reason,
                        **{**_watch_state(watching), "until": (until + timedelta(minutes=policy.canary_minutes))
                           .isoformat()}, **numbers)
-        session.commit()
-        return entry
     promote = verdict.action == canary.Action.PROMOTE
     target = {rev.version: 100} if promote else canary.rescaled(watching["baseline"])
     try:
         revisions.set_traffic(session, endpoint, target, f"retrain canary {rev.version}: {verdict.reason}")
     except Exception as exc:  # a baseline revision failed since, or the endpoint changed under us
         session.rollback()
-        entry = record(session, alert, CANARY, "failed", f"could not {verdict.action} {rev.version} "
+        return decided(session, alert, CANARY, "failed", f"could not {verdict.action} {rev.version} "
                        f"({verdict.reason}): {_cause(exc)}", **numbers)
-        session.commit()
-        return entry
     action = f"canary {rev.version} promoted" if promote else f"canary {rev.version} rolled back"
     revisions.mark_updating(session, endpoint, f"retrain {action}")
     data = {"deployment_id": endpoint.id, "endpoint_name": endpoint.name, "alert_id": alert.id,
@@ -343,10 +323,8 @@ def watch_canary(session: Session, alert: DriftAlert, deploying: dict, seen: dat
     else:
         emit(session, "deployment.rolled_back", {**data, "from_version": rev.version},
              key=f"deployment:{endpoint.id}:canary:{rev.id}:rolled_back", user_id=endpoint.user_id)
-    entry = record(session, alert, CANARY, "promoted" if promote else "rolled back", verdict.reason,
+    return decided(session, alert, CANARY, "promoted" if promote else "rolled back", verdict.reason,
                    revision=rev.version, traffic=target, **numbers)
-    session.commit()
-    return entry
 
 
 def begin_canary(session: Session, alert: DriftAlert, deploying: dict, status: str,
@@ -355,34 +333,26 @@ def begin_canary(session: Session, alert: DriftAlert, deploying: dict, status: s
     wf_id = deploying["workflow_id"]
     rev = session.exec(select(Revision).where(Revision.workflow_id == wf_id)).first()
     if status != WorkflowStatus.COMPLETED or rev is None:
-        entry = record(session, alert, CANARY, "skipped: deploy failed",
+        return decided(session, alert, CANARY, "skipped: deploy failed",
                        f"deploy_model workflow {wf_id} ended {status}"
                        + ("" if rev is None else f": {rev.version} never took traffic"))
-        session.commit()
-        return entry
     if not rev.traffic:
-        entry = record(session, alert, CANARY, "skipped: traffic changed",
+        return decided(session, alert, CANARY, "skipped: traffic changed",
                        f"{rev.version} has no traffic (the split was changed after its deploy): nothing to watch",
                        revision=rev.version)
-        session.commit()
-        return entry
     others = [r for r in revisions.revisions(session, rev.endpoint_id) if r.traffic and r.id != rev.id]
     baseline = {r.version: r.traffic for r in others}
     if not baseline:
-        entry = record(session, alert, CANARY, "skipped: no baseline",
+        return decided(session, alert, CANARY, "skipped: no baseline",
                        f"{rev.version} took all the traffic: no revision served beside it to compare with",
                        revision=rev.version)
-        session.commit()
-        return entry
     since = as_utc(rev.traffic_changed_at)
     until = since + timedelta(minutes=policy.canary_minutes)
-    entry = record(session, alert, CANARY, "watching",
+    return decided(session, alert, CANARY, "watching",
                    f"{rev.version} serves {rev.traffic}% beside {_split_text(baseline)}: its error rate and latency "
                    f"are compared until {until.isoformat(timespec='seconds')}",
                    revision=rev.version, revision_id=rev.id, endpoint_id=rev.endpoint_id, share=rev.traffic,
                    baseline=baseline, baseline_ids=[r.id for r in others], since=since.isoformat(), until=until.isoformat())
-    session.commit()
-    return entry
 
 
 def _watch_state(entry: dict) -> dict:
