@@ -6,7 +6,9 @@
 - autoscaling (min 1, max 3, target 1): 6 concurrent clients bring replicas above 1, and after the load
   stops they return to 1 once the stable window has passed;
 - `min_instances: 0`: idle, the endpoint has no replica; the next request is held through a cold start,
-  succeeds, and document 001's `cold_starts` counts it (and nothing else).
+  succeeds, and document 001's `cold_starts` counts it (and nothing else);
+- the retrain chain: a promoted model is deployed as a 10 % canary revision of the alert's endpoint,
+  watched against v1 by the controller's sweep, then routed 100 %.
 
 The windows are short here (STACK_SETTINGS) so the module stays within a few minutes; `-s` prints timings."""
 
@@ -296,3 +298,73 @@ def test_scale_to_zero_then_a_cold_start_serves_the_next_request(api, dave, api_
     metrics = api.get(f"/api/v1/metrics/{elastic}", headers=dave, params={"hours": 1, "resolution": "1m"}).json()
     assert metrics["metrics"]["cold_starts"] == 1, metrics["metrics"]  # not the deploy's, autoscaler's, replacement's
     print(f"cold start took {took:.1f} s")
+
+
+RETRAIN_ENV = {  # the retrain chain's canary, watched briefly (the controller process reads these too)
+    "WEFT_RETRAIN_CANARY_MINUTES": "0.3", "WEFT_RETRAIN_CANARY_MIN_REQUESTS": "3", "WEFT_RETRAIN_CHECK_SECONDS": "2",
+    "WEFT_RETRAIN_CANARY_MAX_LATENCY_RATIO": "3",  # identical replicas on 2 busy cores: only a real slowdown counts
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def retrain_env():
+    """Set before the module's stack starts (autouse fixtures come first), so its processes inherit it."""
+    saved = {k: os.environ.get(k) for k in RETRAIN_ENV}
+    os.environ.update(RETRAIN_ENV)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def test_retrain_chain_deploys_a_canary_revision_then_promotes_it(api, dave, model_id, api_key, stack):
+    """A drift alert whose retrain was evaluated and promoted (those two workflows' outcomes are written
+    here; fine-tuning is tested elsewhere): the chain deploys the model as a 10 % canary revision of the
+    alert's endpoint for real, the controller's sweep watches it against v1, then routes it 100 %."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from weft.monitoring import retrain
+    from weft.tables import DriftAlert, Evaluation, Workflow
+
+    v1 = deploy(api, dave, model_id, endpoint_name="Retrained", instance_count=1)
+    endpoint_id, user_id = v1["id"], api.get("/api/v1/auth/me", headers=dave).json()["id"]
+    with session_scope() as s:
+        finished = [Workflow(user_id=user_id, workflow_type=kind, total_steps=2, status="COMPLETED")
+                    for kind in ("fine_tune", "evaluate_model")]
+        s.add_all(finished)
+        s.flush()
+        s.add(Evaluation(id=finished[1].id, user_id=user_id, model_id=model_id, status="completed", promoted=True,
+                         gate={"reason": "accuracy lower bound +0.20"}))
+        alert = DriftAlert(user_id=user_id, endpoint_id=endpoint_id, model_id=model_id, severity="high",
+                           type="data_drift", description="prompts shifted", decisions=[
+                               {"step": "retrain", "decision": "started", "workflow_id": finished[0].id},
+                               {"step": "evaluate", "decision": "started", "workflow_id": finished[1].id,
+                                "model_id": model_id}])
+        s.add(alert)
+        alert_id = alert.id
+    with temporary_settings({PREFECT_API_URL: stack.settings.prefect_api}), session_scope() as s:
+        entry = retrain.advance(s, s.get(DriftAlert, alert_id))
+    assert entry["step"] == "deploy" and entry["decision"] == "started", entry
+    assert wait_status(api, dave, entry["workflow_id"], {"COMPLETED", "FAILED"}, timeout=300)["status"] == "COMPLETED"
+    split = {v["version"]: v["traffic_percent"]
+             for v in api.get(f"/api/v1/deployments/{endpoint_id}/versions", headers=dave).json()["versions"]}
+    assert split == {"v1": 90, "v2": 10}
+
+    body = {"model": "retrained", "prompt": "check the oil", "max_tokens": 2, "temperature": 0}
+    for _ in range(60):
+        assert api.post("/v1/completions", headers=api_key, json=body).status_code == 200
+
+    def canary_decision() -> dict | None:
+        with session_scope() as s:
+            decisions = s.get(DriftAlert, alert_id).decisions
+        return next((d for d in decisions if d["step"] == "canary" and d["decision"] not in retrain.WATCHING), None)
+
+    decided = wait_for(canary_decision, 180, "the canary verdict")
+    assert decided["decision"] == "promoted", decided
+    versions = {v["version"]: v for v in api.get(f"/api/v1/deployments/{endpoint_id}/versions",
+                                                 headers=dave).json()["versions"]}
+    assert versions["v2"]["traffic_percent"] == 100 and versions["v2"]["is_current"]
+    assert api.post("/v1/completions", headers=api_key, json=body).status_code == 200
+    assert api.delete(f"/api/v1/endpoints/{endpoint_id}", headers=dave).status_code == 200  # frees a core
