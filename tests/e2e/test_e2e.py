@@ -53,7 +53,10 @@ def test_local_model_sequence_registers_the_model(api, alice, tiny_model_dir: Pa
                                                 "roll_up_scan"]
     done = wait_status(api, alice, body["workflow_id"], {"COMPLETED", "FAILED"})
     assert done["status"] == "COMPLETED", done
-    assert {s["status"] for s in done["steps"]} == {"completed"}
+    # scan steps are cached by the files' content: an earlier module's onboarding of these bytes is reused
+    scans = {"scan_pickles", "validate_safetensors", "detect_code", "check_gguf"}
+    assert {s["status"] for s in done["steps"] if s["id"] not in scans} == {"completed"}
+    assert {s["status"] for s in done["steps"] if s["id"] in scans} <= {"completed", "cached"}
 
     models = api.get("/api/v1/models", headers=alice).json()
     [summary] = [m for m in models["data"] if m["name"] == "tiny llama"]
