@@ -34,11 +34,14 @@ lock: $(STAMP)
 run: $(STAMP)
 	$(BIN)/weft up
 
+# test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one of them: the end-to-end
+# modules spend most of their time waiting on the stacks they start, so two overlap well on two cores
+TEST_WORKERS ?= 2
 test: $(STAMP) system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP) system-deps
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not e2e"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
