@@ -1,7 +1,9 @@
 """The inference gateway: a revision by the endpoint's traffic split, then the least-loaded of its healthy
 replicas; retry on a dead one; a request that finds no replica waits for one (a cold start: it marks the
-demand the controller scales from zero on) up to the endpoint's `timeout_seconds`, then 503; and a
-record of every request, with its revision, written after the response is sent."""
+demand the controller scales from zero on) up to the endpoint's `timeout_seconds`, then 503; while a
+request is in flight its revision's demand mark is renewed too (the autoscaler reads load from records
+written when requests end); and a record of every request, with its revision, written after the response
+is sent."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any
 import aiohttp
 import anyio
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from api.errors import ApiError
 from weft.clock import utcnow
@@ -34,7 +36,7 @@ DEAD_SECONDS = 10.0  # a replica that refused a connection sits out this long
 CACHE_SECONDS = 0.5  # how long a replica list read from the database is reused
 RECORD_RETRY_SECONDS = 1.0  # while the database is unavailable, how often queued records are retried
 HOLD_POLL_SECONDS = 0.25  # how often a request waiting for a replica looks again
-DEMAND_SECONDS = 1.0  # how often a waiting endpoint's demand mark is renewed
+DEMAND_SECONDS = 1.0  # how often a waiting endpoint's (or a busy revision's) demand mark is renewed
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Gateway:
         self.cache: dict[str, tuple[float, list[Candidate]]] = {}
         self.revision_of: dict[str, str] = {}  # replica -> revision, for the request records
         self.demand_marked: dict[str, float] = {}
+        self.busy_marker: asyncio.Task | None = None  # see mark_busy
         self.recorder = Recorder()
         self._client: aiohttp.ClientSession | None = None  # aiohttp: about half httpx's cost per proxied call
 
@@ -86,6 +89,8 @@ class Gateway:
         return self._client
 
     async def aclose(self) -> None:
+        if self.busy_marker is not None:
+            self.busy_marker.cancel()
         await self.recorder.aclose()
         if self._client is not None:
             await self._client.close()
@@ -108,6 +113,31 @@ class Gateway:
             s.exec(update(Revision).where(Revision.endpoint_id == endpoint_id, Revision.traffic > 0)
                    .values(demand_at=utcnow()))
             s.commit()
+
+    def _mark_revisions(self, revision_ids: list[str]) -> None:
+        with Session(get_engine()) as s:
+            s.exec(update(Revision).where(col(Revision.id).in_(revision_ids)).values(demand_at=utcnow()))
+            s.commit()
+
+    async def mark_busy(self) -> None:
+        """Every DEMAND_SECONDS, renew the demand mark of the revisions this process has requests in flight
+        on. The autoscaler's load comes from records written when requests end, so a request longer than
+        its windows (a long generation, or the one that waited through a cold start) would look like no
+        load, and its replica could be scaled to zero under it; a fresh mark keeps one replica wanted."""
+        failing = False
+        while True:
+            await asyncio.sleep(DEMAND_SECONDS)
+            busy = sorted({self.revision_of[r] for r, n in list(self.in_flight.items())
+                           if n > 0 and r in self.revision_of})
+            if not busy:
+                continue
+            try:
+                await anyio.to_thread.run_sync(self._mark_revisions, busy)
+                failing = False
+            except Exception as exc:  # the database is away: the marks resume when it is back
+                if not failing:
+                    log.warning("could not mark the revisions with requests in flight: %s", exc)
+                failing = True
 
     async def wait_for_replica(self, endpoint: Endpoint, deadline: float) -> None:
         """Mark the endpoint's demand (at most every DEMAND_SECONDS) and wait one poll; 503 past `deadline`."""
@@ -147,6 +177,8 @@ class Gateway:
         if endpoint.kind == "proxy":
             yield await anyio.to_thread.run_sync(proxy_target, endpoint), path.removeprefix("/v1")
             return
+        if self.busy_marker is None or self.busy_marker.done():
+            self.busy_marker = asyncio.get_running_loop().create_task(self.mark_busy())
         tried: set[str] = set()
         deadline = time.monotonic() + endpoint.timeout_seconds
         while True:
