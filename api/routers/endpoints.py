@@ -21,11 +21,14 @@ router = APIRouter(tags=["endpoints"])
 def deploy(model_id: str, body: DeployRequest, user: CurrentUser, session: SessionDep) -> dict:
     """Start a deploy_model workflow; the returned id is the endpoint's (GET /endpoints/{id})."""
     model = get_owned(session, Model, model_id, user.id, "model")
+    name = body.endpoint_name or f"{model.name}-{model_id[:8]}"
+    if body.endpoint_id:  # a new revision of one of the caller's endpoints, named by id
+        name = get_owned(session, Endpoint, body.endpoint_id, user.id, "endpoint").name
     config = (body.deploy_config or DeployConfig()).model_dump(exclude_none=True)
     if body.instance_count:
         config["replicas"] = body.instance_count
     started = lifecycle.start_deploy(
-        session, user.id, model, name=body.endpoint_name or f"{model.name}-{model_id[:8]}",
+        session, user.id, model, name=name,
         engine=body.endpoint_type, cluster_id=body.cluster_id, instance_type=body.instance_type, config=config,
         auto_scaling=body.auto_scaling.model_dump(exclude_none=True) if body.auto_scaling else None,
         template_id=body.template_id, traffic_percent=body.traffic_percent)

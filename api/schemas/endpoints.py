@@ -21,7 +21,10 @@ class DeployRequest(BaseModel):
     quantization: str | None = Field(default=None, description="only 'none': weft serves the weights as stored")
     instance_type: str | None = Field(default=None, description="a registered cluster's work pool (or name)")
     instance_count: int | None = Field(default=None, ge=1, le=64)
-    endpoint_name: str | None = Field(default=None, min_length=1, max_length=100)
+    endpoint_name: str | None = Field(default=None, min_length=1, max_length=100,
+                                      description="a new endpoint's name, or one of yours: the deploy adds a revision")
+    endpoint_id: str | None = Field(default=None, description="one of your endpoints: the deploy adds a revision "
+                                                              "to it (instead of endpoint_name)")
     template_id: str | None = None
     deploy_config: DeployConfig | None = None
     auto_scaling: AutoScaling | None = None

@@ -14,18 +14,23 @@ from weft.serving import launch
 from weft.tables import Cluster, Model
 
 
-@pytest.fixture
-def safe_model(client, auth_headers, tiny_model_dir: Path) -> tuple[dict[str, str], str]:
-    """A user's model whose security scan is SAFE (deployable), and the user's headers."""
+def safe_model_of(client, auth_headers, model_dir: Path) -> tuple[dict[str, str], str]:
+    """A new user's model whose security scan is SAFE (deployable), and the user's headers."""
     from weft.testing.registry import register_model
 
     headers = auth_headers()
-    model_id = register_model(me(client, headers)["id"], tiny_model_dir)
+    model_id = register_model(me(client, headers)["id"], model_dir)
     with session_scope() as s:
         model = s.get(Model, model_id)
         model.scan, model.scan_verified = {"status": "SAFE", "total_issues": 0}, True
         s.add(model)
     return headers, model_id
+
+
+@pytest.fixture
+def safe_model(client, auth_headers, tiny_model_dir: Path) -> tuple[dict[str, str], str]:
+    """A user's model whose security scan is SAFE (deployable), and the user's headers."""
+    return safe_model_of(client, auth_headers, tiny_model_dir)
 
 
 def deploy(client, headers, model_id: str, **body):
@@ -69,3 +74,19 @@ def test_instance_type_names_a_cluster_and_quantization_is_refused(client, safe_
     error = assert_error(deploy(client, headers, model_id, quantization="int8"), 422, "VALIDATION_ERROR")
     assert error["details"]["errors"][0]["field"] == "quantization" and "as they are stored" in error["message"]
     assert len(fake_trigger) == 1
+
+
+def test_deploying_onto_an_endpoint_by_name_or_id_adds_a_revision(client, safe_model, fake_trigger, prefect_server,
+                                                                   auth_headers, tiny_model_dir):
+    headers, model_id = safe_model
+    first = deploy(client, headers, model_id, endpoint_name="Test Endpoint")
+    assert first.status_code == 202 and first.json()["model"] == "test-endpoint", first.text
+    endpoint_id = first.json()["id"]
+    for body in ({"endpoint_name": "Test Endpoint"}, {"endpoint_id": endpoint_id}):
+        r = client.post(f"/api/v1/models/{model_id}/deploy", headers=headers, json={**body, "traffic_percent": 10})
+        assert r.status_code == 202 and r.json()["id"] == endpoint_id, r.text
+        spec = fake_trigger[-1][2]
+        assert spec["endpoint_name"] == "Test Endpoint" and spec["traffic_percent"] == 10
+    other, other_model = safe_model_of(client, auth_headers, tiny_model_dir)
+    r = client.post(f"/api/v1/models/{other_model}/deploy", headers=other, json={"endpoint_id": endpoint_id})
+    assert_error(r, 404, "NOT_FOUND")  # another user's endpoint
