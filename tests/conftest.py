@@ -149,7 +149,10 @@ def auth_headers(client):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`@pytest.mark.gpu` tests are skipped where torch sees no CUDA device."""
+    """End-to-end modules first (a stable sort keeps each file's own order): with `make test`'s workers the
+    short modules then fill in behind the long ones instead of a long one starting last. `@pytest.mark.gpu`
+    tests are skipped where torch sees no CUDA device."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_tests:
         return  # torch is not imported for a selection without GPU tests
