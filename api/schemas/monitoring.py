@@ -58,7 +58,8 @@ class MetricsPeriod(BaseModel):
 class DeploymentMetricValues(Latency):
     request_count: int
     error_count: int
-    cold_starts: int = Field(description="replica starts in the period")
+    cold_starts: int = Field(description="replicas started in the period for a request waiting on the endpoint "
+                                         "scaled to zero")
     unique_users: int
     tokens_input: int
     tokens_output: int

@@ -6,8 +6,8 @@ from tasks.serving import canary_split
 from weft.serving.autoscale import decide
 
 
-def scale(current, low=1, high=3, panic=0.0, stable=0.0, since=0.0, demand=False):
-    return decide(current, low, high, 1, panic, stable, since, 60.0, 6.0, demand)
+def scale(current, low=1, high=3, panic=0.0, stable=0.0, since=0.0, demand=False, waiting=False):
+    return decide(current, low, high, 1, panic, stable, since, 60.0, 6.0, demand, waiting)
 
 
 def test_scales_up_on_the_panic_window_capped_at_max():
@@ -28,6 +28,8 @@ def test_scale_to_zero_and_cold_start():
     assert idle.replicas == 0 and idle.reason is None
     woken = scale(0, low=0, demand=True)
     assert woken.replicas == 1 and woken.cold_start
+    # a request still waits (a cold start longer than the stable window, a long generation): keep its replica
+    assert scale(1, low=0, stable=0.0, since=61, waiting=True).replicas == 1
 
 
 def test_bounds_win():

@@ -231,7 +231,8 @@ class Controller:
                 for replica in surplus[:-missing]:
                     grace = cfg.replica_drain_seconds if replica.state == ReplicaState.HEALTHY else 0
                     replica.state, replica.stop_at = ReplicaState.DRAINING, now + timedelta(seconds=grace)
-                    replica.reason = f"surplus: {wanted} wanted" if wanted else "its revision has no traffic"
+                    replica.reason = (f"surplus: {wanted} wanted" if wanted else "scaled to zero" if rev.traffic
+                                      else "its revision has no traffic")
                     s.add(replica)
                     note("replica_draining", f"{replica.id}: {replica.reason}", rev, replica)
             if rev.traffic and rev.status != RevisionStatus.ACTIVE and any(
