@@ -34,14 +34,15 @@ lock: $(STAMP)
 run: $(STAMP)
 	$(BIN)/weft up
 
-# test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one of them: the end-to-end
-# modules spend most of their time waiting on the stacks they start, so two overlap well on two cores
-TEST_WORKERS ?= 2
+# TEST_WORKERS=N spreads the test files over N processes (pytest-xdist, each file whole in one): worth it
+# with cores to spare; on 2 cores two end-to-end stacks at once slow each other's replicas down
+TEST_WORKERS ?= 1
+XDIST := $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP) system-deps
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest $(XDIST)
 
 test-fast: $(STAMP) system-deps
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not e2e"
+	$(BIN)/pytest $(XDIST) -m "not e2e"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -30,6 +30,7 @@ OPENAI = "6f1b5a3e-0a0b-4c59-9d0e-000000000001"
 GPT_4O = "6f1b5a3e-0a0b-4c59-9d0e-100000000001"
 LOCAL_STAGES = ["validate_source", "fetch_model", "extract_metadata", "estimate_hardware", "register_model"]
 ALL_STAGES = [stage.id for stage in get_type("add_local_model").stages]  # the five above, then the scan
+SCANS = {"scan_pickles", "validate_safetensors", "detect_code", "check_gguf"}
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,10 @@ def test_disk_model_registers_then_rerun_is_cached(owner: str, tiny_model_dir: P
     assert storage.list(f"models/{model_id}") == expected_files == model.details["files"]
     assert storage.read_bytes(f"models/{model_id}/config.json") == (tiny_model_dir / "config.json").read_bytes()
     assert not storage.exists(f"staging/{workflow_id}/model")
-    assert set(task_states(state.state_details.flow_run_id, len(ALL_STAGES)).values()) == {"Completed"}
+    states = task_states(state.state_details.flow_run_id, len(ALL_STAGES))
+    assert {v for k, v in states.items() if k not in SCANS} == {"Completed"}
+    assert {v for k, v in states.items() if k in SCANS} <= {"Completed", "Cached"}  # cached by content: an
+    # earlier test of this process may have scanned the same bytes
     assert model.scan["status"] == "SAFE" and model.scan_verified  # the scan is onboarding's last step
 
     again = run_local(local_spec("disk", str(tiny_model_dir)), owner, workflow_id=workflow_id)
