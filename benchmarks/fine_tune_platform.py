@@ -31,27 +31,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from weft.testing.polling import ok, wait_for
+
 LOCAL = "/api/v1/models/local-model-workflow"
 JOB_FIELDS = ("rank", "alpha", "dropout", "target_modules", "learning_rate", "batch_size",
               "gradient_accumulation_steps", "num_epochs", "max_steps", "warmup_steps", "validation_split",
               "checkpoint_steps", "max_seq_length", "logging_steps", "seed")
 QUIETING = ("PREFECT_LOGGING_LEVEL", "TRANSFORMERS_VERBOSITY", "HF_DATASETS_DISABLE_PROGRESS_BARS")
 LABELS = ("prefect-server", "worker", "flow-run", "api", "follower", "bench (rest)")
-
-
-def ok(r, status: int = 200) -> dict:
-    if r.status_code != status:
-        raise RuntimeError(f"{r.request.method} {r.request.url.path} -> {r.status_code}: {r.text[:2000]}")
-    return r.json()
-
-
-def wait_for(check, what: str, timeout: float, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(poll)
-    raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
 
 
 # --- CPU accounting ---------------------------------------------------------------------------------------
@@ -231,7 +218,7 @@ class WeftPlatform:
             view = ok(self.api.get(f"/api/v1/workflows/{workflow_id}", headers=self.headers))
             return view if view["status"] in ("COMPLETED", "FAILED", "CANCELLED") else None
 
-        view = wait_for(finished, "model onboarding", 900)
+        view = wait_for(finished, "model onboarding", 900, poll=0.5)
         if view["status"] != "COMPLETED":
             raise RuntimeError(f"onboarding {view['status']}: {view.get('reason')}")
         models = ok(self.api.get("/api/v1/models", headers=self.headers, params={"limit": 100}))["data"]
@@ -290,7 +277,7 @@ class WeftPlatform:
             return view if view["status"] in ("completed", "failed", "cancelled") and \
                 (view["status"] != "completed" or view["metrics"]) else None
 
-        view = wait_for(done, "job completion", 120)
+        view = wait_for(done, "job completion", 120, poll=0.5)
         wall = time.perf_counter() - t0
         if view["status"] != "completed":
             raise RuntimeError(f"job {view['status']}: {view.get('reason')}")

@@ -39,24 +39,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from weft.testing.polling import ok, wait_for  # noqa: E402  (the repository's weft when run from a checkout)
+
 LOCAL = "/api/v1/models/local-model-workflow"
 LIVE = ("starting", "healthy", "draining")
 PARTS = ("scale", "replace", "cold", "smollm", "restart")
-
-
-def ok(r, status: int = 200) -> dict:
-    if r.status_code != status:
-        raise RuntimeError(f"{r.request.method} {r.request.url.path} -> {r.status_code}: {r.text[:2000]}")
-    return r.json()
-
-
-def wait_for(check, what: str, timeout: float, poll: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(poll)
-    raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
 
 
 def server_pid(url: str) -> int:
