@@ -108,15 +108,11 @@ class Gateway:
                           .where(Replica.endpoint_id == endpoint_id, in_rotation(), Revision.traffic > 0)).all()
         return [Candidate(*row) for row in rows]
 
-    def _mark_demand(self, endpoint_id: str) -> None:
+    @staticmethod
+    def _mark_demand(*where: Any) -> None:
+        """Set `demand_at` (a request wants a replica) on the revisions matching `where`."""
         with Session(get_engine()) as s:
-            s.exec(update(Revision).where(Revision.endpoint_id == endpoint_id, Revision.traffic > 0)
-                   .values(demand_at=utcnow()))
-            s.commit()
-
-    def _mark_revisions(self, revision_ids: list[str]) -> None:
-        with Session(get_engine()) as s:
-            s.exec(update(Revision).where(col(Revision.id).in_(revision_ids)).values(demand_at=utcnow()))
+            s.exec(update(Revision).where(*where).values(demand_at=utcnow()))
             s.commit()
 
     async def mark_busy(self) -> None:
@@ -132,7 +128,7 @@ class Gateway:
             if not busy:
                 continue
             try:
-                await anyio.to_thread.run_sync(self._mark_revisions, busy)
+                await anyio.to_thread.run_sync(self._mark_demand, col(Revision.id).in_(busy))
                 failing = False
             except Exception as exc:  # the database is away: the marks resume when it is back
                 if not failing:
@@ -147,7 +143,7 @@ class Gateway:
                            f"{endpoint.timeout_seconds:g} s", {"endpoint_id": endpoint.id})
         if self.demand_marked.get(endpoint.id, 0) < now - DEMAND_SECONDS:
             self.demand_marked[endpoint.id] = now
-            await anyio.to_thread.run_sync(self._mark_demand, endpoint.id)
+            await anyio.to_thread.run_sync(self._mark_demand, Revision.endpoint_id == endpoint.id, Revision.traffic > 0)
         await asyncio.sleep(HOLD_POLL_SECONDS)
 
     async def replicas(self, endpoint_id: str) -> list[Candidate]:
