@@ -32,11 +32,6 @@ class NewEndpoint(BaseModel):
     proxy: bool  # a cloud model's endpoint forwards to its provider: no replicas
 
 
-def event_data(endpoint: Endpoint, **extra: Any) -> dict[str, Any]:
-    return {"deployment_id": endpoint.id, "endpoint_name": endpoint.name, "model_id": endpoint.model_id,
-            "status": endpoint.status, "kind": endpoint.kind, **extra}
-
-
 @task(**step_options("validate_deployment"))
 def validate_deployment(spec: DeploySpec, workflow_id: str, owner_id: str) -> NewEndpoint:
     """Check the deploy gate again (a run started from the UI skips the API), then create the endpoint,
@@ -54,7 +49,7 @@ def validate_deployment(spec: DeploySpec, workflow_id: str, owner_id: str) -> Ne
                 workflow_id=workflow_id)
             endpoint.slug = endpoint.slug or revisions.unique_slug(s, spec.endpoint_name, endpoint.id)
             endpoint.config, endpoint.status = spec.deploy_config.model_dump(), EndpointStatus.DEPLOYING
-            emit(s, "deployment.created", event_data(endpoint), key=f"deployment:{endpoint.id}:created",
+            emit(s, "deployment.created", revisions.event_data(endpoint), key=f"deployment:{endpoint.id}:created",
                  user_id=owner_id)
         elif endpoint.status in (EndpointStatus.STOPPED, EndpointStatus.FAILED, EndpointStatus.STOPPING):
             endpoint.status = EndpointStatus.DEPLOYING  # a stopped endpoint comes back with the new revision
@@ -112,7 +107,7 @@ def plan_deployment(endpoint_id: str, revision_id: str, spec: DeploySpec) -> Pla
         s.add(endpoint)
         s.add(rev)
         count = rev.replicas
-        emit(s, "deployment.building", event_data(endpoint, version=rev.version, replicas=count, pool=pool),
+        emit(s, "deployment.building", revisions.event_data(endpoint, version=rev.version, replicas=count, pool=pool),
              key=f"deployment:{endpoint.id}:building:{rev.id}", user_id=endpoint.user_id)
     get_run_logger().info("plan: %d replica(s) on pool %s: %s; the revision starts with %d", plan.replicas, pool,
                           plan.reason, count)
@@ -183,7 +178,7 @@ def activate_endpoint(endpoint_id: str, revision_id: str | None = None, traffic_
                 revisions.set_traffic(s, endpoint, split, "canary" if traffic_percent and now_split else "deployed")
         endpoint.status, endpoint.reason, endpoint.updated_at = EndpointStatus.ACTIVE, None, utcnow()
         s.add(endpoint)
-        data = event_data(endpoint)
+        data = revisions.event_data(endpoint)
         emit(s, "deployment.ready", data, key=f"deployment:{endpoint.id}:ready:{revision_id}", user_id=endpoint.user_id)
         emit(s, "model.deployed", data, key=f"model:{endpoint.model_id}:deployed:{endpoint.id}",
              user_id=endpoint.user_id)

@@ -30,7 +30,7 @@ from weft.clock import as_utc, utcnow
 from weft.db import session_scope
 from weft.monitoring import retrain
 from weft.serving import autoscale
-from weft.serving.revisions import LIVE, converged, record, revisions
+from weft.serving.revisions import LIVE, converged, event_data, record, revisions
 from weft.settings import Settings, get_settings
 from weft.specs.names import WorkflowName
 from weft.statuses import TERMINAL, EndpointStatus, ReplicaState, RevisionStatus
@@ -211,8 +211,7 @@ class Controller:
             if rev.status == RevisionStatus.DEPLOYING and failed:
                 rev.status, rev.replicas = RevisionStatus.FAILED, 0
                 note("revision_failed", failed, rev)
-                emit(s, "deployment.failed", {"deployment_id": endpoint.id, "endpoint_name": endpoint.name,
-                                              "version": rev.version, "reason": failed},
+                emit(s, "deployment.failed", event_data(endpoint, version=rev.version, reason=failed),
                      key=f"deployment:{endpoint.id}:failed:{rev.id}", user_id=endpoint.user_id)
             wanted, cold = self.desired(s, endpoint, rev, now, note)
             missing = wanted - len(live)
@@ -292,14 +291,13 @@ class Controller:
 
     def settle(self, s: Session, endpoint: Endpoint, note) -> None:
         """A draining endpoint with nothing left is stopped; an updating one that converged is active."""
-        data = {"deployment_id": endpoint.id, "endpoint_name": endpoint.name, "model_id": endpoint.model_id}
         if endpoint.status == EndpointStatus.STOPPING:
             left = s.exec(select(Replica).where(Replica.endpoint_id == endpoint.id,
                                                 Replica.state != ReplicaState.STOPPED)).first()
             if left is None:
                 endpoint.status, endpoint.updated_at = EndpointStatus.STOPPED, utcnow()
                 note("stopped", "every replica drained and stopped")
-                emit(s, "deployment.deleted", {**data, "status": EndpointStatus.STOPPED},
+                emit(s, "deployment.deleted", event_data(endpoint),
                      key=f"deployment:{endpoint.id}:deleted", user_id=endpoint.user_id)
         elif endpoint.status == EndpointStatus.UPDATING and converged(s, endpoint):
             endpoint.status, endpoint.updated_at = EndpointStatus.ACTIVE, utcnow()

@@ -114,8 +114,8 @@ def start_adapter_deploy(session: Session, user_id: str, adapter: Adapter, *, na
     low, high = replica_bounds(min_replicas, max_replicas, auto_scaling)
     config = {"max_replicas": high} if auto_scaling else {"replicas": high}
     return start_deploy(session, user_id, model, name=name or f"{slug_of(adapter.name)[:80]}-{adapter.id[:8]}",
-                  instance_type=instance_type, config=config,
-                  auto_scaling={"min_instances": low, "max_instances": high}, field_prefix="config.")
+                        instance_type=instance_type, config=config,
+                        auto_scaling={"min_instances": low, "max_instances": high}, field_prefix="config.")
 
 
 def first_deploy_seconds(session: Session, pool: str, limit: int = READY_SAMPLES) -> list[float]:
@@ -202,8 +202,7 @@ def stop(session: Session, endpoint: Endpoint) -> None:
     revisions.record(session, endpoint.id, endpoint.status,
                      f"{DELETED}: stopped" if at_once else
                      f"{DELETED}: {draining} replica(s) drain for {drain.total_seconds():g} s, then stop")
-    data = {"deployment_id": endpoint.id, "endpoint_name": endpoint.name, "model_id": endpoint.model_id,
-            "status": endpoint.status}
+    data = revisions.event_data(endpoint)
     emit(session, "deployment.stopped", data, key=f"deployment:{endpoint.id}:stopped", user_id=endpoint.user_id)
     emit(session, "model.undeployed", data, key=f"model:{endpoint.model_id}:undeployed:{endpoint.id}",
          user_id=endpoint.user_id)

@@ -30,6 +30,12 @@ def record(session: Session, endpoint_id: str, action: str, reason: str, version
     return event
 
 
+def event_data(endpoint: Endpoint, **extra: Any) -> dict[str, Any]:
+    """The payload of a `deployment.*` webhook event about `endpoint`, with `extra` fields."""
+    return {"deployment_id": endpoint.id, "endpoint_name": endpoint.name, "model_id": endpoint.model_id,
+            "status": endpoint.status, "kind": endpoint.kind, **extra}
+
+
 def unique_slug(session: Session, name: str, endpoint_id: str | None = None) -> str:
     """`name`'s slug, suffixed -2, -3, ... when another endpoint has it."""
     base = slug = slug_of(name)
