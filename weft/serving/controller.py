@@ -125,15 +125,21 @@ class Controller:
             statuses = {}
         probes = {r.id: probe(r.url) for r in replicas if r.state == ReplicaState.HEALTHY and r.url}
         done = Pass()
+        deploy_runs = {rev: statuses.get(run or "") for rev, run in deploys.items()}
         for endpoint_id in endpoint_ids:
             with session_scope() as s:
-                deploy_runs = {rev: statuses.get(run or "") for rev, run in deploys.items()}
                 self.reconcile(s, s.get(Endpoint, endpoint_id), statuses, probes, utcnow(), done, deploy_runs)
-        for flow_run_id in done.cancels:
+        try:  # one read of the runs to cancel, not one per run
+            ending = runs.run_statuses(done.cancels) if done.cancels else {}
+        except Exception as exc:  # the replicas stop by themselves once they see their rows stopped
+            log.warning("could not read the replica runs to cancel %s: %s", done.cancels, exc)
+            ending = None
+        for flow_run_id in done.cancels if ending is not None else []:
+            if ending.get(flow_run_id, ("", None))[0] in TERMINAL:
+                continue
             try:
-                if runs.run_statuses([flow_run_id]).get(flow_run_id, ("", None))[0] not in TERMINAL:
-                    runs.cancel(flow_run_id)
-            except Exception as exc:  # the replica stops by itself once it sees its row stopped
+                runs.cancel(flow_run_id)
+            except Exception as exc:
                 log.warning("could not cancel replica run %s: %s", flow_run_id, exc)
         for start in done.starts:
             self.start(start, done)
