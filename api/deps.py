@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Annotated, TypeVar
 
 import anyio
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session, select
 
 from api.errors import ApiError, not_found
+from api.gateway import Gateway
 from api.security import API_KEY_PREFIX, decode_access_token, hash_api_key
 from weft.clock import as_utc, utcnow
 from weft.db import get_engine
@@ -119,3 +120,8 @@ def get_owned(session: Session, table: type[T], row_id: str, user_id: str, kind:
     if row is None or row.user_id != user_id:
         raise not_found(kind, row_id)
     return row
+
+
+def gateway(request: Request) -> Gateway:
+    """This API process's inference gateway (created in `api.main`'s lifespan)."""
+    return request.app.state.gateway

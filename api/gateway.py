@@ -156,6 +156,11 @@ class Gateway:
         self.revision_of.update({r.id: r.revision_id for r in rows})
         return rows
 
+    def forget(self, endpoint_id: str) -> None:
+        """Drop the endpoint's cached replica list: its traffic split changed through this process. (Another
+        API process sees the change within CACHE_SECONDS.)"""
+        self.cache.pop(endpoint_id, None)
+
     def pick(self, candidates: list[Candidate]) -> Candidate:
         """A revision by traffic share (among those with a replica here), then its least-loaded replica."""
         shares = {r.revision_id: r.traffic for r in candidates}

@@ -3,10 +3,10 @@ and list with measured metrics; document 001's get, versions, rollback, update a
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlmodel import Session
 
-from api.deps import CurrentUser, SessionDep, get_owned
+from api.deps import CurrentUser, SessionDep, gateway, get_owned
 from api.errors import ApiError
 from api.schemas.deployments import (
     AdapterDeploymentRequest,
@@ -82,7 +82,8 @@ def updated(session: Session, endpoint: Endpoint) -> dict:
 
 
 @router.post("/deployments/{deployment_id}/rollback", response_model=DeploymentUpdated)
-def rollback_deployment(deployment_id: str, body: RollbackRequest, user: CurrentUser, session: SessionDep) -> dict:
+def rollback_deployment(deployment_id: str, body: RollbackRequest, user: CurrentUser, session: SessionDep,
+                        request: Request) -> dict:
     """All traffic to `version`; the other revisions drain and stop after the drain period."""
     endpoint = get_owned(session, Endpoint, deployment_id, user.id, "deployment")
     revisions.revision_named(session, endpoint, body.version)
@@ -91,11 +92,13 @@ def rollback_deployment(deployment_id: str, body: RollbackRequest, user: Current
     emit(session, "deployment.rolled_back", {"deployment_id": endpoint.id, "version": body.version},
          key=f"deployment:{endpoint.id}:rolled_back:{new_id()}", user_id=user.id)
     session.commit()
+    gateway(request).forget(endpoint.id)
     return updated(session, endpoint)
 
 
 @router.patch("/deployments/{deployment_id}", response_model=DeploymentUpdated)
-def update_deployment(deployment_id: str, body: DeploymentUpdate, user: CurrentUser, session: SessionDep) -> dict:
+def update_deployment(deployment_id: str, body: DeploymentUpdate, user: CurrentUser, session: SessionDep,
+                      request: Request) -> dict:
     """Document 001's update: bounds, timeout, name, traffic split; `updating` until the controller converged."""
     endpoint = get_owned(session, Endpoint, deployment_id, user.id, "deployment")
     revisions.set_bounds(session, endpoint, body.min_instances, body.max_instances)
@@ -114,4 +117,5 @@ def update_deployment(deployment_id: str, body: DeploymentUpdate, user: CurrentU
     emit(session, "deployment.updated", {"deployment_id": endpoint.id, "changes": changed},
          key=f"deployment:{endpoint.id}:updated:{new_id()}", user_id=user.id)
     session.commit()
+    gateway(request).forget(endpoint.id)
     return updated(session, endpoint)

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlmodel import Session, col, select
 
-from api.deps import CurrentUser, CurrentUserId, SessionDep, get_owned
+from api.deps import CurrentUser, CurrentUserId, SessionDep, gateway, get_owned
 from api.errors import ApiError
-from api.gateway import CACHE_SECONDS, Gateway, Result, prompt_text
+from api.gateway import CACHE_SECONDS, Result, prompt_text
 from api.schemas.inference import (
     SSE_RESPONSE,
     BatchItem,
@@ -46,10 +46,6 @@ from weft.tables import Endpoint, Revision
 
 router = APIRouter(tags=["inference"])  # /api/v1/...
 openai_router = APIRouter(tags=["inference"])  # /v1/..., where OpenAI clients look
-
-
-def gateway(request: Request) -> Gateway:
-    return request.app.state.gateway
 
 
 # Gateway handlers read the database in short sessions of their own (see deps.current_user_id): a
