@@ -1,4 +1,5 @@
-"""CLI: python -m weft.serving.server --model DIR --name NAME [--host H] [--port P] [--adapter NAME=DIR ...]."""
+"""CLI: python -m weft.serving.server --model DIR --name NAME [--host H] [--port P] [--adapter NAME=DIR ...]
+[--max-batch N]."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from pathlib import Path
 
 from weft.serving.server.app import create_app
+from weft.serving.server.engine import DEFAULT_MAX_BATCH
 
 log = logging.getLogger("weft.serving.server")
 
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="a PEFT/LoRA adapter served as NAME (repeatable)")
     parser.add_argument("--default-adapter", default=None, help="adapter used when a request names --name")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                        help="sequences decoded together, the replica's concurrency (1: one at a time)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(args.model, args.name, dict(args.adapter) or None, default_adapter=args.default_adapter,
-                     device=args.device)
+                     device=args.device, max_batch=args.max_batch)
     log.info("serving %s (%s) on http://%s:%d", args.name, args.model, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

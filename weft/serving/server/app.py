@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
-from weft.serving.server.engine import Engine, GenParams
+from weft.serving.server.engine import DEFAULT_MAX_BATCH, Engine
 from weft.serving.server.errors import OpenAIError
 from weft.serving.server.logprobs import chat_logprobs, completion_logprobs
 from weft.serving.server.protocol import (
@@ -37,6 +39,7 @@ from weft.serving.server.protocol import (
 from weft.serving.server.state import Server, ServerState
 from weft.serving.server.stops import stop_list
 from weft.serving.server.streaming import sse, stream_chat, stream_completions
+from weft.serving.server.types import GenParams
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +47,28 @@ __all__ = ["create_app"]
 
 
 def create_app(model_dir: Path, served_name: str, adapters: dict[str, Path] | None = None,
-               default_adapter: str | None = None, device: str | None = None) -> FastAPI:
+               default_adapter: str | None = None, device: str | None = None,
+               max_batch: int = DEFAULT_MAX_BATCH) -> FastAPI:
     """An OpenAI-compatible FastAPI app for the causal LM in `model_dir`, served as `served_name`.
 
     `adapters` (name -> PEFT adapter folder): a request naming an adapter uses it; `served_name` uses the
-    base model, or `default_adapter` (one of `adapters`) when given (the server then serves the fine-tune)."""
+    base model, or `default_adapter` (one of `adapters`) when given (the server then serves the fine-tune).
+    Up to `max_batch` concurrent sequences are decoded together (1: one at a time)."""
     model_dir, adapters = Path(model_dir), {k: Path(v) for k, v in (adapters or {}).items()}
     if served_name in adapters:
         raise ValueError(f"adapter name {served_name!r} clashes with the served model name")
     if default_adapter is not None and default_adapter not in adapters:
         raise ValueError(f"default adapter {default_adapter!r} is not one of the adapters {sorted(adapters)}")
-    app = FastAPI(title=f"weft OpenAI-compatible server ({served_name})")
-    app.state.server = ServerState(engine=Engine(model_dir, adapters, device=device), served_name=served_name,
-                                   model_dir=model_dir, adapters=adapters, default_adapter=default_adapter)
+    engine = Engine(model_dir, adapters, device=device, max_batch=max_batch)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.close()
+
+    app = FastAPI(title=f"weft OpenAI-compatible server ({served_name})", lifespan=lifespan)
+    app.state.server = ServerState(engine=engine, served_name=served_name, model_dir=model_dir, adapters=adapters,
+                                   default_adapter=default_adapter)
     app.add_exception_handler(OpenAIError, _openai_error)
     app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -91,7 +103,8 @@ router = APIRouter()
 @router.get("/health")
 async def health(server: Server) -> HealthResponse:
     return HealthResponse(model=server.served_name, active_requests=server.stats.active,
-                          served_requests=server.stats.served)
+                          served_requests=server.stats.served, max_batch=server.engine.batcher.max_batch,
+                          running_sequences=server.engine.batcher.load)
 
 
 @router.get("/v1/models")
@@ -167,20 +180,20 @@ async def completions(body: CompletionRequest, server: Server) -> CompletionResp
     if body.stream:
         return sse(stream_completions(engine, rid, now, body, adapter, jobs), server.stats)
     choices: list[CompletionChoice] = []
-    prompt_tokens = completion_tokens = 0
-    with server.stats.track():
-        for i, (p, params) in enumerate(jobs):
-            prompt_tokens += len(p)
-            for j in range(body.n):
-                res, lps = await run_in_threadpool(engine.generate, p, params.for_choice(j), adapter, None, None,
-                                                   body.logprobs)
-                completion_tokens += len(res.token_ids)
-                prefix = engine.decode(p) if body.echo else ""
-                logprobs = None
-                if body.logprobs is not None and lps is not None:
-                    logprobs = completion_logprobs(lps, p, res.token_ids, body.echo, engine.token_str)
-                choices.append(CompletionChoice(index=i * body.n + j, text=prefix + res.text, logprobs=logprobs,
-                                                finish_reason=res.finish_reason))
+    completion_tokens = 0
+    with server.stats.track():  # every choice of every prompt is queued at once: they are decoded together
+        results = await asyncio.gather(*(engine.submit(p, params.for_choice(j), adapter, logprobs=body.logprobs)
+                                         for p, params in jobs for j in range(body.n)))
+    for index, (res, lps) in enumerate(results):
+        p = jobs[index // body.n][0]
+        completion_tokens += len(res.token_ids)
+        prefix = engine.decode(p) if body.echo else ""
+        logprobs = None
+        if body.logprobs is not None and lps is not None:
+            logprobs = completion_logprobs(lps, p, res.token_ids, body.echo, engine.token_str)
+        choices.append(CompletionChoice(index=index, text=prefix + res.text, logprobs=logprobs,
+                                        finish_reason=res.finish_reason))
+    prompt_tokens = sum(len(p) for p, _ in jobs)
     return CompletionResponse(id=rid, created=now, model=body.model, choices=choices,
                               usage=Usage.of(prompt_tokens, completion_tokens))
 
@@ -203,12 +216,13 @@ async def chat(body: ChatRequest, server: Server) -> ChatCompletionResponse | St
     choices: list[ChatChoice] = []
     completion_tokens = 0
     with server.stats.track():
-        for j in range(body.n):
-            res, lps = await run_in_threadpool(engine.generate, p, params.for_choice(j), adapter, None, None, k)
-            completion_tokens += len(res.token_ids)
-            logprobs = chat_logprobs(lps, len(p), res.token_ids, engine.token_str) if lps is not None else None
-            choices.append(ChatChoice(index=j, message=ChatMessage(content=res.text), logprobs=logprobs,
-                                      finish_reason=res.finish_reason))
+        results = await asyncio.gather(*(engine.submit(p, params.for_choice(j), adapter, logprobs=k)
+                                         for j in range(body.n)))
+    for j, (res, lps) in enumerate(results):
+        completion_tokens += len(res.token_ids)
+        logprobs = chat_logprobs(lps, len(p), res.token_ids, engine.token_str) if lps is not None else None
+        choices.append(ChatChoice(index=j, message=ChatMessage(content=res.text), logprobs=logprobs,
+                                  finish_reason=res.finish_reason))
     return ChatCompletionResponse(id=rid, created=now, model=body.model, choices=choices,
                                   usage=Usage.of(len(p), completion_tokens))
 

@@ -1,50 +1,27 @@
-"""The generation engine: one causal LM (plus PEFT/LoRA adapters) on transformers, one `generate` at a time.
-
-Model calls run in a worker thread under `Engine.lock`; `generate_stream` bridges one generation to asyncio."""
+"""The generation engine: one causal LM (plus PEFT/LoRA adapters) on transformers, its tokenizer, and the
+`Batcher` whose thread makes every model call (concurrent requests are decoded together).
+`generate_stream` bridges one generation to asyncio."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-
+from weft.serving.server.batching import Batcher, Sequence
 from weft.serving.server.errors import OpenAIError
-from weft.serving.server.stops import cut_at_stop, held_back
+from weft.serving.server.types import GenParams, GenResult, PositionLogprobs
 
-# for each position of prompt + completion after the first: (token id, its logprob, top-k [(id, logprob)])
-PositionLogprobs = list[tuple[int, float, list[tuple[int, float]]]]
-
-
-@dataclass
-class GenParams:
-    max_tokens: int
-    temperature: float
-    top_p: float
-    stop: list[str]
-    seed: int | None = None
-
-    def for_choice(self, j: int) -> GenParams:
-        """The parameters of the j-th choice of a request: a given seed moves on by `j` so choices differ."""
-        return self if self.seed is None else replace(self, seed=self.seed + j)
-
-
-@dataclass
-class GenResult:
-    token_ids: list[int]
-    text: str
-    finish_reason: str  # "stop" | "length"
+DEFAULT_MAX_BATCH = 16  # sequences decoded together (the replica's concurrency)
 
 
 class Engine:
-    """The model, tokenizer and adapters; every model call happens under `self.lock` in a worker thread."""
+    """The model, tokenizer and adapters; every model call happens in the batcher's thread."""
 
-    def __init__(self, model_dir: Path, adapters: dict[str, Path] | None = None, device: str | None = None) -> None:
+    def __init__(self, model_dir: Path, adapters: dict[str, Path] | None = None, device: str | None = None,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -67,7 +44,6 @@ class Engine:
                     model.load_adapter(str(path), adapter_name=name)
                 self.adapters.append(name)
         self.model = model.to(self.device).eval()
-        self.lock = threading.Lock()
         cfg = getattr(self.model, "config", None)
         ctx = getattr(cfg, "max_position_embeddings", None)
         tok_max = getattr(self.tokenizer, "model_max_length", None)
@@ -81,6 +57,9 @@ class Engine:
         self.eos_ids: list[int] = [e for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
+        dora = any(getattr(cfg, "use_dora", False) for cfg in getattr(self.model, "peft_config", {}).values())
+        self.batcher = Batcher(self.model, self.eos_ids, self.pad_id, self.decode, max_batch,
+                               mixed_adapters=not dora, device=self.device)
 
     # ---- tokenizer helpers (cheap, fine on the event loop)
 
@@ -139,112 +118,20 @@ class Engine:
                                    f"the prompt has {prompt_len} tokens.", param="prompt")
         return room if requested is None else min(requested, room)
 
-    # ---- model calls (worker thread)
+    # ---- generation (the batcher's thread)
 
-    def _select(self, adapter: str | None) -> contextlib.AbstractContextManager[Any]:
-        """A context manager that activates `adapter` (None = the base model)."""
-        if not self.adapters:
-            return contextlib.nullcontext()
-        if adapter is None:
-            return self.model.disable_adapter()
-        self.model.set_adapter(adapter)
-        return contextlib.nullcontext()
+    def submit(self, prompt_ids: list[int], params: GenParams, adapter: str | None,
+               on_text: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
+               logprobs: int | None = None) -> asyncio.Future[tuple[GenResult, PositionLogprobs | None]]:
+        """Queue a continuation of `prompt_ids`; await the result. `on_text` receives text deltas that are
+        safe to show (stop strings held back), called from the batcher's thread. With `logprobs` (k), the
+        result also has, for each position of prompt+completion after the first: (token id, its logprob,
+        top-k [(id, logprob)])."""
+        seq = Sequence(prompt_ids, params, adapter, logprobs=logprobs, on_text=on_text, cancel=cancel)
+        return asyncio.wrap_future(self.batcher.submit(seq))
 
-    def generate(self, prompt_ids: list[int], params: GenParams, adapter: str | None,
-                 on_text: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
-                 logprobs: int | None = None) -> tuple[GenResult, PositionLogprobs | None]:
-        """Generate a continuation of `prompt_ids`. `on_text` receives text deltas that are safe to show
-        (stop strings held back). With `logprobs` (k), also returns for each position of prompt+completion
-        after the first: (token id, its logprob, top-k [(id, logprob)])."""
-        torch = self.torch
-        with self.lock:
-            with self._select(adapter):
-                gen_ids: list[int] = []
-                finish = "length"
-                if params.max_tokens > 0:
-                    gen_ids, finish = self._generate_locked(prompt_ids, params, on_text, cancel)
-                text = self.decode(gen_ids)
-                text, hit = cut_at_stop(text, params.stop)
-                if hit:
-                    finish = "stop"
-                elif gen_ids and gen_ids[-1] in self.eos_ids:
-                    finish = "stop"
-                lps = None
-                if logprobs is not None:
-                    with torch.inference_mode():
-                        lps = self._logprobs_locked(prompt_ids + gen_ids, logprobs)
-        return GenResult(token_ids=gen_ids, text=text, finish_reason=finish), lps
-
-    def _generate_locked(self, prompt_ids: list[int], params: GenParams, on_text: Callable[[str], None] | None,
-                         cancel: threading.Event | None) -> tuple[list[int], str]:
-        torch = self.torch
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
-
-        n_prompt = len(prompt_ids)
-        engine = self
-        state = {"sent": 0, "stopped": False}
-
-        class _Watch(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                new = input_ids[0, n_prompt:].tolist()
-                done = False
-                if params.stop or on_text is not None:
-                    text = engine.decode(new)
-                    cut, hit = cut_at_stop(text, params.stop)
-                    if hit:
-                        state["stopped"] = done = True
-                        safe = cut
-                    elif new and new[-1] in engine.eos_ids:
-                        safe = text
-                    else:
-                        safe = text[: len(text) - held_back(text, params.stop)]
-                    if on_text is not None and len(safe) > state["sent"]:
-                        on_text(safe[state["sent"]:])
-                        state["sent"] = len(safe)
-                if cancel is not None and cancel.is_set():
-                    done = True
-                return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-        sample = bool(params.temperature and params.temperature > 0)
-        cfg_kwargs: dict[str, Any] = dict(max_new_tokens=params.max_tokens, do_sample=sample,
-                                          eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id)
-        if sample:
-            cfg_kwargs.update(temperature=params.temperature, top_p=params.top_p or 1.0, top_k=0)
-        gen_config = GenerationConfig(**cfg_kwargs)
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen_config,
-                                      stopping_criteria=StoppingCriteriaList([_Watch()]))
-        gen_ids = out[0, n_prompt:].tolist()
-        # a finished sequence may be padded when generation stops for another reason
-        while len(gen_ids) > 1 and gen_ids[-1] == self.pad_id and gen_ids[-2] in self.eos_ids:
-            gen_ids.pop()
-        if on_text is not None:  # flush what was held back (the final text is cut at stop strings later)
-            text, _ = cut_at_stop(self.decode(gen_ids), params.stop)
-            if len(text) > state["sent"]:
-                on_text(text[state["sent"]:])
-        return gen_ids, ("stop" if state["stopped"] else "length")
-
-    def _logprobs_locked(self, ids: list[int], k: int) -> PositionLogprobs:
-        torch = self.torch
-        if len(ids) < 2:
-            return []
-        t = torch.tensor([ids], dtype=torch.long, device=self.device)
-        logits = self.model(input_ids=t, attention_mask=torch.ones_like(t)).logits[0, :-1].float()
-        lp = torch.log_softmax(logits, dim=-1)
-        target = t[0, 1:]
-        chosen = lp.gather(1, target[:, None])[:, 0].tolist()
-        out: PositionLogprobs = []
-        if k > 0:
-            top_v, top_i = lp.topk(k, dim=-1)
-            tops = [list(zip(i_row, v_row)) for i_row, v_row in zip(top_i.tolist(), top_v.tolist())]
-        else:
-            tops = [[] for _ in chosen]
-        for tok, val, top in zip(target.tolist(), chosen, tops):
-            out.append((tok, float(val), [(int(i), float(v)) for i, v in top]))
-        return out
+    def close(self) -> None:
+        self.batcher.close()
 
 
 def flatten_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -261,34 +148,28 @@ def flatten_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def generate_stream(engine: Engine, prompt_ids: list[int], params: GenParams,
                           adapter: str | None) -> AsyncIterator[tuple[str, Any]]:
-    """("text", delta) items while generating in a worker thread, then ("done", GenResult). Leaving the
-    iteration early (client gone) cancels the generation at its next token."""
+    """("text", delta) items while generating, then ("done", GenResult). Leaving the iteration early
+    (client gone) cancels the generation at its next token."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
     cancel = threading.Event()
 
     def on_text(delta: str) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, ("text", delta))
 
-    async def work() -> None:
-        try:
-            res, _ = await run_in_threadpool(engine.generate, prompt_ids, params, adapter, on_text, cancel, None)
-            # run_in_threadpool returns after the thread's call_soon_threadsafe callbacks were scheduled
-            await asyncio.sleep(0)
-            queue.put_nowait(("done", res))
-        except BaseException as e:
-            queue.put_nowait(("error", e))
-
-    task = asyncio.create_task(work())
+    done = engine.submit(prompt_ids, params, adapter, on_text, cancel)
     try:
         while True:
-            kind, value = await queue.get()
-            if kind == "error":
-                raise value
-            yield kind, value
-            if kind == "done":
-                return
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+                continue
+            getter.cancel()
+            await asyncio.sleep(0)  # the thread's last call_soon_threadsafe deltas run before the result
+            while not queue.empty():
+                yield queue.get_nowait()
+            yield "done", done.result()[0]
+            return
     finally:
         cancel.set()
-        if not task.done():
-            await asyncio.shield(task)

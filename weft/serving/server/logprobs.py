@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from weft.serving.server.engine import PositionLogprobs
 from weft.serving.server.protocol import ChatLogprobs, CompletionLogprobs, TokenLogprob, TopLogprob
+from weft.serving.server.types import PositionLogprobs
 
 
 def completion_logprobs(lps: PositionLogprobs, prompt_ids: list[int], gen_ids: list[int], echo: bool,

@@ -68,6 +68,9 @@ class HealthResponse(BaseModel):
     model: str
     active_requests: int
     served_requests: int
+    engine: str = "transformers"
+    max_batch: int  # sequences decoded together: the replica's concurrency
+    running_sequences: int  # in the batch now, or waiting to join it
 
 
 class ModelCard(BaseModel):

@@ -8,10 +8,11 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from weft.serving.server.engine import Engine, GenParams, generate_stream
+from weft.serving.server.engine import Engine, generate_stream
 from weft.serving.server.errors import OpenAIError
 from weft.serving.server.protocol import ChatRequest, CompletionRequest, Usage
 from weft.serving.server.state import Stats
+from weft.serving.server.types import GenParams
 
 
 def _event(object_: str, rid: str, created: int, model: str, choices: list[dict[str, Any]],
