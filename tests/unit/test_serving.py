@@ -1,6 +1,7 @@
-"""weft's OpenAI-compatible transformers server (weft.serving.server) on the tiny Llama, with a LoRA
-adapter: the official openai client, streaming, adapters, errors, vLLM tokenizer routes and lm-eval's
-`local-completions` using the server's remote tokenizer (no hub)."""
+"""weft's OpenAI-compatible transformers server (weft.serving.server) on the tiny Llama, with two LoRA
+adapters: the official openai client, streaming, adapters, errors, vLLM tokenizer routes, batched
+concurrent requests equal to sequential ones, and lm-eval's `local-completions` using the server's remote
+tokenizer (no hub)."""
 
 from __future__ import annotations
 
@@ -16,32 +17,29 @@ from weft.net import free_port
 
 NAME = "tiny"
 ADAPTER = "tiny-lora"
+ADAPTER_2 = "tiny-lora-2"
 
 
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_model_dir: Path, tmp_path_factory) -> Path:
-    """A LoRA adapter that really changes outputs (init_lora_weights=False: B is not zero)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(1)
-    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
-    cfg = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"],
-                     init_lora_weights=False, task_type="CAUSAL_LM")
-    out = tmp_path_factory.mktemp("adapter") / ADAPTER
-    get_peft_model(base, cfg).save_pretrained(str(out))
-    return out
+    return make_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter") / ADAPTER, seed=1,
+                        modules=["q_proj", "v_proj", "o_proj", "down_proj"])
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir: Path, adapter_dir: Path):
+def adapter_2_dir(tiny_model_dir: Path, tmp_path_factory) -> Path:
+    return make_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter") / ADAPTER_2, seed=2,
+                        modules=["k_proj", "gate_proj", "up_proj"])
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path, adapter_dir: Path, adapter_2_dir: Path):
     """The app under uvicorn in a background thread on a free port; yields the base URL."""
     import uvicorn
 
     from weft.serving.server.app import create_app
 
-    app = create_app(tiny_model_dir, NAME, {ADAPTER: adapter_dir})
+    app = create_app(tiny_model_dir, NAME, {ADAPTER: adapter_dir, ADAPTER_2: adapter_2_dir})
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -75,8 +73,9 @@ def test_health_and_models(server):
     assert {"active_requests", "served_requests"} <= h.keys()
     models = httpx.get(f"{server}/v1/models").json()
     assert models["object"] == "list"
-    assert [m["id"] for m in models["data"]] == [NAME, ADAPTER]
+    assert [m["id"] for m in models["data"]] == [NAME, ADAPTER, ADAPTER_2]
     assert models["data"][1]["parent"] == NAME
+    assert h["max_batch"] == 16 and h["running_sequences"] == 0
 
 
 def test_completion_with_openai_client(server, oai):
@@ -200,16 +199,37 @@ def test_tokenize_detokenize_and_tokenizer_info(server):
     assert _tokens(server, prompt="</s>", add_special_tokens=False) == [1]
 
 
-def test_concurrent_requests_are_serialised_without_blocking(server):
+def test_concurrent_greedy_completions_equal_sequential_ones(server):
+    """8 concurrent greedy completions of different lengths and stop strings are decoded together and give
+    exactly the texts, token counts and finish reasons of the same 8 requests one after the other."""
     from concurrent.futures import ThreadPoolExecutor
 
-    body = {"model": NAME, "prompt": "rotate the tires", "max_tokens": 24, "temperature": 0}
-    with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(httpx.post, f"{server}/v1/completions", json=body, timeout=60) for _ in range(4)]
+    def complete(body: dict) -> dict:
+        r = httpx.post(f"{server}/v1/completions", json={"model": NAME, "temperature": 0, **body}, timeout=120)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    prompts = ["check the oil", "rotate the tires every", "a", "replace the brake pads before the winter",
+               "tighten", "the spare wheel is in the", "wipers", "align the wheels and balance them"]
+    bodies = [{"prompt": p, "max_tokens": n} for p, n in zip(prompts, [5, 40, 12, 33, 3, 25, 17, 48])]
+    for body in bodies[1::2]:  # half of them stop at a string from the middle of their own continuation
+        text = complete(body)["choices"][0]["text"]
+        body["stop"] = ["\u2603", text[len(text) // 2: len(text) // 2 + 2]]
+
+    sequential = [complete(b) for b in bodies]
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(complete, b) for b in bodies]
         while not all(f.done() for f in futures):  # the event loop keeps answering while generating
             assert httpx.get(f"{server}/health", timeout=5).status_code == 200
-        texts = {f.result().json()["choices"][0]["text"] for f in futures}
-    assert len(texts) == 1  # one generate at a time: greedy results identical
+        concurrent = [f.result() for f in futures]
+
+    def outcome(r: dict) -> tuple:
+        return r["choices"][0]["text"], r["choices"][0]["finish_reason"], r["usage"]["completion_tokens"]
+
+    assert [outcome(r) for r in concurrent] == [outcome(r) for r in sequential]
+    assert {outcome(r)[1] for r in sequential[1::2]} == {"stop"}
+    for r, body in zip(sequential, bodies):
+        assert outcome(r)[1] == "stop" or outcome(r)[2] == body["max_tokens"]
     assert httpx.get(f"{server}/health").json()["active_requests"] == 0
 
 
@@ -282,9 +302,22 @@ def test_lm_eval_local_completions(server, tmp_path):
     results = simple_evaluate(
         model="local-completions",
         model_args={"model": NAME, "base_url": f"{server}/v1/completions", "tokenizer_backend": "remote",
-                    "num_concurrent": 1, "max_retries": 1, "max_length": 256},
+                    "num_concurrent": 4, "max_retries": 1, "max_length": 256},
         tasks=tasks, task_manager=manager, limit=4, log_samples=False, bootstrap_iters=0)
     assert 0.0 <= results["results"][tasks[0]]["exact_match,none"] <= 1.0
     if "weft_general_qa" in tasks:
         assert 0.0 <= results["results"]["weft_general_qa"]["acc,none"] <= 1.0
     assert httpx.get(f"{server}/health").json()["served_requests"] >= served_before + 4
+
+
+def make_adapter(base_dir: Path, out: Path, seed: int, modules: list[str]) -> Path:
+    """A LoRA adapter that really changes outputs (init_lora_weights=False: B is not zero)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    cfg = LoraConfig(r=8, lora_alpha=32, target_modules=modules, init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(base, cfg).save_pretrained(str(out))
+    return out

@@ -10,7 +10,8 @@ does run on CPU, but took 29.6 s for 3 prompts × 8 tokens of the tiny test mode
 Each step: one forward of the batch's pending tokens with its 2-D padding mask and per-row positions,
 then for each row the next token (greedy, or sampled with the row's own generator), its stop checks
 (EOS, stop strings on the decoded text, `max_tokens`, a cancelled client) and its streamed text.
-Sequences that asked for logprobs are scored after they finish, in batches of their own."""
+Sequences that asked for logprobs are scored after they finish, in batches of their own. Callers are
+answered at the end of the iteration, once their sequence has left the batch."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ class Sequence:
     future: concurrent.futures.Future[tuple[GenResult, PositionLogprobs | None]] = field(
         default_factory=concurrent.futures.Future)
     gen_ids: list[int] = field(default_factory=list)
-    finish: str | None = None
+    result: GenResult | None = None
     sent: int = 0  # characters of text already streamed
     generator: torch.Generator | None = None
 
@@ -76,7 +77,7 @@ class Batcher:
         self.mask: torch.Tensor | None = None  # [batch, cached tokens]: 1 for real tokens, 0 for left padding
         self.next_ids: torch.Tensor | None = None  # [batch]: the sampled tokens not yet in the cache
         self.joinable = True  # False when the cache has layers this module cannot pad (sliding windows)
-        self.to_score: list[tuple[Sequence, GenResult]] = []  # finished, waiting for their logprobs
+        self.finished: list[Sequence] = []  # out of the batch this iteration, answered at its end
         self.wake = threading.Condition()
         self.stopped = False
         self.thread = threading.Thread(target=self._loop, name="weft-batcher", daemon=True)
@@ -119,14 +120,16 @@ class Batcher:
                         self._prefill(joining)
                     if self.running:
                         self._step()
-                    if self.to_score:
-                        self._score(self.to_score)
+                    scored = self._score([s for s in self.finished if s.logprobs is not None])
+                for seq in self.finished:
+                    assert seq.result is not None
+                    _resolve(seq, (seq.result, scored.get(id(seq))))
             except Exception as exc:  # a failed forward fails the sequences in it, not the server
                 log.exception("generation failed")
-                for seq in [*self.running, *joining, *(s for s, _ in self.to_score)]:
+                for seq in [*self.running, *joining, *self.finished]:
                     _resolve(seq, exc)
                 self._reset()
-            self.to_score = []
+            self.finished = []
         for seq in [*self.running, *self.waiting]:
             _resolve(seq, RuntimeError("the server is shutting down"))
 
@@ -264,48 +267,42 @@ class Batcher:
 
     def _finish(self, seq: Sequence, finish: str) -> None:
         text, hit = cut_at_stop(self.decode(seq.gen_ids), seq.params.stop)
-        seq.finish = "stop" if hit else finish
         if seq.on_text is not None and len(text) > seq.sent:  # what was held back
             seq.on_text(text[seq.sent:])
             seq.sent = len(text)
-        result = GenResult(token_ids=seq.gen_ids, text=text, finish_reason=seq.finish)
-        if seq.logprobs is None:
-            _resolve(seq, (result, None))
-        else:
-            self.to_score.append((seq, result))
+        seq.result = GenResult(token_ids=seq.gen_ids, text=text, finish_reason="stop" if hit else finish)
+        self.finished.append(seq)
 
-    def _score(self, items: list[tuple[Sequence, GenResult]]) -> None:
-        """Logprobs of prompt + completion for each finished sequence that asked, in padded batches."""
-        chunk: list[tuple[Sequence, GenResult]] = []
-        for item in sorted(items, key=lambda it: len(it[0].prompt_ids) + len(it[1].token_ids)):
-            width = len(item[0].prompt_ids) + len(item[1].token_ids)
-            if chunk and (len(chunk) + 1) * width > SCORE_TOKENS:
-                self._score_batch(chunk)
+    def _score(self, seqs: list[Sequence]) -> dict[int, PositionLogprobs]:
+        """Logprobs of prompt + completion for each sequence (by `id`), in padded batches of similar lengths."""
+        scored: dict[int, PositionLogprobs] = {}
+        chunk: list[Sequence] = []
+        for seq in sorted(seqs, key=lambda s: len(s.prompt_ids) + len(s.gen_ids)):
+            if chunk and (len(chunk) + 1) * (len(seq.prompt_ids) + len(seq.gen_ids)) > SCORE_TOKENS:
+                scored.update(self._score_batch(chunk))
                 chunk = []
-            chunk.append(item)
+            chunk.append(seq)
         if chunk:
-            self._score_batch(chunk)
+            scored.update(self._score_batch(chunk))
+        return scored
 
-    def _score_batch(self, items: list[tuple[Sequence, GenResult]]) -> None:
-        rows = [seq.prompt_ids + res.token_ids for seq, res in items]
+    def _score_batch(self, seqs: list[Sequence]) -> dict[int, PositionLogprobs]:
+        rows = [seq.prompt_ids + seq.gen_ids for seq in seqs]
         ids, mask = _left_pad(rows, self.pad_id, self.device)
-        seqs = [seq for seq, _ in items]
         lp = torch.log_softmax(self._forward(ids, mask, _positions(mask), seqs, None, logits_to_keep=0).float(), -1)
-        width = ids.shape[1]
-        for row, ((seq, res), full) in enumerate(zip(items, rows)):
+        width, scored = ids.shape[1], {}
+        for row, (seq, full) in enumerate(zip(seqs, rows)):
             start = width - len(full)  # the row's first real column
             target = ids[row, start + 1:]
             row_lp = lp[row, start:width - 1]
             chosen = row_lp.gather(1, target[:, None])[:, 0].tolist()
-            k = seq.logprobs or 0
-            if k > 0:
-                top_v, top_i = row_lp.topk(k, dim=-1)
+            tops: list[list[tuple[int, float]]] = [[] for _ in chosen]
+            if seq.logprobs:
+                top_v, top_i = row_lp.topk(seq.logprobs, dim=-1)
                 tops = [list(zip(i_row, v_row)) for i_row, v_row in zip(top_i.tolist(), top_v.tolist())]
-            else:
-                tops = [[] for _ in chosen]
-            lps: PositionLogprobs = [(int(t), float(v), [(int(i), float(x)) for i, x in top])
-                                     for t, v, top in zip(target.tolist(), chosen, tops)]
-            _resolve(seq, (res, lps))
+            scored[id(seq)] = [(int(t), float(v), [(int(i), float(x)) for i, x in top])
+                               for t, v, top in zip(target.tolist(), chosen, tops)]
+        return scored
 
 
 def _cancelled(seq: Sequence) -> bool:
