@@ -50,6 +50,8 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         base_key = f"models/{adapter.base_model_id}" if adapter else f"models/{model.id}"
         adapter_key, name = (adapter.storage_key if adapter else None), endpoint.slug or endpoint.name
         planned = revision.engine if revision else endpoint.engine
+        max_batch = int(((revision.plan if revision else endpoint.plan) or {}).get("per_replica_concurrency")
+                        or replica.max_concurrency)
     mark(replica_id, flow_run_id=str(flow_run.id), state=ReplicaState.STARTING)
     try:  # the engine the plan chose (what the endpoint reports), or a clear failure where it cannot run
         engine = placement.choose_engine(planned, placement.local_device()[0])
@@ -62,7 +64,7 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         adapter_dir = stack.enter_context(storage.local(adapter_key)) if adapter_key else None
         spec = launch.ServerSpec(model_dir=str(model_dir), served_name=name, host=settings.replica_host,
                                  adapter_dir=str(adapter_dir) if adapter_dir else None, port=free_port("0.0.0.0"),
-                                 engine=engine)
+                                 engine=engine, max_batch=max_batch)
         url = f"http://{spec.host}:{spec.port}"
         log_file = settings.home_dir / "logs" / "replicas" / f"{replica_id}.log"
         log.info("starting %s server for %s on %s (log %s)", spec.engine, name, url, log_file)
@@ -72,9 +74,10 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         except RuntimeError as exc:
             mark(replica_id, state=ReplicaState.UNHEALTHY, reason=str(exc)[:2000])
             raise
-        state = mark(replica_id, url=url, engine=spec.engine, state=ReplicaState.HEALTHY, last_seen=utcnow(),
-                     reason=None)
-        log.info("replica %s is healthy at %s", replica_id, url)
+        batch = launch.reported_batch(url) or max_batch
+        state = mark(replica_id, url=url, engine=spec.engine, max_concurrency=batch, state=ReplicaState.HEALTHY,
+                     last_seen=utcnow(), reason=None)
+        log.info("replica %s is healthy at %s (%s, batches up to %d sequences)", replica_id, url, spec.engine, batch)
         while state != ReplicaState.STOPPED:
             time.sleep(settings.replica_heartbeat_seconds)
             if proc.poll() is not None:

@@ -116,6 +116,8 @@ class EndpointOut(BaseModel):
     status: str = Field(description="pending | deploying | active | updating | stopping | failed | stopped")
     kind: str = Field(description="replicas | proxy")
     endpoint_type: str | None = Field(description="the engine (vllm | transformers) or the provider")
+    engine: str | None = Field(description="the engine its healthy replicas really run (the planned one while none does)")
+    max_batch: int | None = Field(description="sequences one replica decodes together, as its replicas report it")
     pool: str | None
     endpoint_url: str
     model: str

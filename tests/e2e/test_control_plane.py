@@ -159,6 +159,9 @@ def test_revisions_split_rollback_and_bounds(api, dave, model_id, api_key):
     assert v1["version"] == "v1" and v1["model"] == "control-plane"
     endpoint_id = v1["id"]
     assert len(live_workers(api, dave, endpoint_id)) == 2
+    shown = view(api, dave, endpoint_id)  # the engine the replicas run and the batch they report on /health
+    assert (shown["engine"], shown["max_batch"]) == ("transformers", 16)
+    assert {w["max_concurrency"] for w in shown["workers"] if w["state"] == "healthy"} == {16}
 
     t = time.monotonic()
     r = api.post(f"/api/v1/models/{model_id}/deploy", headers=dave, json={"endpoint_name": "Control Plane",

@@ -13,9 +13,9 @@ SMOLLM2 = {"parameter_count": 134_515_008, "num_layers": 30, "hidden_size": 576,
 
 
 def test_plan_follows_concurrency_engine_and_memory():
-    cpu = plan_replicas(SMOLLM2, DeployConfig(concurrent_requests=3), engine="transformers", device="cpu",
+    cpu = plan_replicas(SMOLLM2, DeployConfig(concurrent_requests=40), engine="transformers", device="cpu",
                         device_memory_gb=24)
-    assert (cpu.replicas, cpu.per_replica_concurrency) == (3, 1)  # one generate at a time per replica
+    assert (cpu.replicas, cpu.per_replica_concurrency) == (3, 16)  # weft's server batches 16 sequences
     gpu = plan_replicas(SMOLLM2, DeployConfig(concurrent_requests=10), engine="vllm", device="H100",
                         device_memory_gb=80)
     assert (gpu.replicas, gpu.per_replica_concurrency) == (1, 256)

@@ -219,7 +219,8 @@ class Controller:
                 note("revision_failed", failed, rev)
                 emit(s, "deployment.failed", event_data(endpoint, version=rev.version, reason=failed),
                      key=f"deployment:{endpoint.id}:failed:{rev.id}", user_id=endpoint.user_id)
-            wanted, cold = self.desired(s, endpoint, rev, now, note)
+            batch = min((r.max_concurrency for r in live if r.state == ReplicaState.HEALTHY), default=None)
+            wanted, cold = self.desired(s, endpoint, rev, now, note, batch)
             missing = wanted - len(live)
             if missing > 0 and (rev.next_start_at is None or as_utc(rev.next_start_at) <= now):
                 why = (f"replacing {', '.join(replaced[rev.id])}" if replaced.get(rev.id)
@@ -267,8 +268,10 @@ class Controller:
                 return f"not healthy {age:.0f} s after it was started"
         return None
 
-    def desired(self, s: Session, endpoint: Endpoint, rev: Revision, now: datetime, note) -> tuple[int, bool]:
-        """Replicas the revision wants now, and whether a start would be a cold start."""
+    def desired(self, s: Session, endpoint: Endpoint, rev: Revision, now: datetime, note,
+                batch: int | None = None) -> tuple[int, bool]:
+        """Replicas the revision wants now, and whether a start would be a cold start. `batch` is the batch
+        limit its replicas report: a target concurrency above it would only queue requests."""
         cfg = self.settings
         if endpoint.status == EndpointStatus.STOPPING or rev.status == RevisionStatus.FAILED:
             return 0, False
@@ -285,7 +288,7 @@ class Controller:
         demand = rev.demand_at is not None and as_utc(rev.demand_at) > as_utc(rev.scaled_at)
         waiting = rev.demand_at is not None and (now - as_utc(rev.demand_at)).total_seconds() < cfg.autoscale_panic_seconds
         decision = autoscale.decide(
-            rev.replicas, endpoint.min_instances, endpoint.max_instances, endpoint.target_concurrency,
+            rev.replicas, endpoint.min_instances, endpoint.max_instances, min(endpoint.target_concurrency, batch or 10**9),
             autoscale.load(s, rev.id, cfg.autoscale_panic_seconds, now),
             autoscale.load(s, rev.id, cfg.autoscale_stable_seconds, now),
             (now - as_utc(rev.scaled_at)).total_seconds(), cfg.autoscale_stable_seconds, cfg.autoscale_panic_seconds,

@@ -41,16 +41,21 @@ class ServerSpec(BaseModel):
     host: str = "127.0.0.1"
     port: int = 0
     engine: str = "transformers"
+    max_batch: int | None = None  # sequences decoded together (the engine's default when None)
 
 
 def command(spec: ServerSpec) -> list[str]:
     if spec.engine == "vllm":
         cmd = ["vllm", "serve", spec.model_dir, "--host", spec.host, "--port", str(spec.port)]
+        if spec.max_batch:
+            cmd += ["--max-num-seqs", str(spec.max_batch)]
         if spec.adapter_dir:  # the endpoint name answers with the adapter; the base keeps its folder name
             return [*cmd, "--enable-lora", "--lora-modules", f"{spec.served_name}={spec.adapter_dir}"]
         return [*cmd, "--served-model-name", spec.served_name]
     cmd = [sys.executable, "-m", "weft.serving.server", "--model", spec.model_dir, "--name", spec.served_name,
            "--host", spec.host, "--port", str(spec.port)]
+    if spec.max_batch:
+        cmd += ["--max-batch", str(spec.max_batch)]
     if spec.adapter_dir:
         cmd += ["--adapter", f"{spec.served_name}-adapter={spec.adapter_dir}", "--default-adapter",
                 f"{spec.served_name}-adapter"]
@@ -69,6 +74,14 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def reported_batch(url: str) -> int | None:
+    """The batch limit the server reports on /health (weft's server does; vLLM's /health has no body)."""
+    try:
+        return int(httpx.get(f"{url}/health", timeout=2.0).json()["max_batch"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
 
 
 def wait_ready(proc: subprocess.Popen, url: str, timeout: float, log_file: Path) -> None:

@@ -12,11 +12,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from weft import hardware
+from weft.serving.server.types import DEFAULT_MAX_BATCH
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "catalog" / "templates.yaml"
-# Sequences one replica runs at once: vLLM batches continuously; weft's transformers server runs one
-# generate at a time (it queues the rest), so concurrency beyond 1 only adds latency there.
-ENGINE_CONCURRENCY = {"vllm": 256, "transformers": 1}
+# Sequences one replica decodes together (both batch continuously): vLLM's default --max-num-seqs, and
+# weft's transformers server's --max-batch. The replica is started with the plan's figure and reports it.
+ENGINE_CONCURRENCY = {"vllm": 256, "transformers": DEFAULT_MAX_BATCH}
 Engine = Literal["vllm", "transformers"]
 
 

@@ -16,7 +16,7 @@ from weft.monitoring.metrics import priced, replica_hours
 from weft.serving import revisions
 from weft.serving.rotation import observed_state
 from weft.settings import get_settings
-from weft.statuses import SERVING, EndpointStatus, RunStatus
+from weft.statuses import SERVING, EndpointStatus, ReplicaState, RunStatus
 from weft.tables import Endpoint, EndpointEvent, InferenceRecord, Model, Replica
 
 EVENTS_SHOWN = 50  # the newest controller actions and changes in an endpoint view
@@ -63,8 +63,11 @@ def endpoint_view(session: Session, endpoint: Endpoint, base: str = "") -> dict[
     """Document 000's endpoint: its desired state, revisions, newest events, workers and usage."""
     replicas = session.exec(select(Replica).where(Replica.endpoint_id == endpoint.id)
                             .order_by(col(Replica.created_at))).all()
+    serving = [r for r in replicas if r.state == ReplicaState.HEALTHY]
     return {"id": endpoint.id, "name": endpoint.name, "model_id": endpoint.model_id, "status": endpoint.status,
             "kind": endpoint.kind, "endpoint_type": endpoint.engine, "pool": endpoint.pool,
+            "engine": serving[-1].engine if serving else endpoint.engine,
+            "max_batch": min((r.max_concurrency for r in serving), default=None),
             "endpoint_url": f"{base}/v1", "model": endpoint.slug or endpoint.name, "slug": endpoint.slug,
             "deploy_config": endpoint.config, "min_instances": endpoint.min_instances,
             "max_instances": endpoint.max_instances, "target_concurrency": endpoint.target_concurrency,

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from weft.serving.server.app import create_app
-from weft.serving.server.engine import DEFAULT_MAX_BATCH
+from weft.serving.server.types import DEFAULT_MAX_BATCH
 
 log = logging.getLogger("weft.serving.server")
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from weft.serving.server.engine import DEFAULT_MAX_BATCH, Engine
+from weft.serving.server.engine import Engine
 from weft.serving.server.errors import OpenAIError
 from weft.serving.server.logprobs import chat_logprobs, completion_logprobs
 from weft.serving.server.protocol import (
@@ -39,7 +39,7 @@ from weft.serving.server.protocol import (
 from weft.serving.server.state import Server, ServerState
 from weft.serving.server.stops import stop_list
 from weft.serving.server.streaming import sse, stream_chat, stream_completions
-from weft.serving.server.types import GenParams
+from weft.serving.server.types import DEFAULT_MAX_BATCH, GenParams
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,7 @@ from typing import Any
 
 from weft.serving.server.batching import Batcher, Sequence
 from weft.serving.server.errors import OpenAIError
-from weft.serving.server.types import GenParams, GenResult, PositionLogprobs
-
-DEFAULT_MAX_BATCH = 16  # sequences decoded together (the replica's concurrency)
+from weft.serving.server.types import DEFAULT_MAX_BATCH, GenParams, GenResult, PositionLogprobs
 
 
 class Engine:

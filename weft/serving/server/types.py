@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+DEFAULT_MAX_BATCH = 16  # sequences weft's server decodes together (a replica's concurrency)
+
 # for each position of prompt + completion after the first: (token id, its logprob, top-k [(id, logprob)])
 PositionLogprobs = list[tuple[int, float, list[tuple[int, float]]]]
 
