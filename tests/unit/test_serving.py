@@ -233,6 +233,23 @@ def test_concurrent_greedy_completions_equal_sequential_ones(server):
     assert httpx.get(f"{server}/health").json()["active_requests"] == 0
 
 
+def test_adapters_load_and_unload_at_run_time(server, adapter_2_dir):
+    """vLLM's runtime LoRA routes: an adapter loaded under a new name answers like the same adapter loaded
+    at start; unloaded, its name is unknown again."""
+    body = {"prompt": "check the oil level", "max_tokens": 12, "temperature": 0}
+    r = httpx.post(f"{server}/v1/load_lora_adapter", json={"lora_name": "late", "lora_path": str(adapter_2_dir)})
+    assert r.status_code == 200 and r.json() == {"lora_name": "late", "loaded": True}, r.text
+    again = httpx.post(f"{server}/v1/load_lora_adapter", json={"lora_name": "late", "lora_path": str(adapter_2_dir)})
+    assert again.status_code == 400 and "already been loaded" in again.json()["error"]["message"]
+    late = httpx.post(f"{server}/v1/completions", json={"model": "late", **body}).json()["choices"][0]["text"]
+    ours = httpx.post(f"{server}/v1/completions", json={"model": ADAPTER_2, **body}).json()["choices"][0]["text"]
+    assert late == ours
+    assert httpx.post(f"{server}/v1/unload_lora_adapter", json={"lora_name": "late"}).status_code == 200
+    assert httpx.post(f"{server}/v1/completions", json={"model": "late", **body}).status_code == 404
+    bad = httpx.post(f"{server}/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "/nowhere"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "lora_path"
+
+
 def test_cli_default_adapter(tiny_model_dir, adapter_dir):
     """The CLI as weft.serving.launch starts it: the served name answers with the default adapter."""
     import subprocess

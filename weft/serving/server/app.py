@@ -19,6 +19,7 @@ from weft.serving.server.engine import Engine
 from weft.serving.server.errors import OpenAIError
 from weft.serving.server.logprobs import chat_logprobs, completion_logprobs
 from weft.serving.server.protocol import (
+    AdapterChange,
     ChatChoice,
     ChatCompletionResponse,
     ChatMessage,
@@ -29,11 +30,13 @@ from weft.serving.server.protocol import (
     DetokenizeRequest,
     DetokenizeResponse,
     HealthResponse,
+    LoadAdapterRequest,
     ModelCard,
     ModelList,
     TokenizeRequest,
     TokenizeResponse,
     TokenizerInfo,
+    UnloadAdapterRequest,
     Usage,
 )
 from weft.serving.server.state import Server, ServerState
@@ -157,6 +160,32 @@ async def tokenizer_info(server: Server) -> TokenizerInfo:
         add_bos_token=bool(getattr(tok, "add_bos_token", False)),
         add_eos_token=bool(getattr(tok, "add_eos_token", False)),
         clean_up_tokenization_spaces=bool(getattr(tok, "clean_up_tokenization_spaces", False)))
+
+
+# ------------------------------------------------------------------ adapters at run time (vLLM's routes)
+
+
+@router.post("/v1/load_lora_adapter")
+async def load_lora_adapter(body: LoadAdapterRequest, server: Server) -> AdapterChange:
+    """Serve one more LoRA adapter of the base as `lora_name` (requests name it as their `model`)."""
+    if body.lora_name == server.served_name or body.lora_name in server.adapters:
+        raise OpenAIError(400, f"The lora adapter '{body.lora_name}' has already been loaded.", param="lora_name")
+    path = Path(body.lora_path)
+    if not (path / "adapter_config.json").is_file():
+        raise OpenAIError(400, f"no PEFT adapter (adapter_config.json) in {path}", param="lora_path")
+    await server.engine.load_adapter(body.lora_name, path)
+    server.adapters[body.lora_name] = path
+    log.info("loaded adapter %s from %s", body.lora_name, path)
+    return AdapterChange(lora_name=body.lora_name, loaded=True)
+
+
+@router.post("/v1/unload_lora_adapter")
+async def unload_lora_adapter(body: UnloadAdapterRequest, server: Server) -> AdapterChange:
+    if body.lora_name not in server.adapters or body.lora_name == server.default_adapter:
+        raise OpenAIError(404, f"The lora adapter '{body.lora_name}' cannot be found.", param="lora_name")
+    del server.adapters[body.lora_name]  # new requests for it are refused before it goes
+    await server.engine.unload_adapter(body.lora_name)
+    return AdapterChange(lora_name=body.lora_name, loaded=False)
 
 
 # ------------------------------------------------------------------ generation routes

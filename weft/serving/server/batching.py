@@ -72,6 +72,7 @@ class Batcher:
         self.mixed_adapters = mixed_adapters
         self.has_adapters = hasattr(model, "peft_config")
         self.waiting: deque[Sequence] = deque()
+        self.chores: deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = deque()  # see `between_steps`
         self.running: list[Sequence] = []
         self.cache: DynamicCache | None = None
         self.mask: torch.Tensor | None = None  # [batch, cached tokens]: 1 for real tokens, 0 for left padding
@@ -93,6 +94,14 @@ class Batcher:
             self.wake.notify()
         return seq.future
 
+    def between_steps(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        """Run `fn` in the scheduler thread between two steps (e.g. load an adapter: no forward runs then)."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self.wake:
+            self.chores.append((fn, future))
+            self.wake.notify()
+        return future
+
     def close(self) -> None:
         with self.wake:
             self.stopped = True
@@ -109,11 +118,17 @@ class Batcher:
     def _loop(self) -> None:
         while True:
             with self.wake:
-                while not self.stopped and not self.waiting and not self.running:
+                while not self.stopped and not self.waiting and not self.running and not self.chores:
                     self.wake.wait()
                 if self.stopped:
                     break
-                joining = self._admit()
+                chores, joining = list(self.chores), self._admit() if self.waiting else []
+                self.chores.clear()
+            for fn, future in chores:
+                try:
+                    future.set_result(fn())
+                except Exception as exc:
+                    future.set_exception(exc)
             try:
                 with torch.inference_mode():
                     if joining:

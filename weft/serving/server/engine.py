@@ -128,6 +128,34 @@ class Engine:
         seq = Sequence(prompt_ids, params, adapter, logprobs=logprobs, on_text=on_text, cancel=cancel)
         return asyncio.wrap_future(self.batcher.submit(seq))
 
+    async def load_adapter(self, name: str, path: Path) -> None:
+        """Add a LoRA adapter at run time (between two batch steps); 400 when it cannot share a batch."""
+        def load() -> None:
+            from peft import PeftConfig, PeftModel
+
+            if getattr(PeftConfig.from_pretrained(str(path)), "use_dora", False):
+                raise OpenAIError(400, "DoRA adapters cannot share a batch with others: serve it on a replica of "
+                                       "its own (--adapter)", param="lora_path")
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(path), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).to(self.device).eval()
+                self.batcher.model, self.batcher.has_adapters = self.model, True
+            self.adapters.append(name)
+
+        await asyncio.wrap_future(self.batcher.between_steps(load))
+
+    async def unload_adapter(self, name: str) -> None:
+        """Remove an adapter once no sequence of it is queued or decoding (callers stop sending it first)."""
+        while any(s.adapter == name for s in [*self.batcher.running, *self.batcher.waiting]):
+            await asyncio.sleep(0.05)
+
+        def unload() -> None:
+            self.model.delete_adapter(name)
+            self.adapters.remove(name)
+
+        await asyncio.wrap_future(self.batcher.between_steps(unload))
+
     def close(self) -> None:
         self.batcher.close()
 

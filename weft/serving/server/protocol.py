@@ -46,6 +46,22 @@ class ChatRequest(_Body):
     chat_template_kwargs: dict[str, Any] | None = None
 
 
+class LoadAdapterRequest(_Body):
+    """vLLM's runtime LoRA route body (`POST /v1/load_lora_adapter`)."""
+
+    lora_name: str = Field(min_length=1)
+    lora_path: str = Field(min_length=1)
+
+
+class UnloadAdapterRequest(_Body):
+    lora_name: str = Field(min_length=1)
+
+
+class AdapterChange(BaseModel):
+    lora_name: str
+    loaded: bool
+
+
 class TokenizeRequest(_Body):
     model: str | None = None
     prompt: str | None = None
