@@ -29,7 +29,7 @@ from weft.db import database_unavailable, get_engine
 from weft.secret_blocks import read_secret
 from weft.serving.rotation import in_rotation
 from weft.statuses import SERVING
-from weft.tables import Credential, Endpoint, InferenceRecord, Replica, Revision
+from weft.tables import Credential, Endpoint, HostedAdapter, InferenceRecord, Replica, Revision
 
 log = logging.getLogger(__name__)
 DEAD_SECONDS = 10.0  # a replica that refused a connection sits out this long
@@ -41,12 +41,14 @@ DEMAND_SECONDS = 1.0  # how often a waiting endpoint's (or a busy revision's) de
 
 @dataclass(frozen=True)
 class Candidate:
-    """A replica in rotation, with its revision and that revision's share of the traffic."""
+    """A replica in rotation, with its revision and that revision's share of the traffic. `model` is the
+    name it serves the revision under when it is a replica of the adapter's base (see weft.serving.hosting)."""
 
     id: str
     url: str
     revision_id: str
     traffic: int
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class Gateway:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.dead_until: dict[str, float] = {}
         self.cache: dict[str, tuple[float, list[Candidate]]] = {}
-        self.revision_of: dict[str, str] = {}  # replica -> revision, for the request records
+        self.revision_of: dict[tuple[str, str], str] = {}  # (endpoint, replica) -> revision, for the records
         self.demand_marked: dict[str, float] = {}
         self.busy_marker: asyncio.Task | None = None  # see mark_busy
         self.recorder = Recorder()
@@ -98,7 +100,7 @@ class Gateway:
     def record(self, *args: Any, **kwargs: Any) -> None:
         """Queue one request's record (see `inference_record` for the fields)."""
         row = inference_record(*args, **kwargs)
-        row.revision_id = self.revision_of.get(row.replica_id or "")
+        row.revision_id = self.revision_of.get((row.endpoint_id or "", row.replica_id or ""))
         self.recorder.add(row)
 
     def _healthy_from_db(self, endpoint_id: str) -> list[Candidate]:
@@ -106,7 +108,12 @@ class Gateway:
             rows = s.exec(select(Replica.id, Replica.url, Replica.revision_id, Revision.traffic)
                           .join(Revision, Revision.id == Replica.revision_id)
                           .where(Replica.endpoint_id == endpoint_id, in_rotation(), Revision.traffic > 0)).all()
-        return [Candidate(*row) for row in rows]
+            hosted = s.exec(select(Replica.id, Replica.url, HostedAdapter.revision_id, Revision.traffic,
+                                   HostedAdapter.name)
+                            .join(HostedAdapter, HostedAdapter.replica_id == Replica.id)
+                            .join(Revision, Revision.id == HostedAdapter.revision_id)
+                            .where(Revision.endpoint_id == endpoint_id, in_rotation(), Revision.traffic > 0)).all()
+        return [Candidate(*row) for row in rows] + [Candidate(*row) for row in hosted]
 
     @staticmethod
     def _mark_demand(*where: Any) -> None:
@@ -123,8 +130,7 @@ class Gateway:
         failing = False
         while True:
             await asyncio.sleep(DEMAND_SECONDS)
-            busy = sorted({self.revision_of[r] for r, n in list(self.in_flight.items())
-                           if n > 0 and r in self.revision_of})
+            busy = sorted({rev for (_, r), rev in list(self.revision_of.items()) if self.in_flight.get(r, 0) > 0})
             if not busy:
                 continue
             try:
@@ -153,7 +159,7 @@ class Gateway:
             return cached[1]
         rows = await anyio.to_thread.run_sync(self._healthy_from_db, endpoint_id)
         self.cache[endpoint_id] = (now + CACHE_SECONDS, rows)
-        self.revision_of.update({r.id: r.revision_id for r in rows})
+        self.revision_of.update({(endpoint_id, r.id): r.revision_id for r in rows})
         return rows
 
     def forget(self, endpoint_id: str) -> None:
@@ -191,7 +197,7 @@ class Gateway:
                 continue
             replica = self.pick(candidates)
             tried.add(replica.id)
-            yield Target(replica.id, replica.url, {}, endpoint.slug or endpoint.name), path
+            yield Target(replica.id, replica.url, {}, replica.model or endpoint.slug or endpoint.name), path
 
     def unreachable(self, target: Target, exc: Exception) -> None:
         """A replica that did not answer sits out DEAD_SECONDS; an unreachable provider is a 502."""

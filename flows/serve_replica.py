@@ -4,22 +4,25 @@ or the server dies (the run fails)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import ExitStack
 
+import httpx
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from sqlmodel import select
 
 from flows import names
 from weft.clock import utcnow
 from weft.db import session_scope
 from weft.net import free_port
-from weft.serving import launch, placement
+from weft.serving import hosting, launch, placement
 from weft.settings import get_settings
 from weft.specs.names import WorkflowName
 from weft.statuses import ReplicaState
-from weft.storage import get_storage
-from weft.tables import Adapter, Endpoint, Model, Replica, Revision
+from weft.storage import Storage, get_storage
+from weft.tables import Adapter, Endpoint, HostedAdapter, Model, Replica, Revision
 
 
 def mark(replica_id: str, **fields) -> str:
@@ -33,6 +36,29 @@ def mark(replica_id: str, **fields) -> str:
         replica.updated_at = utcnow()
         s.add(replica)
         return replica.state
+
+
+def host_adapters(replica_id: str, url: str, stack: ExitStack, storage: Storage, log: logging.Logger) -> None:
+    """Load the adapter revisions this base replica should serve (see weft.serving.hosting) and unload
+    those it should not any more; the rows say what the gateway may send here."""
+    with session_scope() as s:
+        wanted = {w.revision_id: w for w in hosting.wanted(s, replica_id)}
+        have = {h.revision_id: h.name for h in s.exec(select(HostedAdapter).where(HostedAdapter.replica_id == replica_id))}
+        for revision_id in have.keys() - wanted.keys():  # out of rotation first, then unloaded
+            s.delete(s.get(HostedAdapter, (replica_id, revision_id)))
+    for revision_id in have.keys() - wanted.keys():
+        httpx.post(f"{url}/v1/unload_lora_adapter", json={"lora_name": have[revision_id]}, timeout=60)
+        log.info("unloaded adapter %s", have[revision_id])
+    for revision_id in wanted.keys() - have.keys():
+        w = wanted[revision_id]
+        folder = stack.enter_context(storage.local(w.storage_key))
+        r = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": w.name, "lora_path": str(folder)}, timeout=120)
+        if r.status_code != 200:
+            log.warning("could not load adapter %s: %s", w.name, r.text[:500])
+            continue
+        with session_scope() as s:
+            s.add(HostedAdapter(replica_id=replica_id, revision_id=revision_id, name=w.name))
+        log.info("serving adapter %s (revision %s) beside the base", w.name, revision_id)
 
 
 @flow(name=WorkflowName.SERVE_REPLICA.value, log_prints=True,
@@ -77,6 +103,7 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         batch = launch.reported_batch(url) or max_batch
         state = mark(replica_id, url=url, engine=spec.engine, max_concurrency=batch, state=ReplicaState.HEALTHY,
                      last_seen=utcnow(), reason=None)
+        hosts_adapters = adapter_dir is None and spec.engine in hosting.HOSTING_ENGINES
         log.info("replica %s is healthy at %s (%s, batches up to %d sequences)", replica_id, url, spec.engine, batch)
         while state != ReplicaState.STOPPED:
             time.sleep(settings.replica_heartbeat_seconds)
@@ -86,6 +113,8 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
                 raise RuntimeError(reason)
             if launch.healthy(url, timeout=settings.replica_heartbeat_seconds):
                 state = mark(replica_id, last_seen=utcnow())
+                if hosts_adapters:
+                    host_adapters(replica_id, url, stack, storage, log)
             else:
                 log.warning("replica %s missed a health check", replica_id)
                 state = mark(replica_id)

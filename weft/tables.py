@@ -305,6 +305,17 @@ class Replica(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class HostedAdapter(SQLModel, table=True):
+    """An adapter revision served by a replica of its base model (loaded at run time under `name`), so an
+    adapter endpoint needs no copy of the base of its own while such a replica runs."""
+
+    __tablename__ = "hosted_adapter"
+    replica_id: str = Field(primary_key=True)
+    revision_id: str = Field(primary_key=True, index=True)
+    name: str  # the `model` the replica answers to for it
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class InferenceRecord(SQLModel, table=True):
     """One request through the gateway (for metrics and drift monitoring)."""
 

@@ -371,3 +371,62 @@ def test_retrain_chain_deploys_a_canary_revision_then_promotes_it(api, dave, mod
     assert versions["v2"]["traffic_percent"] == 100 and versions["v2"]["is_current"]
     assert api.post("/v1/completions", headers=api_key, json=body).status_code == 200
     assert api.delete(f"/api/v1/endpoints/{endpoint_id}", headers=dave).status_code == 200  # frees a core
+
+
+def test_an_adapter_endpoint_is_served_by_a_replica_of_its_base(api, dave, model_id, api_key, tiny_model_dir,
+                                                                  tmp_path):
+    """Document 003's adapter deployment beside a running endpoint of its base: the base replica loads the
+    adapter at run time, the adapter endpoint keeps no replica of its own, and its requests get the
+    adapter's own answers from the base replica."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.unit.test_serving import make_adapter
+    from weft.storage import get_storage
+    from weft.tables import Adapter, Model
+
+    base = deploy(api, dave, model_id, endpoint_name="Base Host", instance_count=1)
+    folder = make_adapter(tiny_model_dir, tmp_path / "lora", seed=3, modules=["q_proj", "v_proj", "down_proj"])
+    user_id = api.get("/api/v1/auth/me", headers=dave).json()["id"]
+    with session_scope() as s:
+        adapter = Adapter(user_id=user_id, name="hosted lora", base_model_id=model_id, method="lora",
+                          storage_key=f"adapters/hosted-{model_id}")
+        tuned = Model(user_id=user_id, name="hosted lora", type="fine-tuned", provider_type="adapter",
+                      storage_uri=f"file://{folder}", details={"adapter_id": adapter.id, "base_model_id": model_id},
+                      scan={"status": "SAFE", "total_issues": 0}, scan_verified=True)
+        adapter.model_id = tuned.id
+        s.add_all([adapter, tuned])
+        adapter_id = adapter.id
+    get_storage().put_dir(folder, f"adapters/hosted-{model_id}")
+
+    t = time.monotonic()
+    r = api.post("/api/v1/deployments", headers=dave, json={"adapter_id": adapter_id, "name": "Hosted LoRA"})
+    assert r.status_code == 202, r.text
+    hosted_id = r.json()["deployment_id"]
+    assert wait_status(api, dave, r.json()["workflow_id"], {"COMPLETED", "FAILED"}, timeout=300)["status"] == "COMPLETED"
+    wait_for(lambda: not live_workers(api, dave, hosted_id)
+             and any(e["action"] == "hosted" for e in view(api, dave, hosted_id)["events"]), 120,
+             "the adapter endpoint is served by the base replica, with no replica of its own")
+    timing("deploy the adapter onto the base replica", t)
+
+    prompt = "check the oil level"
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), str(folder)).eval()
+    ids = torch.tensor([tok(prompt)["input_ids"]])
+    with torch.inference_mode():
+        out = reference.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
+    want = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+    since = last_record_id()
+    for model in ("hosted-lora", "base-host"):
+        r = api.post("/v1/completions", headers=api_key, json={"model": model, "prompt": prompt, "max_tokens": 8,
+                                                                "temperature": 0})
+        assert r.status_code == 200, r.text
+        if model == "hosted-lora":
+            assert r.json()["choices"][0]["text"] == want
+        else:
+            assert r.json()["choices"][0]["text"] != want  # the base answers without the adapter
+    wait_records(hosted_id, since, 1)
+    base_replica = healthy_workers(api, dave, base["id"])[0]["id"]
+    assert [rec.replica_id for rec in records_since(hosted_id, since)] == [base_replica]

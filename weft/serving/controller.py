@@ -29,7 +29,7 @@ from weft import pools, runs
 from weft.clock import as_utc, utcnow
 from weft.db import session_scope
 from weft.monitoring import retrain
-from weft.serving import autoscale
+from weft.serving import autoscale, hosting
 from weft.serving.revisions import LIVE, converged, event_data, record, revisions
 from weft.settings import Settings, get_settings
 from weft.specs.names import WorkflowName
@@ -189,6 +189,7 @@ class Controller:
         def stop(replica: Replica, reason: str) -> None:
             replica.state, replica.reason, replica.updated_at = ReplicaState.STOPPED, reason[:2000], now
             s.add(replica)
+            hosting.forget(s, replica.id)
             if replica.flow_run_id:
                 done.cancels.append(replica.flow_run_id)
 
@@ -220,7 +221,15 @@ class Controller:
                 emit(s, "deployment.failed", event_data(endpoint, version=rev.version, reason=failed),
                      key=f"deployment:{endpoint.id}:failed:{rev.id}", user_id=endpoint.user_id)
             batch = min((r.max_concurrency for r in live if r.state == ReplicaState.HEALTHY), default=None)
-            wanted, cold = self.desired(s, endpoint, rev, now, note, batch)
+            hosts = hosting.hosts(s, rev.id)
+            if hosts:  # a replica of its base serves this adapter revision: it needs no base of its own
+                if rev.replicas:
+                    note("hosted", f"served by replica {hosts[0].id} of endpoint {hosts[0].endpoint_id}: "
+                                   f"{rev.replicas} → 0 replicas of its own", rev)
+                    rev.replicas, rev.scaled_at = 0, now
+                wanted, cold = 0, False
+            else:
+                wanted, cold = self.desired(s, endpoint, rev, now, note, batch)
             missing = wanted - len(live)
             if missing > 0 and (rev.next_start_at is None or as_utc(rev.next_start_at) <= now):
                 why = (f"replacing {', '.join(replaced[rev.id])}" if replaced.get(rev.id)
@@ -237,12 +246,13 @@ class Controller:
                 for replica in surplus[:-missing]:
                     grace = cfg.replica_drain_seconds if replica.state == ReplicaState.HEALTHY else 0
                     replica.state, replica.stop_at = ReplicaState.DRAINING, now + timedelta(seconds=grace)
-                    replica.reason = (f"surplus: {wanted} wanted" if wanted else "scaled to zero" if rev.traffic
-                                      else "its revision has no traffic")
+                    replica.reason = (f"surplus: {wanted} wanted" if wanted
+                                      else f"replica {hosts[0].id} of its base serves it" if hosts
+                                      else "scaled to zero" if rev.traffic else "its revision has no traffic")
                     s.add(replica)
                     note("replica_draining", f"{replica.id}: {replica.reason}", rev, replica)
-            if rev.traffic and rev.status != RevisionStatus.ACTIVE and any(
-                    r.state == ReplicaState.HEALTHY for r in live):
+            if rev.traffic and rev.status != RevisionStatus.ACTIVE and (hosts or any(
+                    r.state == ReplicaState.HEALTHY for r in live)):
                 rev.status = RevisionStatus.ACTIVE
             s.add(rev)
         s.flush()
