@@ -113,3 +113,24 @@ def test_a_cancelled_sequence_stops_and_frees_its_slot(engine):
     result, _ = future.result(timeout=60)
     assert len(result.token_ids) < 200 and result.finish_reason == "length"
     assert engine.batcher.load == 0
+
+
+def test_concurrent_streams_send_each_sequence_its_own_text(engine):
+    from weft.serving.server.engine import generate_stream
+
+    async def stream(prompt: str, params: GenParams) -> tuple[str, str]:
+        deltas, final = [], None
+        async for kind, value in generate_stream(engine, engine.encode(prompt, True), params, None):
+            if kind == "text":
+                deltas.append(value)
+            else:
+                final = value
+        return "".join(deltas), final.text
+
+    async def run() -> None:
+        plain = [(await engine.submit(engine.encode(p, True), greedy(n), None))[0].text
+                 for p, n in zip(PROMPTS, [20, 7, 30, 12])]
+        streamed = await asyncio.gather(*(stream(p, greedy(n)) for p, n in zip(PROMPTS, [20, 7, 30, 12])))
+        assert [joined for joined, _ in streamed] == [final for _, final in streamed] == plain
+
+    asyncio.run(run())
