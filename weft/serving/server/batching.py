@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
 SCORE_TOKENS = 8192  # padded tokens per logprob forward (its logits are tokens × vocabulary floats)
+PREFILL_TOKENS = 16384  # padded prompt tokens prefilled together; more prompts wait for the next step
 
 
 @dataclass(eq=False)
@@ -158,9 +159,15 @@ class Batcher:
         group = self._group(self.running[0] if self.running else self.waiting[0]) if self.waiting else None
         joining: list[Sequence] = []
         kept: deque[Sequence] = deque()
+        width = 0
         while self.waiting and len(self.running) + len(joining) < self.max_batch:
             seq = self.waiting.popleft()
-            (joining if self._group(seq) == group else kept).append(seq)
+            wider = max(width, len(seq.prompt_ids))
+            if self._group(seq) != group or (joining and (len(joining) + 1) * wider > PREFILL_TOKENS):
+                kept.append(seq)
+                continue
+            joining.append(seq)
+            width = wider
         self.waiting.extendleft(reversed(kept))
         return joining
 
