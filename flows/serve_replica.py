@@ -38,9 +38,11 @@ def mark(replica_id: str, **fields) -> str:
         return replica.state
 
 
-def host_adapters(replica_id: str, url: str, stack: ExitStack, storage: Storage, log: logging.Logger) -> None:
+def host_adapters(replica_id: str, url: str, stack: ExitStack, storage: Storage, refused: set[str],
+                  log: logging.Logger) -> None:
     """Load the adapter revisions this base replica should serve (see weft.serving.hosting) and unload
-    those it should not any more; the rows say what the gateway may send here."""
+    those it should not any more; the rows say what the gateway may send here. An adapter the server
+    refused (`refused`, e.g. DoRA) is not tried again: its endpoint keeps replicas of its own."""
     with session_scope() as s:
         wanted = {w.revision_id: w for w in hosting.wanted(s, replica_id)}
         have = {h.revision_id: h.name for h in s.exec(select(HostedAdapter).where(HostedAdapter.replica_id == replica_id))}
@@ -49,12 +51,13 @@ def host_adapters(replica_id: str, url: str, stack: ExitStack, storage: Storage,
     for revision_id in have.keys() - wanted.keys():
         httpx.post(f"{url}/v1/unload_lora_adapter", json={"lora_name": have[revision_id]}, timeout=60)
         log.info("unloaded adapter %s", have[revision_id])
-    for revision_id in wanted.keys() - have.keys():
+    for revision_id in wanted.keys() - have.keys() - refused:
         w = wanted[revision_id]
         folder = stack.enter_context(storage.local(w.storage_key))
         r = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": w.name, "lora_path": str(folder)}, timeout=120)
         if r.status_code != 200:
             log.warning("could not load adapter %s: %s", w.name, r.text[:500])
+            refused.add(revision_id)
             continue
         with session_scope() as s:
             s.add(HostedAdapter(replica_id=replica_id, revision_id=revision_id, name=w.name))
@@ -103,7 +106,7 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         batch = launch.reported_batch(url) or max_batch
         state = mark(replica_id, url=url, engine=spec.engine, max_concurrency=batch, state=ReplicaState.HEALTHY,
                      last_seen=utcnow(), reason=None)
-        hosts_adapters = adapter_dir is None and spec.engine in hosting.HOSTING_ENGINES
+        hosts_adapters, refused = adapter_dir is None and spec.engine in hosting.HOSTING_ENGINES, set()
         log.info("replica %s is healthy at %s (%s, batches up to %d sequences)", replica_id, url, spec.engine, batch)
         while state != ReplicaState.STOPPED:
             time.sleep(settings.replica_heartbeat_seconds)
@@ -114,7 +117,10 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
             if launch.healthy(url, timeout=settings.replica_heartbeat_seconds):
                 state = mark(replica_id, last_seen=utcnow())
                 if hosts_adapters:
-                    host_adapters(replica_id, url, stack, storage, log)
+                    try:
+                        host_adapters(replica_id, url, stack, storage, refused, log)
+                    except httpx.HTTPError as exc:  # the next heartbeat tries again
+                        log.warning("could not update the adapters served here: %s", exc)
             else:
                 log.warning("replica %s missed a health check", replica_id)
                 state = mark(replica_id)

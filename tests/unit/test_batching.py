@@ -16,6 +16,7 @@ from tests.unit.test_serving import make_adapter
 from weft.serving.server.batching import Sequence
 from weft.serving.server.engine import Engine
 from weft.serving.server.types import GenParams
+from weft.testing.polling import wait_for
 
 PROMPTS = ["check the oil", "rotate the tires every", "a", "replace the brake pads before the winter"]
 
@@ -134,3 +135,25 @@ def test_concurrent_streams_send_each_sequence_its_own_text(engine):
         assert [joined for joined, _ in streamed] == [final for _, final in streamed] == plain
 
     asyncio.run(run())
+
+
+def test_a_client_that_disconnects_stops_its_non_streamed_sequences(engine, monkeypatch):
+    from weft.serving.server import app
+    from weft.serving.server.app import _while_connected
+    from weft.serving.server.errors import OpenAIError
+
+    class GoneClient:  # what Starlette's Request answers once the client has closed the connection
+        async def is_disconnected(self) -> bool:
+            return True
+
+    monkeypatch.setattr(app, "DISCONNECT_POLL_SECONDS", 0.01)
+
+    seq = Sequence(engine.encode(PROMPTS[3], True), greedy(200), None)
+
+    async def run() -> None:
+        with pytest.raises(OpenAIError, match="disconnected"):
+            await _while_connected(GoneClient(), [asyncio.wrap_future(engine.batcher.submit(seq))])
+
+    asyncio.run(run())
+    wait_for(lambda: engine.batcher.load == 0, "the cancelled sequence left the batch", timeout=10, poll=0.01)
+    assert len(seq.gen_ids) < 200 and seq.result.finish_reason == "length"

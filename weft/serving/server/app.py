@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from weft.serving.server.streaming import sse, stream_chat, stream_completions
 from weft.serving.server.types import DEFAULT_MAX_BATCH, GenParams
 
 log = logging.getLogger(__name__)
+DISCONNECT_POLL_SECONDS = 0.5  # how often a waiting non-streamed request checks its client is still there
 
 __all__ = ["create_app"]
 
@@ -191,13 +192,26 @@ async def unload_lora_adapter(body: UnloadAdapterRequest, server: Server) -> Ada
 # ------------------------------------------------------------------ generation routes
 
 
+async def _while_connected(request: Request, jobs: list[Awaitable[Any]]) -> list[Any]:
+    """The jobs' results; should the client go first, its sequences are cancelled (they leave the batch at
+    the next step instead of decoding for nobody)."""
+    gathered = asyncio.gather(*jobs)
+    while True:
+        done, _ = await asyncio.wait({gathered}, timeout=DISCONNECT_POLL_SECONDS)
+        if done:
+            return gathered.result()
+        if await request.is_disconnected():
+            gathered.cancel()
+            raise OpenAIError(400, "the client disconnected")
+
+
 def _gen_params(body: CompletionRequest | ChatRequest, max_tokens: int) -> GenParams:
     return GenParams(max_tokens=max_tokens, temperature=body.temperature or 0.0, top_p=body.top_p or 1.0,
                      stop=stop_list(body.stop), seed=body.seed)
 
 
 @router.post("/v1/completions", response_model=CompletionResponse)
-async def completions(body: CompletionRequest, server: Server) -> CompletionResponse | StreamingResponse:
+async def completions(body: CompletionRequest, server: Server, request: Request) -> CompletionResponse | StreamingResponse:
     engine = server.engine
     adapter = server.resolve(body.model)
     prompts = engine.completion_prompts(body.prompt)
@@ -211,8 +225,9 @@ async def completions(body: CompletionRequest, server: Server) -> CompletionResp
     choices: list[CompletionChoice] = []
     completion_tokens = 0
     with server.stats.track():  # every choice of every prompt is queued at once: they are decoded together
-        results = await asyncio.gather(*(engine.submit(p, params.for_choice(j), adapter, logprobs=body.logprobs)
-                                         for p, params in jobs for j in range(body.n)))
+        results = await _while_connected(request, [engine.submit(p, params.for_choice(j), adapter,
+                                                                 logprobs=body.logprobs)
+                                                   for p, params in jobs for j in range(body.n)])
     for index, (res, lps) in enumerate(results):
         p = jobs[index // body.n][0]
         completion_tokens += len(res.token_ids)
@@ -228,7 +243,7 @@ async def completions(body: CompletionRequest, server: Server) -> CompletionResp
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
-async def chat(body: ChatRequest, server: Server) -> ChatCompletionResponse | StreamingResponse:
+async def chat(body: ChatRequest, server: Server, request: Request) -> ChatCompletionResponse | StreamingResponse:
     engine = server.engine
     adapter = server.resolve(body.model)
     if not body.messages:
@@ -245,8 +260,8 @@ async def chat(body: ChatRequest, server: Server) -> ChatCompletionResponse | St
     choices: list[ChatChoice] = []
     completion_tokens = 0
     with server.stats.track():
-        results = await asyncio.gather(*(engine.submit(p, params.for_choice(j), adapter, logprobs=k)
-                                         for j in range(body.n)))
+        results = await _while_connected(request, [engine.submit(p, params.for_choice(j), adapter, logprobs=k)
+                                                   for j in range(body.n)])
     for j, (res, lps) in enumerate(results):
         completion_tokens += len(res.token_ids)
         logprobs = chat_logprobs(lps, len(p), res.token_ids, engine.token_str) if lps is not None else None
