@@ -298,7 +298,8 @@ class Controller:
         demand = rev.demand_at is not None and as_utc(rev.demand_at) > as_utc(rev.scaled_at)
         waiting = rev.demand_at is not None and (now - as_utc(rev.demand_at)).total_seconds() < cfg.autoscale_panic_seconds
         decision = autoscale.decide(
-            rev.replicas, endpoint.min_instances, endpoint.max_instances, min(endpoint.target_concurrency, batch or 10**9),
+            rev.replicas, endpoint.min_instances, endpoint.max_instances,
+            min(endpoint.target_concurrency, batch) if batch else endpoint.target_concurrency,
             autoscale.load(s, rev.id, cfg.autoscale_panic_seconds, now),
             autoscale.load(s, rev.id, cfg.autoscale_stable_seconds, now),
             (now - as_utc(rev.scaled_at)).total_seconds(), cfg.autoscale_stable_seconds, cfg.autoscale_panic_seconds,

@@ -31,7 +31,6 @@ class Engine:
             dtype = torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
-        self.adapters: list[str] = []
         if adapters:
             from peft import PeftModel
 
@@ -40,7 +39,6 @@ class Engine:
                     model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
                 else:
                     model.load_adapter(str(path), adapter_name=name)
-                self.adapters.append(name)
         self.model = model.to(self.device).eval()
         cfg = getattr(self.model, "config", None)
         ctx = getattr(cfg, "max_position_embeddings", None)
@@ -141,7 +139,6 @@ class Engine:
             else:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).to(self.device).eval()
                 self.batcher.model, self.batcher.has_adapters = self.model, True
-            self.adapters.append(name)
 
         await asyncio.wrap_future(self.batcher.between_steps(load))
 
@@ -150,11 +147,7 @@ class Engine:
         while any(s.adapter == name for s in [*self.batcher.running, *self.batcher.waiting]):
             await asyncio.sleep(0.05)
 
-        def unload() -> None:
-            self.model.delete_adapter(name)
-            self.adapters.remove(name)
-
-        await asyncio.wrap_future(self.batcher.between_steps(unload))
+        await asyncio.wrap_future(self.batcher.between_steps(lambda: self.model.delete_adapter(name)))
 
     def close(self) -> None:
         self.batcher.close()
