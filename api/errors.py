@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from weft.db import database_unavailable
-from weft.errors import Conflict, Invalid, NotFound, Refused, Unavailable, WeftError
+from weft.errors import Conflict, Invalid, InvalidInput, NotFound, Refused, Unavailable, WeftError
 
 log = logging.getLogger("weft.api")
 
@@ -26,7 +26,7 @@ CODES = {400: "INVALID_INPUT", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_
          409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 422: "VALIDATION_ERROR",
          429: "RATE_LIMITED", 500: "SERVICE_ERROR", 503: "SERVICE_UNAVAILABLE"}
 # the HTTP status of each error weft's services raise (their code, message and details pass unchanged)
-DOMAIN_STATUS: dict[type[WeftError], int] = {NotFound: 404, Invalid: 422, Refused: 409, Conflict: 409,
+DOMAIN_STATUS: dict[type[WeftError], int] = {NotFound: 404, Invalid: 422, InvalidInput: 400, Refused: 409, Conflict: 409,
                                              Unavailable: 503}
 REQUEST_ID_HEADER = "X-Request-ID"
 DATABASE_RETRY_AFTER = "1"  # seconds: a restarting PostgreSQL is usually back within a few
@@ -45,6 +45,12 @@ class ApiError(Exception):
 def status_of(exc: WeftError) -> int:
     """The HTTP status of a service error (500 for one without a mapping)."""
     return next((status for kind, status in DOMAIN_STATUS.items() if isinstance(exc, kind)), 500)
+
+
+def too_large(cap: int) -> ApiError:
+    """An upload past WEFT_MAX_UPLOAD_MB."""
+    return ApiError(413, "PAYLOAD_TOO_LARGE", f"the file is larger than WEFT_MAX_UPLOAD_MB ({cap // 2**20} MB)",
+                    {"max_bytes": cap})
 
 
 def not_found(kind: str, id: str) -> ApiError:

@@ -205,16 +205,22 @@ class Gateway:
             raise ApiError(502, "BAD_GATEWAY", f"the provider did not answer: {exc}") from exc
         self.dead_until[target.replica_id] = time.monotonic() + DEAD_SECONDS
 
-    async def call(self, endpoint: Endpoint, path: str, body: dict[str, Any] | None, method: str = "POST") -> Result:
+    async def call(self, endpoint: Endpoint, path: str, body: dict[str, Any] | None, method: str = "POST", *,
+                   retry: bool = True) -> Result:
         """Send `body` to `path` (e.g. /v1/completions, /tokenize) of the endpoint, trying `targets` in
-        order until one answers without a server error."""
+        order until one answers without a server error. With `retry` off (a classic model's prediction,
+        which may itself be what brings a replica down) only a refused connection moves on: a server
+        error is the answer, and a replica that drops the request is a PREDICTION_ERROR."""
         async for target, target_path in self.targets(endpoint, path):
             try:
                 result = await self._send(target, target_path, body, method)
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 self.unreachable(target, exc)
-                continue
-            if result.status_code >= 500 and target.replica_id:
+                if retry or isinstance(exc, aiohttp.ClientConnectorError):
+                    continue
+                raise ApiError(500, "PREDICTION_ERROR", "the replica serving this request exited before it "
+                               "answered (it is being replaced)", {"reason": "replica_exited"}) from exc
+            if result.status_code >= 500 and target.replica_id and retry:
                 continue
             return result
         raise AssertionError("targets() ends by raising")

@@ -16,6 +16,7 @@ from api.routers import (
     clusters,
     credentials,
     datasets,
+    deploy,
     deployments,
     drift,
     endpoints,
@@ -24,6 +25,7 @@ from api.routers import (
     jobs,
     models,
     monitoring,
+    predict,
     providers,
     status,
     webhooks,
@@ -60,7 +62,7 @@ def create_app() -> FastAPI:
     app.include_router(ws.router)  # /ws/jobs/{id}, as document 003 places it
     app.include_router(inference.openai_router)  # /v1/completions, /v1/chat/completions, /v1/models
     for module in (auth, workflows, workflow_create, models, datasets, jobs, evaluations, endpoints, deployments,
-                   inference, clusters, monitoring, drift, webhooks, credentials, providers, status):
+                   deploy, predict, inference, clusters, monitoring, drift, webhooks, credentials, providers, status):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

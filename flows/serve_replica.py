@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from sqlmodel import select
 
 from flows import names
+from weft.classic import replica as classic_replica
 from weft.clock import utcnow
 from weft.db import session_scope
 from weft.net import free_port
@@ -81,33 +82,43 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         planned = revision.engine if revision else endpoint.engine
         max_batch = int(((revision.plan if revision else endpoint.plan) or {}).get("per_replica_concurrency")
                         or replica.max_concurrency)
+        classic = (dict(model.details), dict(revision.config)) if planned == launch.CLASSIC_ENGINE else None
     mark(replica_id, flow_run_id=str(flow_run.id), state=ReplicaState.STARTING)
     try:  # the engine the plan chose (what the endpoint reports), or a clear failure where it cannot run
-        engine = placement.choose_engine(planned, placement.local_device()[0])
+        engine = launch.CLASSIC_ENGINE if classic else placement.choose_engine(planned, placement.local_device()[0])
     except placement.PlacementError as exc:
         mark(replica_id, state=ReplicaState.UNHEALTHY, reason=str(exc))
         raise
     with ExitStack() as stack:
         storage = get_storage()
-        model_dir = stack.enter_context(storage.local(base_key))
-        adapter_dir = stack.enter_context(storage.local(adapter_key)) if adapter_key else None
-        spec = launch.ServerSpec(model_dir=str(model_dir), served_name=name, host=settings.replica_host,
-                                 adapter_dir=str(adapter_dir) if adapter_dir else None, port=free_port("0.0.0.0"),
-                                 engine=engine, max_batch=max_batch)
-        url = f"http://{spec.host}:{spec.port}"
+        host, port = settings.replica_host, free_port("0.0.0.0")
+        url = f"http://{host}:{port}"
         log_file = settings.home_dir / "logs" / "replicas" / f"{replica_id}.log"
-        log.info("starting %s server for %s on %s (log %s)", spec.engine, name, url, log_file)
-        proc = launch.start(spec, log_file)
+        log.info("starting %s server for %s on %s (log %s)", engine, name, url, log_file)
+        adapter_dir = None
+        if classic:
+            try:
+                proc = classic_replica.start(stack, *classic, host, port, log_file)
+            except Exception as exc:  # its environment could not be built here
+                mark(replica_id, state=ReplicaState.UNHEALTHY, reason=str(exc)[:2000])
+                raise
+        else:
+            model_dir = stack.enter_context(storage.local(base_key))
+            adapter_dir = stack.enter_context(storage.local(adapter_key)) if adapter_key else None
+            spec = launch.ServerSpec(model_dir=str(model_dir), served_name=name, host=host, port=port,
+                                     adapter_dir=str(adapter_dir) if adapter_dir else None, engine=engine,
+                                     max_batch=max_batch)
+            proc = launch.start(spec, log_file)
         try:
             launch.wait_ready(proc, url, settings.replica_start_timeout_seconds, log_file)
         except RuntimeError as exc:
             mark(replica_id, state=ReplicaState.UNHEALTHY, reason=str(exc)[:2000])
             raise
         batch = launch.reported_batch(url) or max_batch
-        state = mark(replica_id, url=url, engine=spec.engine, max_concurrency=batch, state=ReplicaState.HEALTHY,
+        state = mark(replica_id, url=url, engine=engine, max_concurrency=batch, state=ReplicaState.HEALTHY,
                      last_seen=utcnow(), reason=None)
-        hosts_adapters, refused = adapter_dir is None and spec.engine in hosting.HOSTING_ENGINES, set()
-        log.info("replica %s is healthy at %s (%s, batches up to %d sequences)", replica_id, url, spec.engine, batch)
+        hosts_adapters, refused = adapter_dir is None and engine in hosting.HOSTING_ENGINES, set()
+        log.info("replica %s is healthy at %s (%s, up to %d requests at once)", replica_id, url, engine, batch)
         while state != ReplicaState.STOPPED:
             time.sleep(settings.replica_heartbeat_seconds)
             if proc.poll() is not None:

@@ -52,6 +52,13 @@ class Invalid(WeftError):
         return cls(message, errors)
 
 
+class InvalidInput(WeftError):
+    """Request data the service cannot use (document 001's INVALID_INPUT, HTTP 400): a file of the wrong
+    kind, a refused requirement, an input of the wrong shape."""
+
+    code = "INVALID_INPUT"
+
+
 class Refused(WeftError):
     """A valid request that may not happen now, with its own code: e.g. deploying a model whose scan
     is not SAFE (`SCAN_NOT_SAFE`)."""

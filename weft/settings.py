@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     autoscale_stable_seconds: float = Field(default=60.0, gt=0, description="load window for scaling down (and to "
                                                                               "zero); Knative's default")
     autoscale_panic_seconds: float = Field(default=6.0, gt=0, description="load window for scaling up")
+    # classic-model deployments (document 001): uploaded models served from their own uv environment
+    envs_dir: Path | None = Field(default=None, description="where the per-requirements uv environments of "
+                                                            "classic models live (built on each machine that "
+                                                            "runs them); home/envs by default")
+    find_links: list[str] | None = Field(default=None, description="wheel folders uv may install from (the "
+                                         "CPU wheel of torch); pip's global.find-links by default")
+    env_build_timeout_seconds: float = Field(default=900.0, gt=0, description="longest a classic model's "
+                                                                                "environment build may take")
+    classic_workers: int = Field(default=4, ge=1, le=64, description="predictions one classic-model replica "
+                                                                     "runs at once (its threads)")
     pool_hour_cost: dict[str, float] = Field(default_factory=lambda: {pools.CPU: 0.05, pools.GPU: 2.5},
                                              description="$ per replica- or training-hour on each work pool")
     storage_gb_month_cost: float = Field(default=0.023, description="$ per GB-month of object storage")
@@ -74,6 +84,10 @@ class Settings(BaseSettings):
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def envs_root(self) -> Path:
+        return (self.envs_dir or self.home_dir / "envs").expanduser().resolve()
 
     @property
     def db_url(self) -> str:

@@ -72,6 +72,16 @@ class EndpointStatus(StrEnum):
     STOPPED = "stopped"
 
 
+class EndpointKind(StrEnum):
+    """How an endpoint serves: replicas of an LLM server, a cloud provider behind a proxy, or replicas of an
+    uploaded classic model (document 001: /api/v1/predict)."""
+
+    REPLICAS = "replicas"
+    PROXY = "proxy"
+    CLASSIC = "classic"
+
+
+RUNS_REPLICAS = frozenset({EndpointKind.REPLICAS, EndpointKind.CLASSIC})
 SERVING = frozenset({EndpointStatus.ACTIVE, EndpointStatus.UPDATING})
 
 

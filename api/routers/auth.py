@@ -23,7 +23,8 @@ from api.schemas.auth import (
     UserOut,
 )
 from api.security import create_access_token, hash_api_key, hash_password, new_api_key, verify_password
-from weft.tables import ApiKey, Model, User, Workflow
+from weft.statuses import EndpointStatus
+from weft.tables import ApiKey, Endpoint, InferenceRecord, Model, User, Workflow
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -74,12 +75,16 @@ def token(body: TokenIn, session: SessionDep) -> TokenOut:
 
 @router.get("/me", response_model=MeOut)
 def me(user: CurrentUser, session: SessionDep) -> MeOut:
-    """The caller, with how many models and workflows they own."""
-    def count(table: type[Model] | type[Workflow]) -> int:
-        return session.exec(select(func.count()).select_from(table).where(table.user_id == user.id)).one()
+    """The caller, with how many models, workflows and deployments they own and the predictions served."""
+    def count(table: type[Model] | type[Workflow] | type[Endpoint], *where) -> int:
+        return session.exec(select(func.count()).select_from(table).where(table.user_id == user.id, *where)).one()
 
+    predictions = session.exec(select(func.count()).select_from(InferenceRecord).join(
+        Endpoint, col(Endpoint.id) == col(InferenceRecord.endpoint_id)).where(Endpoint.user_id == user.id)).one()
     return MeOut(id=user.id, email=user.email, username=user.username, full_name=user.full_name,
-                 created_at=user.created_at, model_count=count(Model), workflow_count=count(Workflow))
+                 created_at=user.created_at, model_count=count(Model), workflow_count=count(Workflow),
+                 deployment_count=count(Endpoint, Endpoint.status != EndpointStatus.STOPPED),
+                 total_predictions=predictions)
 
 
 @router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.deps import CurrentUser, SessionDep, get_owned
-from api.errors import ApiError
+from api.errors import ApiError, too_large
 from api.paging import Page, Paging, paginate
 from api.schemas.datasets import AnalysisOptionsBody, AnalysisOut, AnalysisStarted, DatasetOut
 from weft import workflows
@@ -26,11 +26,6 @@ MULTIPART_SLACK = 64 * 1024  # form fields and part headers around the file
 
 def owned(session, user_id: str, dataset_id: str) -> Dataset:
     return get_owned(session, Dataset, dataset_id, user_id, "dataset")
-
-
-def too_large(cap: int) -> ApiError:
-    return ApiError(413, "PAYLOAD_TOO_LARGE", f"the file is larger than WEFT_MAX_UPLOAD_MB ({cap // 2**20} MB)",
-                    {"max_bytes": cap})
 
 
 @router.post("/upload", status_code=status.HTTP_201_CREATED, response_model=DatasetOut)

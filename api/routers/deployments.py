@@ -1,5 +1,6 @@
 """Deployments (documents 001 and 003): an endpoint seen as a deployment. Document 003's adapter deploy
-and list with measured metrics; document 001's get, versions, rollback, update and delete."""
+and list with measured metrics; document 001's get, versions, rollback, update and delete (of LLM and
+classic deployments alike; the classic upload routes are in deploy.py)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from api.schemas.deployments import (
     RollbackRequest,
     VersionList,
 )
+from weft.classic import deployments as classic
 from weft.ids import new_id
 from weft.serving import lifecycle, revisions, views
-from weft.statuses import EndpointStatus
+from weft.statuses import EndpointKind, EndpointStatus
 from weft.tables import Adapter, Endpoint
 from weft.webhooks.outbox import emit
 
@@ -48,9 +50,16 @@ def create_deployment(body: AdapterDeploymentRequest, user: CurrentUser, session
 
 @router.get("/deployments", response_model=DeploymentList)
 def list_deployments(user: CurrentUser, session: SessionDep,
-                     status: str | None = Query(None, description="running (document 003's active), deploying, "
-                                                                   "updating, stopping, failed, stopped, ...")) -> dict:
-    return {"deployments": views.deployments(session, user.id, status)}
+                     status: str | None = Query(None, description="active (document 003: running), building "
+                                                "(deploying), updating, stopping, failed, deleted (stopped)"),
+                     framework: str | None = Query(None, description="sklearn, pytorch, keras (or tensorflow), "
+                                                   "transformers (an LLM)"),
+                     search: str | None = Query(None, max_length=100, description="part of the name"),
+                     limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0)) -> dict:
+    """Both documents' lists in one envelope: document 001's `items`/`total`/`limit`/`offset` and document
+    003's `deployments` (the same page); each item carries both documents' fields."""
+    items, total = views.deployments(session, user.id, status, framework, search, limit, offset)
+    return {"items": items, "deployments": items, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/deployments/{deployment_id}", response_model=DeploymentOut)
@@ -110,6 +119,8 @@ def update_deployment(deployment_id: str, body: DeploymentUpdate, user: CurrentU
         endpoint.timeout_seconds = body.timeout_seconds
     if body.memory_mb is not None:
         endpoint.memory_mb = body.memory_mb
+    if endpoint.kind == EndpointKind.CLASSIC and (body.memory_mb or body.timeout_seconds):
+        classic.restart_for_limits(session, endpoint)  # the server processes take the limits as they start
     if body.traffic is not None:
         revisions.set_traffic(session, endpoint, body.traffic, "set by PATCH")
     changed = body.model_dump(exclude_none=True)

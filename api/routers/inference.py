@@ -41,7 +41,7 @@ from api.schemas.inference import (
 from weft.clock import utcnow
 from weft.db import get_engine
 from weft.serving.revisions import endpoint_named as endpoint_called
-from weft.statuses import SERVING
+from weft.statuses import SERVING, EndpointKind
 from weft.tables import Endpoint, Revision
 
 router = APIRouter(tags=["inference"])  # /api/v1/...
@@ -57,6 +57,9 @@ def _endpoint_named(user_id: str, name: str | None) -> Endpoint:
     if endpoint is None or endpoint.user_id != user_id:
         raise ApiError(404, "NOT_FOUND", f"no endpoint named {name!r}: `model` is the slug or name of one of your "
                        "endpoints", {"model": name})
+    if endpoint.kind == EndpointKind.CLASSIC:
+        raise ApiError(400, "INVALID_INPUT", f"{name!r} is a classic model: POST its inputs to "
+                       f"/api/v1/predict/{endpoint.id}", {"model": name})
     return endpoint
 
 

@@ -38,6 +38,8 @@ class MeOut(UserOut):
     full_name: str | None
     model_count: int = Field(description="models the user owns")
     workflow_count: int = Field(description="workflows the user started")
+    deployment_count: int = Field(description="deployments (LLM and classic) the user has, deleted ones aside")
+    total_predictions: int = Field(description="requests the gateway recorded on the user's deployments")
 
 
 class TokenOut(BaseModel):

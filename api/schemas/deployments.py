@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from api.schemas.classic import ModelMetadata
 from api.schemas.common import UtcDatetime
 from api.schemas.endpoints import EndpointOut, EndpointUsage, VersionOut
 
@@ -91,17 +92,30 @@ class DeploymentUsage(EndpointUsage):
 
 
 class DeploymentOut(EndpointOut):
-    """Document 003's deployment: the endpoint, `running` when active, with its URL while it serves."""
+    """A deployment in both documents' fields: document 003's (the endpoint, `running` when an LLM's is
+    active, its URL while it serves) and document 001's (`model_metadata`, `configuration`,
+    `metrics_summary`; a classic model's `endpoint_url` is its prediction URL, its statuses 001's)."""
 
     deployment_id: str
     endpoint: str | None
     adapter_id: str | None = Field(description="the adapter served, when the model is a fine-tuned adapter")
     platform: str = Field(description="weft (its own replicas) or a cloud proxy's provider")
     metrics: DeploymentUsage
+    model_metadata: ModelMetadata = Field(description="document 001: the model's framework, type and shapes")
+    configuration: dict[str, Any] = Field(description="document 001: memory_mb, timeout_seconds, min/max_instances")
+    metrics_summary: dict[str, Any] = Field(description="document 001: total_predictions, avg_latency_ms, "
+                                                        "error_rate over every recorded request")
 
 
 class DeploymentList(BaseModel):
+    """Document 001's page (`items`, `total`, `limit`, `offset`) and document 003's `deployments` (the
+    same items), so clients of either read it."""
+
+    items: list[DeploymentOut]
     deployments: list[DeploymentOut]
+    total: int
+    limit: int
+    offset: int
 
 
 class DeploymentDeleted(BaseModel):

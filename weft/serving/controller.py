@@ -33,7 +33,7 @@ from weft.serving import autoscale, hosting
 from weft.serving.revisions import LIVE, converged, event_data, record, revisions
 from weft.settings import Settings, get_settings
 from weft.specs.names import WorkflowName
-from weft.statuses import TERMINAL, EndpointStatus, ReplicaState, RevisionStatus
+from weft.statuses import RUNS_REPLICAS, TERMINAL, EndpointStatus, ReplicaState, RevisionStatus
 from weft.tables import ControllerLease, Endpoint, Replica, Revision, Workflow
 from weft.webhooks.outbox import emit
 
@@ -109,7 +109,7 @@ class Controller:
     def run_once(self) -> list[str]:
         """Reconcile every endpoint once; returns the events recorded (also in each endpoint's log)."""
         with session_scope() as s:
-            endpoint_ids = list(s.exec(select(Endpoint.id).where(Endpoint.kind == "replicas",
+            endpoint_ids = list(s.exec(select(Endpoint.id).where(col(Endpoint.kind).in_(RUNS_REPLICAS),
                                                                  col(Endpoint.status).in_(WATCHED))))
             replicas = list(s.exec(select(Replica).where(col(Replica.endpoint_id).in_(endpoint_ids),
                                                          Replica.state != ReplicaState.STOPPED)))

@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel
 
 PR_SET_PDEATHSIG = 1
+CLASSIC_ENGINE = "classic"  # replicas of an uploaded classic model (weft.classic), not an LLM server
 
 
 def engine_available() -> str:
@@ -30,7 +31,8 @@ def engine_available() -> str:
     return "vllm" if cuda and importlib.util.find_spec("vllm") and shutil.which("vllm") else "transformers"
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:
+    """SIGTERM this (child) process when its parent exits; call it between fork and exec."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
@@ -66,7 +68,7 @@ def start(spec: ServerSpec, log_file: Path) -> subprocess.Popen:
     """Spawn the server (stdout/stderr to `log_file`); it exits when this process does."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     out = log_file.open("ab")
-    return subprocess.Popen(command(spec), stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    return subprocess.Popen(command(spec), stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from weft.clock import utcnow
 from weft.errors import Invalid, NotFound
 from weft.ids import slug_of
+from weft.serving.urls import endpoint_url
 from weft.statuses import EndpointStatus, ReplicaState, RevisionStatus
 from weft.tables import Endpoint, EndpointEvent, Replica, Revision
 
@@ -32,8 +33,9 @@ def record(session: Session, endpoint_id: str, action: str, reason: str, version
 
 def event_data(endpoint: Endpoint, **extra: Any) -> dict[str, Any]:
     """The payload of a `deployment.*` webhook event about `endpoint`, with `extra` fields."""
-    return {"deployment_id": endpoint.id, "endpoint_name": endpoint.name, "model_id": endpoint.model_id,
-            "status": endpoint.status, "kind": endpoint.kind, **extra}
+    return {"deployment_id": endpoint.id, "name": endpoint.name, "endpoint_name": endpoint.name,
+            "endpoint_url": endpoint_url(endpoint), "model_id": endpoint.model_id, "status": endpoint.status,
+            "kind": endpoint.kind, **extra}
 
 
 def unique_slug(session: Session, name: str, endpoint_id: str | None = None) -> str:

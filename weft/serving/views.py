@@ -10,27 +10,26 @@ from typing import Any
 from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
+from weft.classic.deployments import model_metadata
+from weft.classic.formats import framework_filter
 from weft.clock import utcnow
 from weft.errors import Invalid
 from weft.monitoring.metrics import priced, replica_hours
 from weft.serving import revisions
 from weft.serving.rotation import observed_state
-from weft.settings import get_settings
-from weft.statuses import SERVING, EndpointStatus, ReplicaState, RunStatus
+from weft.serving.urls import base_url, endpoint_url
+from weft.statuses import SERVING, EndpointKind, EndpointStatus, ReplicaState, RunStatus
 from weft.tables import Endpoint, EndpointEvent, InferenceRecord, Model, Replica
 
 EVENTS_SHOWN = 50  # the newest controller actions and changes in an endpoint view
 PLATFORM = "weft"  # document 003's `platform` of an endpoint whose replicas weft runs
 USAGE_WINDOW = timedelta(hours=1)
-# document 003's status names over weft's: an active endpoint is `running`
+# document 003's status names over weft's: an active endpoint is `running`; document 001 names a classic
+# deployment's states building, active, failed and deleted
 DEPLOYMENT_STATUS = {EndpointStatus.ACTIVE: RunStatus.RUNNING}
-DEPLOYMENT_STATUSES = sorted(str(s) for s in {*EndpointStatus, *DEPLOYMENT_STATUS.values()})
-
-
-def base_url() -> str:
-    """The API's own address (the OpenAI-compatible base URL is `{base_url}/v1`)."""
-    s = get_settings()
-    return f"http://{s.api_host}:{s.api_port}"
+CLASSIC_STATUS = {EndpointStatus.PENDING: "building", EndpointStatus.DEPLOYING: "building",
+                  EndpointStatus.STOPPED: "deleted"}
+DEPLOYMENT_STATUSES = sorted(str(s) for s in {*EndpointStatus, *DEPLOYMENT_STATUS.values(), *CLASSIC_STATUS.values()})
 
 
 def worker_view(replica: Replica) -> dict[str, Any]:
@@ -68,7 +67,7 @@ def endpoint_view(session: Session, endpoint: Endpoint, base: str = "") -> dict[
             "kind": endpoint.kind, "endpoint_type": endpoint.engine, "pool": endpoint.pool,
             "engine": serving[-1].engine if serving else endpoint.engine,
             "max_batch": min((r.max_concurrency for r in serving), default=None),
-            "endpoint_url": f"{base}/v1", "model": endpoint.slug or endpoint.name, "slug": endpoint.slug,
+            "endpoint_url": endpoint_url(endpoint, base), "model": endpoint.slug or endpoint.name, "slug": endpoint.slug,
             "deploy_config": endpoint.config, "min_instances": endpoint.min_instances,
             "max_instances": endpoint.max_instances, "target_concurrency": endpoint.target_concurrency,
             "timeout_seconds": endpoint.timeout_seconds, "versions": revisions.versions_view(session, endpoint),
@@ -81,8 +80,18 @@ def endpoint_view(session: Session, endpoint: Endpoint, base: str = "") -> dict[
 
 
 def deployment_status(endpoint: Endpoint) -> str:
-    """Document 003's name of the endpoint's status."""
-    return DEPLOYMENT_STATUS.get(endpoint.status, endpoint.status)
+    """The status in the words of the document the deployment belongs to: 001 for a classic model, else 003."""
+    names = CLASSIC_STATUS if endpoint.kind == EndpointKind.CLASSIC else DEPLOYMENT_STATUS
+    return names.get(endpoint.status, endpoint.status)
+
+
+def metrics_summary(session: Session, endpoint_id: str) -> dict[str, Any]:
+    """Document 001's `metrics_summary`: every request the gateway recorded for the deployment."""
+    count, avg, errors = session.exec(select(func.count(), func.avg(InferenceRecord.latency_ms),
+                                             func.sum(case((col(InferenceRecord.status_code) >= 400, 1), else_=0)))
+                                      .where(InferenceRecord.endpoint_id == endpoint_id)).one()
+    return {"total_predictions": count, "avg_latency_ms": round(avg, 1) if avg is not None else None,
+            "error_rate": round((errors or 0) / count, 4) if count else 0.0}
 
 
 def served_url(endpoint: Endpoint) -> str | None:
@@ -108,20 +117,31 @@ def deployment_view(session: Session, endpoint: Endpoint) -> dict[str, Any]:
     return {**view, "deployment_id": endpoint.id, "status": deployment_status(endpoint),
             "endpoint": served_url(endpoint),
             "adapter_id": adapter_of(session, endpoint.model_id), "platform": platform_of(endpoint),
-            "metrics": {**view["metrics"], "cost_per_hour": cost_per_hour(session, endpoint)}}
+            "metrics": {**view["metrics"], "cost_per_hour": cost_per_hour(session, endpoint)},
+            "model_metadata": model_metadata(session.get(Model, endpoint.model_id)),
+            "configuration": configuration(endpoint), "metrics_summary": metrics_summary(session, endpoint.id)}
 
 
-def deployments(session: Session, user_id: str, status: str | None = None) -> list[dict[str, Any]]:
-    """The user's deployments, newest first; `status` is one of document 003's (`running`) or weft's
-    endpoint statuses (`active` is `running`). Invalid for any other."""
+def deployments(session: Session, user_id: str, status: str | None = None, framework: str | None = None,
+                search: str | None = None, limit: int = 20, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """One page of the user's deployments, newest first, and how many match. `status` is weft's or either
+    document's name (`running` and `active` are one status, `building` is deploying, `deleted` stopped;
+    Invalid for any other), `framework` the model's (sklearn, pytorch, keras or tensorflow, transformers for
+    an LLM), `search` a part of the name."""
     stmt = select(Endpoint).where(Endpoint.user_id == user_id).order_by(col(Endpoint.created_at).desc())
     if status is not None:
         if status not in DEPLOYMENT_STATUSES:
             allowed = ", ".join(DEPLOYMENT_STATUSES)
             raise Invalid(f"unknown status {status!r}: one of {allowed}", [{"field": "status", "message": f"one of {allowed}"}])
-        raw = [s for s in EndpointStatus if status in (s, DEPLOYMENT_STATUS.get(s))]
+        raw = [s for s in EndpointStatus if status in (s, DEPLOYMENT_STATUS.get(s), CLASSIC_STATUS.get(s))]
         stmt = stmt.where(col(Endpoint.status).in_(raw))
-    return [deployment_view(session, e) for e in session.exec(stmt)]
+    if search:
+        stmt = stmt.where(col(Endpoint.name).icontains(search))
+    rows = list(session.exec(stmt))
+    if framework:
+        wanted = framework_filter(framework)
+        rows = [e for e in rows if model_metadata(session.get(Model, e.model_id)).get("framework") == wanted]
+    return [deployment_view(session, e) for e in rows[offset:offset + limit]], len(rows)
 
 
 def configuration(endpoint: Endpoint) -> dict[str, Any]:

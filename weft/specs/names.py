@@ -12,6 +12,7 @@ class WorkflowName(StrEnum):
     ADD_LOCAL_MODEL = "add_local_model"
     ADD_CLOUD_MODEL = "add_cloud_model"
     DEPLOY_MODEL = "deploy_model"
+    DEPLOY_CLASSIC_MODEL = "deploy_classic_model"
     ADD_CLUSTER = "add_cluster"
     MODEL_SECURITY_SCAN = "model_security_scan"
     ADD_WORKER = "add_worker"
