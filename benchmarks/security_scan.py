@@ -39,10 +39,9 @@ def build_folder(root: Path, total_mb: int) -> int:
 
 
 def weft_scan(root: Path) -> tuple[float, str]:
-    from tasks.scanning import sha256_of
     from weft.scan.checks import code_issues, kind_of
     from weft.scan.isolated import run_isolated
-    from weft.scan.report import roll_up
+    from weft.scan.report import roll_up, sha256_of
 
     t = time.perf_counter()
     files = {p.name: sha256_of(p) for p in sorted(root.iterdir())}

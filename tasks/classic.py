@@ -16,14 +16,13 @@ from pydantic import BaseModel
 from sqlmodel import select
 
 from tasks.common import step_options
-from tasks.scanning import sha256_of
 from weft import pools
 from weft.classic import envs, sandbox
 from weft.clock import utcnow
 from weft.db import session_scope
 from weft.scan.gate import NotDeployable, check_deployable
 from weft.scan.isolated import run_isolated
-from weft.scan.report import markdown, roll_up
+from weft.scan.report import markdown, roll_up, sha256_of
 from weft.serving import revisions
 from weft.serving.launch import CLASSIC_ENGINE
 from weft.settings import get_settings

@@ -16,11 +16,9 @@ from weft.clock import utcnow
 from weft.db import session_scope
 from weft.scan.checks import SAFE, Issue, code_issues, kind_of
 from weft.scan.isolated import run_isolated
-from weft.scan.report import ScanResult, markdown, roll_up
+from weft.scan.report import ScanResult, markdown, roll_up, sha256_of
 from weft.storage import get_storage
 from weft.tables import Model
-
-HASH_CHUNK = 8 * 1024 * 1024
 
 
 class ModelFiles(BaseModel):
@@ -39,14 +37,6 @@ def content_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
 
 def scan_step(name: str) -> dict[str, Any]:
     return {**step_options(name), "cache_key_fn": content_cache_key}
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @task(**step_options("list_model_files"))

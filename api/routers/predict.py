@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from api.deps import CurrentUserId, gateway, get_owned
 from api.errors import ApiError
-from api.schemas.classic import PredictionResult, PredictRequest, TestModelRequest
+from api.schemas.classic import ClassicPredictRequest, PredictionResult, TestModelRequest
 from weft.db import get_engine
 from weft.statuses import EndpointKind
 from weft.tables import Endpoint, Model, Revision
@@ -65,7 +65,7 @@ async def predicted(request: Request, endpoint: Endpoint, user_id: str, data: An
 
 
 @router.post("/predict/{deployment_id}", response_model=PredictionResult, response_model_exclude_none=True)
-async def predict(deployment_id: str, body: PredictRequest, request: Request, user_id: CurrentUserId) -> dict:
+async def predict(deployment_id: str, body: ClassicPredictRequest, request: Request, user_id: CurrentUserId) -> dict:
     """`{"data": [5.1, 3.5, 1.4, 0.2]}` → `prediction`; `{"data": [[...], [...]]}` → `predictions` and
     `batch_size`; `probabilities` where the model has them."""
     endpoint, _ = await anyio.to_thread.run_sync(classic_endpoint, user_id, deployment_id)

@@ -35,7 +35,7 @@ class ClassicDeployCreated(BaseModel):
     endpoint_url: str = Field(description="POST predictions here once the deployment is active")
 
 
-class PredictRequest(BaseModel):
+class ClassicPredictRequest(BaseModel):
     data: Any = Field(description="one example (an array of input_shape) or a batch (an array of examples)")
 
 

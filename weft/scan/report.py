@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from pydantic import BaseModel
 
 from weft.scan.checks import SAFE, SEVERITIES, Issue
+
+HASH_CHUNK = 8 * 1024 * 1024
 
 
 class ScanResult(BaseModel):
@@ -37,3 +42,12 @@ def markdown(name: str, result: ScanResult) -> str:
         lines += [f"| {i.severity} | `{i.source}` | {i.title}: {i.description} | {i.scanner} |"
                   for i in result.model_issues]
     return "\n".join(lines)
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, read in chunks (the scan's cache keys and file hashes)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
