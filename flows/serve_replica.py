@@ -82,7 +82,8 @@ def serve_replica(endpoint_id: str, replica_id: str) -> None:
         planned = revision.engine if revision else endpoint.engine
         max_batch = int(((revision.plan if revision else endpoint.plan) or {}).get("per_replica_concurrency")
                         or replica.max_concurrency)
-        classic = (dict(model.details), dict(revision.config)) if planned == launch.CLASSIC_ENGINE else None
+        classic = ((dict(model.details), {"memory_mb": endpoint.memory_mb, "timeout_seconds": endpoint.timeout_seconds})
+                   if planned == launch.CLASSIC_ENGINE else None)  # PATCH changes the limits of new replicas
     mark(replica_id, flow_run_id=str(flow_run.id), state=ReplicaState.STARTING)
     try:  # the engine the plan chose (what the endpoint reports), or a clear failure where it cannot run
         engine = launch.CLASSIC_ENGINE if classic else placement.choose_engine(planned, placement.local_device()[0])

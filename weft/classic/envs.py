@@ -1,7 +1,9 @@
 """One uv environment per distinct requirements file, built on the machine that needs it and reused by
 every deployment with the same requirements (the hash of its normalised lines, the Python version and
 the torch constraint). Builds go to a temporary folder renamed into place, under a file lock, so a
-half-built environment is never used and two deploys of the same requirements build it once."""
+half-built environment is never used and two deploys of the same requirements build it once. Bytecode
+is compiled at build time: the sandbox never writes into the shared environment, and without it every
+replica would compile its imports again (Keras 3 on torch: 24 s → 5 s per process here)."""
 
 from __future__ import annotations
 
@@ -142,7 +144,7 @@ def build(path: Path, lines: list[str]) -> dict[str, str]:
         (work / "requirements.txt").write_text("\n".join(lines) + "\n")
         (work / "constraints.txt").write_text("\n".join(constraints()) + "\n")
         links = [arg for folder in find_links() for arg in ("--find-links", folder)]
-        run([uv, "pip", "install", "--quiet", "--python", str(work / "bin" / "python"), "-r",
+        run([uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(work / "bin" / "python"), "-r",
              str(work / "requirements.txt"), "-c", str(work / "constraints.txt"), *links])
         frozen = run([uv, "pip", "freeze", "--python", str(work / "bin" / "python")])
         packages = dict(line.split("==", 1) for line in frozen.splitlines() if "==" in line)

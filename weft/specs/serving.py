@@ -128,6 +128,9 @@ def admit_deploy(session: Any, spec: dict[str, Any]) -> None:
     from weft.tables import Credential, Model
 
     model = session.get(Model, spec["model_id"])
+    if model.modality == "classic":
+        raise Refused("CLASSIC_MODEL", "an uploaded classic model is deployed with POST /api/v1/deploy (or a new "
+                      "version with POST /api/v1/deployments/{id}/versions), not as an LLM", {"model_id": model.id})
     if model.type == "cloud" or model.provider_type == "cloud_model":
         cred = session.get(Credential, spec.get("credential_id") or "")
         if cred is None or cred.user_id != model.user_id:
