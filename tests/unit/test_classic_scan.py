@@ -29,6 +29,7 @@ from joblib.numpy_pickle import NumpyArrayWrapper
 from weft.scan.checks import Issue
 from weft.scan.classic import classic_issues, classify, walk_pickle_file
 from weft.scan.isolated import run_isolated
+from weft.testing.classic_models import hog_model
 
 KERAS_BUILDER = r"""
 import os, sys
@@ -180,6 +181,8 @@ def test_classify():
     assert classify("numpy", "os.system")[0] == "CRITICAL"  # a protocol-4 attribute path
     assert classify("sklearn.base", "clone.x")[0] == "HIGH"
     assert classify("mymodule", "Thing")[0] == "HIGH"
+    # a TorchScript class keeps its Python module's path (`testing` too): TorchScript compiles it, never imports
+    assert classify("__torch__.weft.testing.classic_models", "Hog") is None
 
 
 def test_run_isolated_runs_the_classic_kind(tmp_path: Path, canary: Path):
@@ -200,6 +203,7 @@ def test_torch_files(tmp_path: Path, canary: Path):
     torch.save({"x": Evil(canary)}, tmp_path / "evil.pt")
 
     assert classic_issues(tmp_path / "script.pt", "script.pt") == []
+    assert classic_issues(hog_model(tmp_path / "hog.pt"), "hog.pt") == []  # a scripted class of its own
     assert classic_issues(tmp_path / "weights.pth", "weights.pth") == []
     assert blocking(classic_issues(tmp_path / "legacy.pt", "legacy.pt")) == [("HIGH", "Unscannable PyTorch file")]
     assert_finds_system_call(classic_issues(tmp_path / "evil.pt", "evil.pt"), canary)

@@ -58,9 +58,7 @@ COMPRESSIONS = (("zlib", b"\x78"), ("gzip", b"\x1f\x8b"), ("bz2", b"BZ"), ("lzma
 
 # --- the policy -------------------------------------------------------------------------------------------
 
-ALLOWED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "pandas.", "xgboost.", "lightgbm.",
-                    "__torch__.",  # TorchScript classes, compiled from the archive's code/ by TorchScript
-                    "torch.jit._pickle.")
+ALLOWED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "pandas.", "xgboost.", "lightgbm.", "torch.jit._pickle.")
 TORCH_DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64", "float16",
                 "bfloat16", "float32", "float64", "complex32", "complex64", "complex128", "half", "float",
                 "double", "long", "int", "short", "cfloat", "cdouble", "chalf", "float8_e4m3fn",
@@ -120,6 +118,11 @@ def classify(module: str, name: str) -> tuple[str, str] | None:
     """None for an allowed global, else (severity, why): CRITICAL for what can run code or touch files,
     HIGH for anything else that is not on the allow-list of classic-model globals."""
     path = f"{module}.{name}"
+    if module == "__torch__" or module.startswith("__torch__."):
+        # TorchScript's own type names (their module mirrors the original Python module, `testing` and
+        # `io` included): torch.jit.load resolves them from the archive's compiled code, never by import,
+        # and torch.load(weights_only=True) refuses them
+        return None
     segments = [module.split(".")[0], *name.split(".")[:-1]]  # the module's root, and any attribute path
     if (any(s in DANGEROUS_MODULES for s in segments) or _picklescan_flags(module, name)
             or (module in ("builtins", "__builtin__") and name in DANGEROUS_BUILTINS)):
