@@ -211,7 +211,7 @@ def test_memory_and_time_limits_answer_each_request_and_replace_the_replica(api,
     dep = settled(api, user, deployed["hog"]["id"])
     assert dep["status"] == "active", dep["reason"]
     assert dep["configuration"]["memory_mb"] == 768 and dep["configuration"]["timeout_seconds"] == 2
-    assert predict(api, user, dep["id"], [1.0, 2.0]).json()["prediction"] == pytest.approx(3.0)
+    assert predict(api, user, dep["id"], [0.0, 3.0]).json()["prediction"] == pytest.approx(3.0)  # 3 quick spins
     before = replica_ids(api, user, dep["id"])
     hog = predict(api, user, dep["id"], [2048.0, 0.0])  # 8 GiB
     assert hog.status_code == 500, hog.text
@@ -221,7 +221,7 @@ def test_memory_and_time_limits_answer_each_request_and_replace_the_replica(api,
     slow = predict(api, user, dep["id"], [0.0, 100_000.0])  # minutes of work
     assert slow.status_code == 500 and slow.json()["error"]["details"]["reason"] == "timeout", slow.text
     replaced(api, user, dep["id"], after)
-    assert predict(api, user, dep["id"], [1.0, 1.0]).json()["prediction"] == pytest.approx(2.0)
+    assert predict(api, user, dep["id"], [0.0, 2.0]).json()["prediction"] == pytest.approx(2.0)
 
 
 def test_a_second_version_takes_over_and_rollback_brings_the_first_back(api, user, deployed, files):
