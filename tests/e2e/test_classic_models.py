@@ -7,6 +7,7 @@ All uploads start at once (one `deployed` fixture) so their builds overlap; each
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -138,6 +139,9 @@ def test_a_scikit_learn_pickle_serves_what_the_model_predicts(api, user, deploye
                                   if dep["id"] in r["body"].decode()}):
         assert time.monotonic() < deadline, f"webhooks delivered for {dep['id']}: {seen}"
         time.sleep(0.5)
+    ready = next(json.loads(r["body"]) for r in hooks.of_type("deployment.ready") if dep["id"] in r["body"].decode())
+    assert ready["event"] == "deployment.ready" and ready["timestamp"]
+    assert ready["data"]["name"] == "iris-classifier" and ready["data"]["endpoint_url"] == dep["endpoint_url"]
 
 
 def test_document_001s_four_input_errors(api, user, deployed):
@@ -207,7 +211,7 @@ def replaced(api, user, dep_id: str, old: set[str], timeout: float = 120) -> set
     raise AssertionError(f"the replicas {old} of {dep_id} were not replaced")
 
 
-def test_memory_and_time_limits_answer_each_request_and_replace_the_replica(api, user, deployed):
+def test_memory_and_time_limits_answer_each_request_and_replace_the_replica(api, user, deployed, hooks):
     dep = settled(api, user, deployed["hog"]["id"])
     assert dep["status"] == "active", dep["reason"]
     assert dep["configuration"]["memory_mb"] == 768 and dep["configuration"]["timeout_seconds"] == 2
@@ -222,6 +226,7 @@ def test_memory_and_time_limits_answer_each_request_and_replace_the_replica(api,
     assert slow.status_code == 500 and slow.json()["error"]["details"]["reason"] == "timeout", slow.text
     replaced(api, user, dep["id"], after)
     assert predict(api, user, dep["id"], [0.0, 2.0]).json()["prediction"] == pytest.approx(2.0)
+    assert any(dep["id"] in r["body"].decode() for r in hooks.of_type("prediction.error"))
 
 
 def test_a_second_version_takes_over_and_rollback_brings_the_first_back(api, user, deployed, files):
@@ -249,3 +254,18 @@ def test_a_second_version_takes_over_and_rollback_brings_the_first_back(api, use
     assert first.json()["model_version"] == "v1"
     answers = [predict(api, user, dep_id, x.tolist()).json() for _ in range(5)]
     assert all(a["model_version"] == "v1" and a["predictions"] == v1 for a in answers), answers
+
+
+def test_deleting_a_deployment_stops_its_replicas(api, user, deployed, hooks):
+    dep = settled(api, user, deployed["keras"]["id"])
+    gone = api.delete(f"/api/v1/deployments/{dep['id']}", headers=user)
+    assert gone.status_code == 200 and gone.json()["id"] == dep["id"], gone.text
+    deadline = time.monotonic() + 60
+    while (body := api.get(f"/api/v1/deployments/{dep['id']}", headers=user).json())["status"] != "deleted":
+        assert time.monotonic() < deadline, body["status"]
+        time.sleep(0.5)
+    assert all(w["state"] == "stopped" for w in body["workers"])
+    assert predict(api, user, dep["id"], [0.0, 0.0, 0.0, 0.0]).status_code == 503
+    while not any(dep["id"] in r["body"].decode() for r in hooks.of_type("deployment.deleted")):
+        assert time.monotonic() < deadline + 30, "deployment.deleted was not delivered"
+        time.sleep(0.5)

@@ -117,16 +117,22 @@ def _register(session: Session, user_id: str, model_id: str, folder: str, file_n
                             kind=EndpointKind.CLASSIC, engine=CLASSIC_ENGINE, min_instances=low, max_instances=high,
                             memory_mb=memory_mb or 1024, timeout_seconds=timeout_seconds or 30.0)
         session.add(endpoint)
-    else:
-        endpoint.memory_mb = memory_mb or endpoint.memory_mb
-        endpoint.timeout_seconds = timeout_seconds or endpoint.timeout_seconds
-        session.add(endpoint)
     session.flush()
-    spec = {"model_id": model_id, "endpoint_id": endpoint.id, "memory_mb": endpoint.memory_mb,
-            "timeout_seconds": endpoint.timeout_seconds, "changes": changes or f"uploaded {file_name}"}
-    wf = workflows.create(session, user_id, WorkflowName.DEPLOY_CLASSIC_MODEL, [spec], trigger=True,
-                          name=f"deploy {name}")
+    spec = {"model_id": model_id, "endpoint_id": endpoint.id, "memory_mb": memory_mb or endpoint.memory_mb,
+            "timeout_seconds": timeout_seconds or endpoint.timeout_seconds,
+            "changes": changes or f"uploaded {file_name}"}
+    try:  # the rows commit with the workflow (its run reads them); a refused start removes them again
+        wf = workflows.create(session, user_id, WorkflowName.DEPLOY_CLASSIC_MODEL, [spec], trigger=True,
+                              name=f"deploy {name}")
+    except Exception:
+        session.rollback()
+        for row in (model, endpoint if created else None):
+            if row is not None and (stored := session.get(type(row), row.id)) is not None:
+                session.delete(stored)
+        session.commit()
+        raise
     model.workflow_id = wf.id
+    endpoint.memory_mb, endpoint.timeout_seconds = spec["memory_mb"], spec["timeout_seconds"]  # its replicas' limits
     if created:
         endpoint.workflow_id = wf.id
         emit(session, "deployment.created", revisions.event_data(endpoint), key=f"deployment:{endpoint.id}:created",
