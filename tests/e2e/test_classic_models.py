@@ -226,7 +226,10 @@ def test_memory_and_time_limits_answer_each_request_and_replace_the_replica(api,
     assert slow.status_code == 500 and slow.json()["error"]["details"]["reason"] == "timeout", slow.text
     replaced(api, user, dep["id"], after)
     assert predict(api, user, dep["id"], [0.0, 2.0]).json()["prediction"] == pytest.approx(2.0)
-    assert any(dep["id"] in r["body"].decode() for r in hooks.of_type("prediction.error"))
+    deadline = time.monotonic() + 30  # recorded after the response, then delivered
+    while not any(dep["id"] in r["body"].decode() for r in hooks.of_type("prediction.error")):
+        assert time.monotonic() < deadline, "prediction.error was not delivered"
+        time.sleep(0.5)
 
 
 def test_a_second_version_takes_over_and_rollback_brings_the_first_back(api, user, deployed, files):
