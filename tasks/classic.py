@@ -6,9 +6,6 @@ reason (see `deploy_failed`)."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -142,17 +139,6 @@ def build_environment(upload: Upload) -> str:
     return env.key
 
 
-def sandbox_dir() -> Path:
-    root = get_settings().home_dir / "sandboxes"
-    root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=root))
-
-
-def runtime_args(script: str, model_path: Path, framework: str, unsafe_keras: bool) -> list[str]:
-    return [sandbox.script(script), "--model", str(model_path), "--framework", framework,
-            *(["--unsafe-keras"] if unsafe_keras else [])]
-
-
 def keras_override(model_id: str) -> bool:
     """Keras loads a Lambda layer (Python code) only where an override of the scan is recorded."""
     with session_scope() as s:
@@ -163,17 +149,12 @@ def keras_override(model_id: str) -> bool:
 def inspect_model(upload: Upload, env_key: str) -> dict[str, Any]:
     """Load the model in a sandboxed process of its environment (no network, no weft secrets, memory and
     CPU limits) and read its framework, type and input/output shapes from one probe prediction."""
-    from weft.storage import get_storage
 
-    work, unsafe_keras = sandbox_dir(), keras_override(upload.model_id)
-    try:
-        with get_storage().local(upload.file_key) as path:
-            model_path = Path(shutil.copy(path, work / upload.file_name))
-        done = sandbox.run(get_settings().envs_root / env_key, work,
-                           runtime_args("inspect_model.py", model_path, upload.framework, unsafe_keras),
+    unsafe_keras = keras_override(upload.model_id)
+    with sandbox.workdir(upload.file_key, upload.file_name) as model_path:
+        done = sandbox.run(get_settings().envs_root / env_key, model_path.parent,
+                           sandbox.runtime_args("inspect_model.py", model_path, upload.framework, unsafe_keras),
                            memory_mb=INSPECT_MEMORY_MB, timeout=INSPECT_TIMEOUT)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     try:
         found = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):

@@ -6,18 +6,38 @@ limit and no network (a private network namespace, where the kernel allows one).
 from __future__ import annotations
 
 import resource
+import shutil
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
 from weft.serving.launch import die_with_parent
+from weft.settings import get_settings
+from weft.storage import get_storage
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"  # the scripts that run inside the environment
 
 
-def script(name: str) -> str:
-    return str(RUNTIME / name)
+@contextmanager
+def workdir(file_key: str, file_name: str) -> Iterator[Path]:
+    """A fresh working folder holding a copy of the stored model file (its path is yielded); removed after."""
+    root = get_settings().home_dir / "sandboxes"
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=root))
+    try:
+        with get_storage().local(file_key) as path:
+            yield Path(shutil.copy(path, work / file_name))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def runtime_args(script: str, model_path: Path, framework: str, unsafe_keras: bool, *extra: str) -> list[str]:
+    """The arguments of one of runtime/'s scripts for the model file."""
+    return [str(RUNTIME / script), "--model", str(model_path), "--framework", framework, *extra,
+            *(["--unsafe-keras"] if unsafe_keras else [])]
 
 
 def clean_env(env_dir: Path, workdir: Path) -> dict[str, str]:
