@@ -69,13 +69,14 @@ class Result:
 
 class Gateway:
     """One per API process. Its state is this process's own view, on purpose: the requests it has in
-    flight per replica (least-loaded routing), the replicas it found dead, the replica lists it read
+    flight per replica (least-loaded routing), the replicas it found dead, the replica lists and endpoints it read
     (CACHE_SECONDS old at most). Rotation itself is in the database, shared by every process."""
 
     def __init__(self) -> None:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.dead_until: dict[str, float] = {}
         self.cache: dict[str, tuple[float, list[Candidate]]] = {}
+        self.named: dict[tuple[str, str | None], tuple[float, Endpoint]] = {}  # (user, `model`) -> its endpoint
         self.revision_of: dict[tuple[str, str], str] = {}  # (endpoint, replica) -> revision, for the records
         self.demand_marked: dict[str, float] = {}
         self.busy_marker: asyncio.Task | None = None  # see mark_busy
@@ -163,9 +164,12 @@ class Gateway:
         return rows
 
     def forget(self, endpoint_id: str) -> None:
-        """Drop the endpoint's cached replica list: its traffic split changed through this process. (Another
-        API process sees the change within CACHE_SECONDS.)"""
+        """Drop what this process cached of the endpoint (its replica list, the names it was looked up by):
+        its traffic split or status changed through this process. (Another API process sees the change
+        within CACHE_SECONDS.)"""
         self.cache.pop(endpoint_id, None)
+        for key in [k for k, (_, endpoint) in list(self.named.items()) if endpoint.id == endpoint_id]:
+            self.named.pop(key, None)
 
     def pick(self, candidates: list[Candidate]) -> Candidate:
         """A revision by traffic share (among those with a replica here), then its least-loaded replica."""

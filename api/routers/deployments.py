@@ -68,12 +68,13 @@ def get_deployment(deployment_id: str, user: CurrentUser, session: SessionDep) -
 
 
 @router.delete("/deployments/{deployment_id}", response_model=DeploymentDeleted)
-def delete_deployment(deployment_id: str, user: CurrentUser, session: SessionDep) -> dict:
+def delete_deployment(deployment_id: str, user: CurrentUser, session: SessionDep, request: Request) -> dict:
     """Document 001's delete: requests get 503 at once, the replicas drain, then the controller stops them
     (`stopping`, then `stopped`)."""
     endpoint = get_owned(session, Endpoint, deployment_id, user.id, "deployment")
     lifecycle.stop(session, endpoint)
     session.commit()
+    gateway(request).forget(endpoint.id)
     message = ("Deployment deleted successfully" if endpoint.status == EndpointStatus.STOPPED
                else "Deployment deleted: its replicas drain, then stop")
     return {"message": message, "id": endpoint.id, "status": endpoint.status}

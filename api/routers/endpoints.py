@@ -3,10 +3,10 @@ a worker, stopping an endpoint, the deploy templates (deployments: api/routers/d
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlmodel import col, select
 
-from api.deps import CurrentUser, SessionDep, get_owned
+from api.deps import CurrentUser, SessionDep, gateway, get_owned
 from api.errors import ApiError
 from api.schemas.endpoints import DeployOut, DeployRequest, EndpointList, EndpointOut, TemplateList
 from weft.serving import lifecycle
@@ -66,12 +66,13 @@ def remove_worker(endpoint_id: str, worker_id: str, user: CurrentUser, session: 
 
 
 @router.delete("/endpoints/{endpoint_id}", response_model=EndpointOut)
-def stop_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep) -> dict:
+def stop_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep, request: Request) -> dict:
     """Stop the endpoint: requests get 503 at once, its replicas drain and the controller stops them
     (`stopping`, then `stopped`)."""
     endpoint = get_owned(session, Endpoint, endpoint_id, user.id, "endpoint")
     lifecycle.stop(session, endpoint)
     session.commit()
+    gateway(request).forget(endpoint.id)
     return endpoint_view(session, endpoint, base_url())
 
 

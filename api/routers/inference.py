@@ -85,19 +85,17 @@ def _endpoint_by_id(user_id: str, endpoint_id: str) -> Endpoint:
         return get_owned(session, Endpoint, endpoint_id, user_id, "deployment")
 
 
-_named: dict[tuple[str, str | None], tuple[float, Endpoint]] = {}
-
-
-async def endpoint_named(user_id: str, name: str | None) -> Endpoint:
-    """The caller's endpoint called `name` (404 otherwise), re-read at most every CACHE_SECONDS."""
-    key, now = (user_id, name), time.monotonic()
-    hit = _named.get(key)
+async def endpoint_named(request: Request, user_id: str, name: str | None) -> Endpoint:
+    """The caller's endpoint called `name` (404 otherwise), re-read at most every CACHE_SECONDS (or after
+    this process changed it: `Gateway.forget`)."""
+    named, key, now = gateway(request).named, (user_id, name), time.monotonic()
+    hit = named.get(key)
     if hit and hit[0] > now:
         return hit[1]
     endpoint = await anyio.to_thread.run_sync(_endpoint_named, user_id, name)
-    if len(_named) > 10_000:
-        _named.clear()
-    _named[key] = (now + CACHE_SECONDS, endpoint)
+    if len(named) > 10_000:
+        named.clear()
+    named[key] = (now + CACHE_SECONDS, endpoint)
     return endpoint
 
 
@@ -185,7 +183,7 @@ async def openai_call(request: Request, endpoint: Endpoint, user_id: str, path: 
 def openai_route(path: str):
     """`model` names the endpoint (what OpenAI clients send to one base URL)."""
     async def handler(request: Request, user_id: CurrentUserId, body: dict[str, Any] = Body(...)) -> Response:
-        return await openai_call(request, await endpoint_named(user_id, body.get("model")), user_id, path, body)
+        return await openai_call(request, await endpoint_named(request, user_id, body.get("model")), user_id, path, body)
 
     handler.__name__ = f"openai_{path.strip('/').replace('/', '_')}"
     return handler
@@ -195,7 +193,7 @@ def endpoint_route(path: str, method: str = "POST"):
     """`/endpoints/{name}/...`: one endpoint per base URL, with vLLM's tokenizer routes beside the
     OpenAI ones, so lm-eval's `local-completions` tokenizes remotely without a hub download."""
     async def handler(name: str, request: Request, user_id: CurrentUserId) -> Response:
-        endpoint = await endpoint_named(user_id, name)
+        endpoint = await endpoint_named(request, user_id, name)
         body = await request.json() if method == "POST" else None
         if path.startswith("/v1/"):
             return await openai_call(request, endpoint, user_id=user_id, path=path, body=body)
