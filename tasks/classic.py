@@ -25,6 +25,7 @@ from weft.serving.launch import CLASSIC_ENGINE
 from weft.settings import get_settings
 from weft.specs.classic import ClassicDeploySpec
 from weft.statuses import EndpointStatus, RevisionStatus
+from weft.storage import get_storage
 from weft.tables import Endpoint, Model, Revision
 from weft.webhooks.outbox import emit
 
@@ -60,8 +61,6 @@ def update_details(model_id: str, **fields: Any) -> None:
 @task(**step_options("receive_upload"))
 def receive_upload(spec: ClassicDeploySpec) -> Upload:
     """The stored file is the one the API received (its sha256), and the deploy is building."""
-    from weft.storage import get_storage
-
     upload = load_upload(spec.model_id)
     with get_storage().local(upload.file_key) as path:
         digest = sha256_of(path)
@@ -99,8 +98,6 @@ def scan_upload(upload: Upload) -> dict[str, Any]:
     """The classic-model scan in a child process; the deploy stops here unless the result is SAFE or an
     override is recorded on the model."""
     from prefect.artifacts import create_markdown_artifact
-
-    from weft.storage import get_storage
 
     with get_storage().local(upload.file_key) as path:
         issues = run_isolated("classic", path, upload.file_name)

@@ -15,11 +15,10 @@ from sqlmodel import Session, select
 from weft import workflows
 from weft.classic import envs
 from weft.classic.formats import UnsupportedFile, framework_of
-from weft.clock import utcnow
 from weft.datasets.uploads import store_upload
 from weft.errors import Conflict, InvalidInput
 from weft.ids import new_id
-from weft.serving import revisions
+from weft.serving import lifecycle, revisions
 from weft.serving.launch import CLASSIC_ENGINE
 from weft.settings import get_settings
 from weft.specs.names import WorkflowName
@@ -162,13 +161,9 @@ def model_metadata(model: Model | None) -> dict[str, Any]:
 def restart_for_limits(session: Session, endpoint: Endpoint) -> int:
     """New memory or timeout limits apply to new server processes: the classic replicas drain and the
     controller starts their replacements with the new limits. Returns how many drain."""
-    now = utcnow()
-    drain = timedelta(seconds=get_settings().replica_drain_seconds)
-    count = 0
-    for replica in session.exec(select(Replica).where(Replica.endpoint_id == endpoint.id,
-                                                      Replica.state == ReplicaState.HEALTHY)):
-        replica.state, replica.stop_at, replica.reason, replica.updated_at = (
-            ReplicaState.DRAINING, now + drain, "new memory or timeout limits", now)
-        session.add(replica)
-        count += 1
-    return count
+    grace = timedelta(seconds=get_settings().replica_drain_seconds)
+    healthy = list(session.exec(select(Replica).where(Replica.endpoint_id == endpoint.id,
+                                                      Replica.state == ReplicaState.HEALTHY)))
+    for replica in healthy:
+        lifecycle.drain_replica(session, replica, "new memory or timeout limits", grace)
+    return len(healthy)

@@ -159,6 +159,14 @@ def stop_replica(session: Session, replica: Replica) -> None:
     session.add(replica)
 
 
+def drain_replica(session: Session, replica: Replica, reason: str, grace: timedelta) -> None:
+    """Take the replica out of rotation; the controller stops it once `grace` has passed (its requests in
+    flight finish meanwhile)."""
+    now = utcnow()
+    replica.state, replica.stop_at, replica.reason, replica.updated_at = ReplicaState.DRAINING, now + grace, reason, now
+    session.add(replica)
+
+
 def deploys_in_flight(session: Session, endpoint: Endpoint) -> list[str]:
     """The deploy workflows still adding a revision to the endpoint: those of its deploying revisions, and
     the one that created it while it has no revision yet."""
@@ -190,10 +198,7 @@ def stop(session: Session, endpoint: Endpoint) -> None:
     draining = 0
     for replica in left:  # unhealthy and draining ones the controller stops as they are
         if replica.state in revisions.LIVE:
-            grace = drain if replica.state == ReplicaState.HEALTHY else timedelta(0)
-            replica.state, replica.stop_at, replica.reason, replica.updated_at = (
-                ReplicaState.DRAINING, now + grace, DELETED, now)
-            session.add(replica)
+            drain_replica(session, replica, DELETED, drain if replica.state == ReplicaState.HEALTHY else timedelta(0))
             draining += 1
     at_once = endpoint.kind == "proxy" or not left
     endpoint.status = EndpointStatus.STOPPED if at_once else EndpointStatus.STOPPING

@@ -38,16 +38,24 @@ def worker_view(replica: Replica) -> dict[str, Any]:
             "last_seen": replica.last_seen, "reason": replica.reason, "created_at": replica.created_at}
 
 
-def usage(session: Session, endpoint_id: str, now: datetime | None = None) -> dict[str, Any]:
-    """Requests, their rate, average latency and success rate from the gateway's records of the last hour."""
-    since = (now or utcnow()) - USAGE_WINDOW
+def request_stats(session: Session, endpoint_id: str, since: datetime | None = None) -> tuple[int, float | None, int]:
+    """How many requests the gateway recorded for the endpoint (since `since`), their average latency (ms)
+    and how many succeeded."""
+    where = [InferenceRecord.endpoint_id == endpoint_id]
+    if since is not None:
+        where.append(InferenceRecord.created_at >= since)
     count, avg, ok = session.exec(select(func.count(), func.avg(InferenceRecord.latency_ms),
                                          func.sum(case((col(InferenceRecord.status_code) < 400, 1), else_=0)))
-                                  .where(InferenceRecord.endpoint_id == endpoint_id,
-                                         InferenceRecord.created_at >= since)).one()
+                                  .where(*where)).one()
+    return count, avg, ok or 0
+
+
+def usage(session: Session, endpoint_id: str, now: datetime | None = None) -> dict[str, Any]:
+    """Requests, their rate, average latency and success rate from the gateway's records of the last hour."""
+    count, avg, ok = request_stats(session, endpoint_id, (now or utcnow()) - USAGE_WINDOW)
     return {"requests_last_hour": count, "requests_per_minute": round(count / 60, 2),
             "avg_latency_ms": round(avg, 1) if avg is not None else None,
-            "success_rate": round((ok or 0) / count, 4) if count else None}
+            "success_rate": round(ok / count, 4) if count else None}
 
 
 def cost_per_hour(session: Session, endpoint: Endpoint, now: datetime | None = None) -> float:
@@ -87,11 +95,9 @@ def deployment_status(endpoint: Endpoint) -> str:
 
 def metrics_summary(session: Session, endpoint_id: str) -> dict[str, Any]:
     """Document 001's `metrics_summary`: every request the gateway recorded for the deployment."""
-    count, avg, errors = session.exec(select(func.count(), func.avg(InferenceRecord.latency_ms),
-                                             func.sum(case((col(InferenceRecord.status_code) >= 400, 1), else_=0)))
-                                      .where(InferenceRecord.endpoint_id == endpoint_id)).one()
+    count, avg, ok = request_stats(session, endpoint_id)
     return {"total_predictions": count, "avg_latency_ms": round(avg, 1) if avg is not None else None,
-            "error_rate": round((errors or 0) / count, 4) if count else 0.0}
+            "error_rate": round((count - ok) / count, 4) if count else 0.0}
 
 
 def served_url(endpoint: Endpoint) -> str | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+from abc import ABC, abstractmethod
 from importlib.metadata import version as dist_version
 from typing import Any
 
@@ -54,7 +55,7 @@ class InvalidInput(ValueError):
 
 # ---------------------------------------------------------------------------------------------- the models
 
-class Served:
+class Served(ABC):
     """A loaded model: what it is (`describe`) and predictions for a batch of examples (`predict`)."""
 
     framework = ""
@@ -69,12 +70,13 @@ class Served:
             self._info = self._describe()
         return dict(self._info)
 
+    @abstractmethod
     def predict(self, rows: list) -> dict[str, Any]:
         """`{"predictions": [...], "probabilities": [[...]] or None}` for a batch (a list of examples)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _describe(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """What `describe` returns, computed once."""
 
 
 class SklearnModel(Served):
@@ -149,14 +151,17 @@ class TensorModel(Served):
             return {"predictions": out[..., 0].tolist(), "probabilities": None}
         return {"predictions": out.tolist(), "probabilities": None}
 
+    @abstractmethod
     def _input_shape(self) -> list[int]:
-        raise NotImplementedError
+        """One example's shape."""
 
+    @abstractmethod
     def _model_type(self) -> str:
-        raise NotImplementedError
+        """The network's class name."""
 
+    @abstractmethod
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The output batch of a float input batch."""
 
 
 class TorchScriptModel(TensorModel):
