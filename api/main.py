@@ -12,6 +12,7 @@ from api.errors import install_error_handlers
 from api.gateway import Gateway
 from api.ratelimit import RateLimiter
 from api.routers import (
+    adapters,
     auth,
     clusters,
     credentials,
@@ -21,6 +22,7 @@ from api.routers import (
     drift,
     endpoints,
     evaluations,
+    files,
     inference,
     jobs,
     models,
@@ -61,7 +63,7 @@ def create_app() -> FastAPI:
     app.include_router(status.root)
     app.include_router(ws.router)  # /ws/jobs/{id}, as document 003 places it
     app.include_router(inference.openai_router)  # /v1/completions, /v1/chat/completions, /v1/models
-    for module in (auth, workflows, workflow_create, models, datasets, jobs, evaluations, endpoints, deployments,
+    for module in (auth, workflows, workflow_create, models, files, adapters, datasets, jobs, evaluations, endpoints, deployments,
                    deploy, predict, inference, clusters, monitoring, drift, webhooks, credentials, providers, status):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

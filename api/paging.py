@@ -1,9 +1,10 @@
-"""limit/offset paging with `meta: {total, limit, offset}`."""
+"""List conventions: limit/offset paging with `meta: {total, limit, offset}` (document 000; document 002's
+`page` is accepted too), and `sort`, `order`, `fields` (document 000's common parameters)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import BaseModel, Field
@@ -19,6 +20,7 @@ T = TypeVar("T")
 class PageParams(BaseModel):
     limit: int = Field(default=20, ge=1, le=MAX_LIMIT)
     offset: int = Field(default=0, ge=0)
+    page: int = Field(default=1, ge=1, description="1-based page number (document 002), from offset and limit")
 
 
 class PageMeta(BaseModel):
@@ -35,7 +37,9 @@ class Page(BaseModel, Generic[T]):
 
 
 def page_params(limit: int = Query(20, description=f"items per page, 1-{MAX_LIMIT}"),
-                offset: int = Query(0, description="items to skip, >= 0")) -> PageParams:
+                offset: int = Query(0, description="items to skip, >= 0"),
+                page: int | None = Query(None, description="1-based page number (document 002): skips (page-1) x "
+                                                           "limit items; instead of offset")) -> PageParams:
     """Out-of-range values are a 422 naming the parameter and its constraint (document 000)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ApiError(422, "VALIDATION_ERROR", f"Invalid parameter: limit must be between 1 and {MAX_LIMIT}",
@@ -43,7 +47,12 @@ def page_params(limit: int = Query(20, description=f"items per page, 1-{MAX_LIMI
     if offset < 0:
         raise ApiError(422, "VALIDATION_ERROR", "Invalid parameter: offset must be >= 0",
                        {"parameter": "offset", "constraint": ">=0"})
-    return PageParams(limit=limit, offset=offset)
+    if page is not None:
+        if page < 1:
+            raise ApiError(422, "VALIDATION_ERROR", "Invalid parameter: page must be >= 1",
+                           {"parameter": "page", "constraint": ">=1"})
+        offset = (page - 1) * limit
+    return PageParams(limit=limit, offset=offset, page=offset // limit + 1)
 
 
 Paging = Annotated[PageParams, Depends(page_params)]
@@ -58,3 +67,44 @@ def paginate(session: Session, stmt, page: PageParams, serialize: Callable[[Any]
     total = session.exec(select(func.count()).select_from(stmt.order_by(None).subquery())).one()
     rows = session.exec(stmt.offset(page.offset).limit(page.limit))
     return page_response([serialize(row) for row in rows], total, page)
+
+
+class ListQuery(BaseModel):
+    """`sort` (a field), `order` (asc | desc) and `fields` (the subset of each item to return)."""
+
+    sort: str | None = None
+    order: Literal["asc", "desc"] = "desc"
+    fields: list[str] | None = None
+
+
+def list_query(sort: str | None = Query(None, description="field to sort by, e.g. created_at"),
+               order: str = Query("desc", description="asc | desc"),
+               fields: str | None = Query(None, description="comma-separated fields to include")) -> ListQuery:
+    if order not in ("asc", "desc"):
+        raise ApiError(422, "VALIDATION_ERROR", "Invalid parameter: order must be asc or desc",
+                       {"parameter": "order", "constraint": "asc|desc"})
+    picked = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+    return ListQuery(sort=sort, order=order, fields=picked or None)
+
+
+Listing = Annotated[ListQuery, Depends(list_query)]
+
+
+def sorted_by(stmt, table: Any, query: ListQuery, sortable: set[str], default: str = "created_at"):
+    """`stmt` ordered by the requested column (ties broken by id); 422 for a column not in `sortable`."""
+    name = query.sort or default
+    if name not in sortable:
+        raise ApiError(422, "VALIDATION_ERROR", f"Invalid parameter: cannot sort by {name!r}",
+                       {"parameter": "sort", "constraint": ", ".join(sorted(sortable))})
+    column = getattr(table, name)
+    return stmt.order_by(column.desc() if query.order == "desc" else column.asc(), table.id)
+
+
+def only_fields(items: list[dict[str, Any]], query: ListQuery, known: set[str]) -> list[dict[str, Any]]:
+    """Each item reduced to `query.fields` (all of it without them); 422 for a field items do not have."""
+    if not query.fields:
+        return items
+    if unknown := [f for f in query.fields if f not in known]:
+        raise ApiError(422, "VALIDATION_ERROR", f"Invalid parameter: unknown fields {', '.join(unknown)}",
+                       {"parameter": "fields", "constraint": ", ".join(sorted(known))})
+    return [{k: item.get(k) for k in query.fields} for item in items]

@@ -21,6 +21,7 @@ from weft.clock import utcnow
 from weft.datasets.formats import iter_batches
 from weft.db import session_scope
 from weft.ids import adapter_id_of, finetuned_model_id_of
+from weft.specs.export import ExportOptions
 from weft.specs.training import FineTuneSpec
 from weft.statuses import ModelStatus
 from weft.storage import get_storage
@@ -204,3 +205,17 @@ def register_adapter(inputs: Inputs, trained: Trained, spec: FineTuneSpec, workf
         model_created(s, model_id, spec.name, "fine-tuned", workflow_id, owner_id)
     get_run_logger().info("registered adapter %s and fine-tuned model %s", adapter_id, model_id)
     return model_id
+
+
+@task(**step_options("start_export"))
+def start_export(model_id: str, options: ExportOptions, owner_id: str) -> str:
+    """Start the export_model workflow the job config asked for (its own workflow: retried on its own); returns
+    its id."""
+    from weft.registry import exports
+
+    with session_scope() as s:
+        started = exports.start(s, owner_id, s.get(Model, model_id), options.format, options.quantization,
+                                options.prompt)
+    get_run_logger().info("started export workflow %s (%s)%s", started["workflow_id"], started["message"],
+                          f": {started['warning']}" if started["warning"] else "")
+    return started["workflow_id"]

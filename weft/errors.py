@@ -4,6 +4,7 @@ details a client can act on); the API maps them to HTTP statuses in one place (`
 - `NotFound`: the record does not exist, or belongs to someone else (404).
 - `Invalid`: the input is wrong; `details["errors"]` names each field and why (422).
 - `Refused`: valid, but may not happen now, with its own code, e.g. `SCAN_NOT_SAFE` (409).
+- `Forbidden`: a link or credential that does not grant this: tampered, expired, someone else's (403).
 - `Conflict`: the record's state does not allow it, e.g. a finished workflow's steps (409).
 - `Unavailable`: a dependency is busy or unreachable: the database, the Prefect server (503).
 """
@@ -71,6 +72,10 @@ class Refused(WeftError):
 
 class Conflict(WeftError):
     code = "CONFLICT"
+
+
+class Forbidden(WeftError):
+    code = "FORBIDDEN"
 
 
 class Unavailable(WeftError):

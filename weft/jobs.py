@@ -18,6 +18,7 @@ from sqlmodel import Session, or_, select
 from weft import runs
 from weft.clock import utcnow
 from weft.datasets.uploads import import_local_file
+from weft.export.formats import unavailable
 from weft.statuses import TERMINAL
 from weft.tables import Adapter, Dataset, Model
 from weft.training.config import quantization_refusal
@@ -80,7 +81,13 @@ def job_steps(session: Session, user_id: str, config: dict[str, Any]) -> tuple[d
     if QUANTIZATION[quantization]:
         train["quantization"] = QUANTIZATION[quantization]
     name = config.get("name") or config.get("project_name") or f"{model.name}-{algorithm}"
-    return {"base_model": model.id, "dataset_id": dataset_id}, {"name": name, "config": train}
+    step2: dict[str, Any] = {"name": name, "config": train}
+    if (export := config.get("export")) is not None:  # {"format": "gguf", "quantization": "q8_0"}
+        if isinstance(export, dict) and export.get("format", "gguf") == "gguf" and \
+                (why := unavailable(str(export.get("quantization", "q8_0")).lower())):
+            raise InvalidConfig(why, {"field": "export.quantization"})
+        step2["export"] = export  # the rest is validated with the step
+    return {"base_model": model.id, "dataset_id": dataset_id}, step2
 
 
 def job_config_of_workflow(name: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,15 @@ RUN_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCE
 
 
 class ModelStatus(StrEnum):
+    """A registry record. Document 002's `ready` is `active` (`MODEL_STATUS_ALIASES`)."""
+
+    UPLOADING = "uploading"
     ACTIVE = "active"
+    ARCHIVED = "archived"
+    ERROR = "error"
+
+
+MODEL_STATUS_ALIASES = {"ready": ModelStatus.ACTIVE}
 
 
 class DatasetStatus(StrEnum):

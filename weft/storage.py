@@ -267,6 +267,32 @@ class Storage:
                       if info["type"] == "file" and p.startswith(f"{base}/"))
 
     @_guarded
+    def objects(self, key: str) -> dict[str, tuple[str, int]]:
+        """The files of the folder `key` as relative path → (object key, bytes), markers left out; `key` itself
+        under its own name when it is one object; empty when nothing is there."""
+        path, key = self.path(key).rstrip("/"), key.strip("/")
+        if not self.exists(key):
+            return {}
+        info = self.fs.info(path)
+        if info["type"] == "file":
+            return {key.rsplit("/", 1)[-1]: (key, int(info["size"]))}
+        return {(rel := p[len(path) + 1 :]): (f"{key}/{rel}", int(i["size"]))
+                for p, i in sorted(self.fs.find(path, detail=True).items())
+                if i["type"] == "file" and p.startswith(f"{path}/") and p.rsplit("/", 1)[-1] != MARKER}
+
+    @_guarded
+    def open_read(self, key: str) -> BinaryIO:
+        """The object at `key` opened for streaming reads (ranged GETs on S3, never a full download)."""
+        return self.fs.open(self.path(key), "rb", block_size=CHUNK)
+
+    @_guarded
+    def presign(self, key: str, seconds: int) -> str:
+        """A URL that reads the object at `key` without credentials for `seconds` (S3's presigned GET)."""
+        if self.is_local:
+            raise ValueError("file:// storage has no presigned URLs: the API signs its own (weft.registry.links)")
+        return self.fs.sign(self.path(key), expiration=seconds)
+
+    @_guarded
     def list(self, key: str) -> list[str]:
         """Files below `key` (relative paths), completion markers left out."""
         if not self.exists(key):

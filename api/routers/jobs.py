@@ -1,4 +1,4 @@
-"""Training jobs (document 003) and adapters. A job is a fine_tune workflow (job id = workflow id)."""
+"""Training jobs (document 003). A job is a fine_tune workflow (job id = workflow id)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Body, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Page, Paging, paginate
+from api.paging import Paging, paginate
 from api.schemas.jobs import (
-    AdapterOut,
     JobCancelled,
     JobCreateBody,
     JobCreated,
@@ -26,7 +24,7 @@ from weft import jobs, workflows
 from weft.errors import Invalid
 from weft.specs.names import WorkflowName
 from weft.statuses import WorkflowStatus
-from weft.tables import Adapter, Workflow
+from weft.tables import Workflow
 from weft.workflows import merged_data, refresh_status, stored_steps
 
 router = APIRouter(tags=["jobs"])
@@ -128,9 +126,3 @@ def push_job_log(job_id: str, body: LogPush, user: CurrentUser, session: Session
         raise ApiError(409, "CONFLICT", f"job {job_id} has not started", {"status": wf.status})
     jobs.push_log(wf.flow_run_id, body.level, body.message, body.source)
     return {"job_id": job_id, "level": body.level.lower(), "message": body.message, "source": body.source}
-
-
-@router.get("/adapters", response_model=Page[AdapterOut])
-def list_adapters(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
-    stmt = select(Adapter).where(Adapter.user_id == user.id).order_by(col(Adapter.created_at).desc())
-    return paginate(session, stmt, page, lambda a: a.model_dump())

@@ -80,21 +80,3 @@ class LogPushed(BaseModel):
     level: str
     message: str
     source: str
-
-
-class AdapterOut(BaseModel):
-    id: str
-    user_id: str
-    name: str
-    base_model_id: str
-    dataset_id: str | None
-    dataset_fingerprint: str | None
-    model_id: str | None = Field(description="the fine-tuned model registered with it")
-    workflow_id: str | None
-    method: str
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    storage_key: str
-    size_bytes: int
-    sha256: str | None
-    created_at: UtcDatetime

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from api.paging import PageMeta
 from api.schemas.common import Out, UtcDatetime
 from weft.scan.checks import Issue
 
@@ -61,6 +62,7 @@ class ModelDeployment(BaseModel):
 
 class ModelSummary(Out):
     id: str
+    ID: str = Field(description="the id again, as document 002 spells it")
     name: str
     description: str | None
     base_model: str | None
@@ -71,6 +73,13 @@ class ModelSummary(Out):
     provider_type: str
     uri: str | None
     tags: list[Tag]
+    job_id: str | None = Field(default=None, description="the fine-tune job that produced it (document 002)")
+    storage_path: str | None = Field(default=None, description="the model's own storage key")
+    lora_adapters_path: str | None = Field(default=None, description="storage key of its peft adapter folder")
+    gguf_path: str | None = Field(default=None, description="storage key of its GGUF export folder")
+    merged_path: str | None = Field(default=None, description="storage key of its merged safetensors export")
+    training_metrics: dict[str, Any] = Field(default_factory=dict)
+    total_size: int = Field(default=0, description="bytes")
     created_at: UtcDatetime
     updated_at: UtcDatetime
 
@@ -90,3 +99,64 @@ class ModelOut(ModelSummary):
     scan: ScanReport | None = Field(default=None, description="the last security scan (see /security-scan)")
     scan_verified: bool = False
     scan_override: ScanOverride | None = None
+
+
+class ModelPage(BaseModel):
+    """`GET /models`: document 000's `{data, meta}` and document 002's `{data, total, page, limit}` at once."""
+
+    data: list[ModelSummary]
+    meta: PageMeta
+    total: int
+    page: int
+    limit: int
+
+
+class ModelJob(BaseModel):
+    id: str
+    ID: str
+    dataset_id: str | None
+    status: str
+    configuration: dict[str, Any]
+
+
+class ModelRecord(ModelOut):
+    """Document 002's model record: document 000's fields plus lineage, files and evaluation results."""
+
+    job: ModelJob | None = None
+    files: dict[str, int] = Field(default_factory=dict, description="`<folder>/<file>` → bytes, as in the ZIP")
+    eval_results: dict[str, Any] = Field(default_factory=dict, description="the latest evaluation's fine-tuned scores")
+
+
+class ModelDetail(ModelRecord):
+    """`GET /models/{id}`: the record flat (document 000) and under `model` (document 002), with download links
+    that need no token and expire after 24 h."""
+
+    model: ModelRecord
+    download_links: dict[str, str] = Field(description="per artifact folder (lora_adapters, gguf, merged, model)")
+    file_links: dict[str, str] = Field(description="per file, `<folder>/<file>` → URL")
+
+
+class ModelDeleted(BaseModel):
+    message: str
+    id: str
+    removed: list[str] = Field(description="the storage keys deleted with it")
+
+
+class ExportRequest(BaseModel):
+    """`POST /models/{id}/export`."""
+
+    format: str = Field(default="gguf", description="gguf | merged")
+    quantization: str = Field(default="q8_0", description="GGUF type: f32, f16, bf16, q8_0, q4_0..q5_1 (degraded), "
+                                                          "K-quants with llama-quantize")
+    prompt: str | None = Field(default=None, description="the prompt verification compares outputs on")
+
+
+class ExportStarted(BaseModel):
+    workflow_id: str
+    status: str
+    model_id: str
+    format: str
+    quantization: str | None
+    warning: str | None = Field(description="set when the quantization measurably degrades small models")
+    flow_run_id: str | None
+    message: str

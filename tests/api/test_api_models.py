@@ -40,13 +40,15 @@ def test_models_list_is_paged_newest_first(client, alice_models):
     assert page["meta"] == {"total": 5, "limit": 20, "offset": 0}
     assert [m["name"] for m in page["data"]] == ["gpt-4o", "Model-2", "Model-1", "Model-0", "old-tuned"]
     summary = page["data"][0]
-    assert set(summary) == {"id", "name", "description", "base_model", "type", "specialization", "status",
-                            "modality", "provider_type", "uri", "tags", "created_at", "updated_at"}
+    assert set(summary) == {"id", "ID", "name", "description", "base_model", "type", "specialization", "status",
+                            "modality", "provider_type", "uri", "tags", "created_at", "updated_at", "job_id",
+                            "storage_path", "lora_adapters_path", "gguf_path", "merged_path", "training_metrics",
+                            "total_size"}
     second = client.get("/api/v1/models", params={"limit": 2, "offset": 1}, headers=headers).json()
     assert second["meta"] == {"total": 5, "limit": 2, "offset": 1}
     assert [m["name"] for m in second["data"]] == ["Model-2", "Model-1"]
     beyond = client.get("/api/v1/models", params={"offset": 10}, headers=headers).json()
-    assert beyond == {"data": [], "meta": {"total": 5, "limit": 20, "offset": 10}}
+    assert beyond == {"data": [], "meta": {"total": 5, "limit": 20, "offset": 10}, "total": 5, "page": 1, "limit": 20}
 
 
 @pytest.mark.parametrize(("params", "filtered"), [

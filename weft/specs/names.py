@@ -19,6 +19,7 @@ class WorkflowName(StrEnum):
     ANALYZE_DATASET = "analyze_dataset"
     FINE_TUNE = "fine_tune"
     EVALUATE_MODEL = "evaluate_model"
+    EXPORT_MODEL = "export_model"
     DRIFT_MONITOR = "drift_monitor"
     SERVE_REPLICA = "serve_replica"
     ENDPOINT_CONTROLLER = "endpoint_controller"

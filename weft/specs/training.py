@@ -6,6 +6,7 @@ from pydantic import Field
 
 from weft import pools
 from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, UsableDatasetId, WorkflowType, register
+from weft.specs.export import ExportOptions
 from weft.specs.names import WorkflowName
 from weft.training.config import TrainConfig
 
@@ -18,6 +19,7 @@ class ChooseBaseAndData(StepModel):
 class AdapterSettings(StepModel):
     name: str = Field(min_length=1, max_length=200, description="name of the fine-tuned model")
     config: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportOptions | None = Field(default=None, description="export the fine-tuned model when trained")
 
 
 class FineTuneSpec(AdapterSettings, ChooseBaseAndData):
@@ -39,6 +41,7 @@ FINE_TUNE = register(
             Stage("preflight", "Pre-flight estimate"),
             Stage("train_adapter", "Train"),
             Stage("register_adapter", "Register adapter and fine-tuned model"),
+            Stage("start_export", "Start its export workflow, when the job config asks"),
         ),
     )
 )

@@ -103,7 +103,8 @@ def emit(session: Session, type: str, data: dict[str, Any], *, key: str, user_id
     return event
 
 
-def model_created(session: Session, model_id: str, name: str, kind: str, workflow_id: str, owner_id: str) -> None:
+def model_created(session: Session, model_id: str, name: str, kind: str, workflow_id: str | None,
+                  owner_id: str) -> None:
     """The `model.created` event (once per model, in the registering transaction)."""
     emit(session, "model.created", {"model_id": model_id, "name": name, "type": kind, "workflow_id": workflow_id},
          key=f"model:{model_id}:created", user_id=owner_id)
