@@ -35,7 +35,9 @@ MARKER = ".weft-complete"  # the last object of a folder written on S3; hidden b
 # cache, because the API and the workers write the same bucket from different processes
 S3_DEFAULTS: dict[str, Any] = {
     "use_listings_cache": False,
-    "config_kwargs": {"connect_timeout": 3, "read_timeout": 20, "retries": {"max_attempts": 2, "mode": "standard"}},
+    # s3v4: presigned URLs signed with SigV4 (botocore presigns with the deprecated SigV2 otherwise)
+    "config_kwargs": {"connect_timeout": 3, "read_timeout": 20, "retries": {"max_attempts": 2, "mode": "standard"},
+                      "signature_version": "s3v4"},
 }
 S3_RETRIES = 2  # s3fs's own retries of read timeouts and dropped connections (5 by default)
 

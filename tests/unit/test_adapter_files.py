@@ -11,7 +11,8 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
-from weft.adapter_files import (
+from weft.errors import InvalidInput
+from weft.registry.adapter_files import (
     AdapterFileError,
     AdapterMetadata,
     TensorInfo,
@@ -19,7 +20,7 @@ from weft.adapter_files import (
     read_safetensors_header,
     write_peft_folder,
 )
-from weft.errors import InvalidInput
+from weft.testing.adapters import build_adapter
 
 PROMPT = torch.tensor([[3, 4, 5, 6, 7]])
 
@@ -30,21 +31,12 @@ def metadata(**overrides) -> AdapterMetadata:
 
 
 def make_adapter(base_dir: Path, out: Path, *, dora: bool = False):
-    """A peft adapter (r=4, alpha=8, q_proj+v_proj, random weights so it changes the logits), saved to `out`."""
-    from peft import LoraConfig, get_peft_model
+    """A peft adapter (r=4, alpha=8, q_proj+v_proj, non-zero B so it changes the logits) and its loaded model."""
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(1)
-    config = LoraConfig(
-        r=4,
-        lora_alpha=8,
-        target_modules=["q_proj", "v_proj"],
-        use_dora=dora,
-        init_lora_weights=False,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), config).eval()
-    model.save_pretrained(out)
+    build_adapter(base_dir, out, dora=dora)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), out).eval()
     return out / "adapter_model.safetensors", model
 
 

@@ -11,7 +11,7 @@ from typing import BinaryIO
 from sqlmodel import Session
 
 from weft import hardware
-from weft.adapter_files import (
+from weft.registry.adapter_files import (
     AdapterFileError,
     AdapterMetadata,
     AdapterShape,
@@ -50,7 +50,7 @@ def register_upload(session: Session, user_id: str, stream: BinaryIO, metadata: 
     try:
         base = resolve_base_model(session, user_id, metadata.base_model)
     except InvalidConfig as exc:
-        raise Invalid(exc.message, [{"field": "metadata.base_model", "message": "not a model with weights"}]) from exc
+        raise Invalid(str(exc), [{"field": "metadata.base_model", "message": "not a model with weights"}]) from exc
     storage = get_storage()
     base_key = storage_key(storage, base)
     if base_key is None or (base.details or {}).get("format") == "gguf":
