@@ -14,9 +14,9 @@ from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError, too_large
 from api.paging import Paging, paginate
 from api.schemas.adapters import AdapterList, AdapterOut, AdapterUploaded
-from weft.registry.adapter_files import AdapterMetadata
 from weft.datasets.uploads import TooLarge
 from weft.errors import Invalid
+from weft.registry.adapter_files import AdapterMetadata
 from weft.registry.adapter_uploads import register_upload
 from weft.settings import get_settings
 from weft.tables import Adapter, Model

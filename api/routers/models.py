@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from sqlmodel import col, exists, select
+from sqlmodel import Session, col, exists, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
@@ -35,7 +35,7 @@ from weft.registry import exports, records, views
 from weft.registry.archive import stream_zip
 from weft.registry.bundle import members
 from weft.registry.records import ADAPTER_TYPES, MODEL_TYPES, ModelFields
-from weft.storage import get_storage
+from weft.storage import Storage, get_storage
 from weft.tables import Adapter, Model
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -56,7 +56,8 @@ def _date(value: str | None, field: str, end: bool) -> datetime | None:
                        {"parameter": field, "constraint": "YYYY-MM-DD or ISO 8601 datetime"}) from None
 
 
-def _record(session, storage, model: Model, request: Request | None = None) -> dict[str, Any]:
+def _record(session: Session, storage: Storage, model: Model, request: Request | None = None) -> dict[str, Any]:
+    """The row with document 002's fields: as recorded (lists), or checked against storage with links."""
     view = views.detail(session, storage, model, str(request.base_url)) if request else \
         views.summary(session, storage, model)
     return {**model.model_dump(), **view}

@@ -27,6 +27,7 @@ STEP_ROUTES = (("/models/local-model-workflow", WorkflowName.ADD_LOCAL_MODEL),
                ("/models/security-scan", WorkflowName.MODEL_SECURITY_SCAN),
                ("/models/finetune-workflow", WorkflowName.FINE_TUNE),
                ("/models/evaluate-workflow", WorkflowName.EVALUATE_MODEL),
+               ("/models/export-workflow", WorkflowName.EXPORT_MODEL),
                ("/models/deploy-workflow", WorkflowName.DEPLOY_MODEL),
                ("/endpoints/add-worker", WorkflowName.ADD_WORKER),
                ("/datasets/analyze-workflow", WorkflowName.ANALYZE_DATASET))

@@ -65,8 +65,8 @@ def tuned(api, frank, base_id) -> dict:
     job = wait_for(lambda: (v := api.get(f"/api/v1/jobs/{job_id}", headers=frank).json())["status"] in
                    ("completed", "failed") and v, 300, "the fine-tune")
     assert job["status"] == "completed", job
-    model = wait_for(lambda: (m := api.get(f"/api/v1/models/{job['model_id']}", headers=frank).json())["gguf_path"]
-                     and m, 300, "the export started by the job")
+    model = wait_for(lambda: (m := api.get(f"/api/v1/models/{job['model_id']}", headers=frank).json())["details"]
+                     .get("exports", {}).get("gguf") and m, 300, "the export started by the job")
     return {"job": job, "model": model}
 
 

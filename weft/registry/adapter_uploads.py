@@ -11,6 +11,11 @@ from typing import BinaryIO
 from sqlmodel import Session
 
 from weft import hardware
+from weft.clock import utcnow
+from weft.datasets.uploads import CappedReader
+from weft.errors import Invalid
+from weft.ids import new_id
+from weft.jobs import InvalidConfig, resolve_base_model
 from weft.registry.adapter_files import (
     AdapterFileError,
     AdapterMetadata,
@@ -19,11 +24,6 @@ from weft.registry.adapter_files import (
     read_safetensors_header,
     write_peft_folder,
 )
-from weft.clock import utcnow
-from weft.datasets.uploads import CappedReader
-from weft.errors import Invalid
-from weft.ids import new_id
-from weft.jobs import InvalidConfig, resolve_base_model
 from weft.registry.layout import storage_key
 from weft.scan.checks import safetensors_issues
 from weft.scan.report import roll_up

@@ -74,8 +74,9 @@ def artifacts(session: Session, storage: Storage, model: Model) -> Artifacts:
         LORA_ADAPTERS: details.get("lora_adapters_key") or (adapter.storage_key if adapter else None),
         GGUF: details.get("gguf_key") or export_key(model.id, GGUF),
         MERGED: export_key(model.id, MERGED),
-        WEIGHTS: own if own and not adapter and own != details.get("lora_adapters_key") else None,
     }
+    if own and not adapter and own not in candidates.values():  # a base model's own weights
+        candidates[WEIGHTS] = own
     return Artifacts(storage_path=own, folders={name: key for name, key in candidates.items()
                                                 if key and storage.exists(key)})
 
