@@ -18,9 +18,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from weft.errors import InvalidInput
+from weft.scan.checks import SafetensorsHeaderError
+from weft.scan.checks import read_safetensors_header as read_header
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-FLOAT_DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 PEFT_PREFIX = "base_model.model."
 # peft's saved key names (the adapter name is stripped): `<module>.lora_A.weight`, `<module>.lora_B.weight`
 # and, for DoRA, `<module>.lora_magnitude_vector`.
@@ -64,91 +65,21 @@ class AdapterShape(BaseModel):
 
 
 def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
-    """The tensors of a safetensors adapter file, validated without loading them; raises `AdapterFileError`.
-
-    The format is checked by hand first because `safe_open`'s own errors for a truncated file or a renamed
-    pickle (e.g. "MetadataIncompleteBuffer", "HeaderTooLarge") do not tell a user what is wrong; the library
-    then opens the file too, so nothing it would refuse gets through.
-    """
-    size = Path(path).stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if head[:1] == b"\x80":
-            raise AdapterFileError(
-                "not a safetensors file: it is a Python pickle (e.g. torch.save output); "
-                "save the adapter with peft's save_pretrained (safetensors is its default)"
-            )
-        if head[:2] == b"PK":
-            raise AdapterFileError(
-                "not a safetensors file: it is a zip archive (torch.save's format); "
-                "save the adapter with peft's save_pretrained (safetensors is its default)"
-            )
-        if len(head) < 8:
-            raise AdapterFileError(f"not a safetensors file: it has only {size} bytes")
-        header_len = int.from_bytes(head, "little")
-        if header_len > min(MAX_HEADER_BYTES, size - 8):
-            raise AdapterFileError(
-                f"not a safetensors file (or truncated): the header length is {header_len} "
-                f"bytes but {size - 8} bytes follow it"
-            )
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AdapterFileError(f"not a safetensors file: its header is not JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise AdapterFileError("not a safetensors file: its header is not a JSON object")
-    header.pop("__metadata__", None)
-
-    tensors, spans = {}, []
-    for name, entry in header.items():
-        info, begin, end = _tensor_entry(name, entry)
-        tensors[name] = info
-        spans.append((begin, end, name))
-    expected = 0
-    for begin, end, name in sorted(spans):
-        if begin != expected:
-            raise AdapterFileError(
-                f"not a safetensors file: tensor {name} starts at byte {begin} of the data, "
-                f"expected {expected} (tensors overlap or leave a gap)"
-            )
-        expected = end
-    found = size - 8 - header_len
-    if found < expected:
-        raise AdapterFileError(f"truncated: expected {expected} bytes of tensor data, found {found}")
-    if found > expected:
-        raise AdapterFileError(
-            f"not a safetensors file: {found - expected} bytes follow the tensor data the header describes"
-        )
+    """The tensors of a safetensors adapter file, validated without loading them (the scan's header check, then
+    floating dtypes only); the safetensors library then opens the file too, so nothing it would refuse gets
+    through. Raises `AdapterFileError`."""
+    try:
+        header = read_header(Path(path))
+    except SafetensorsHeaderError as exc:
+        raise AdapterFileError(str(exc)) from None
+    tensors = {}
+    for name, (dtype, shape) in header.items():
+        if dtype not in FLOAT_DTYPES:
+            raise AdapterFileError(f"tensor {name} has dtype {dtype}; adapter weights must be floating point "
+                                   f"({', '.join(FLOAT_DTYPES)})")
+        tensors[name] = TensorInfo(dtype, shape)
     _library_agrees(Path(path), set(tensors))
     return tensors
-
-
-def _tensor_entry(name: str, entry: object) -> tuple[TensorInfo, int, int]:
-    """One header entry as (info, begin, end), checked: a floating dtype, a shape, offsets that fit it."""
-    ok = (
-        isinstance(entry, dict)
-        and isinstance(entry.get("dtype"), str)
-        and isinstance(shape := entry.get("shape"), list)
-        and all(type(d) is int and d >= 0 for d in shape)
-        and isinstance(offsets := entry.get("data_offsets"), list)
-        and len(offsets) == 2
-        and all(type(o) is int for o in offsets)
-        and 0 <= offsets[0] <= offsets[1]
-    )
-    if not ok:
-        raise AdapterFileError(f"not a safetensors file: the header entry of tensor {name} is malformed")
-    dtype, (begin, end) = entry["dtype"], offsets
-    if dtype not in FLOAT_DTYPE_BYTES:
-        raise AdapterFileError(
-            f"tensor {name} has dtype {dtype}; adapter weights must be floating point ({', '.join(FLOAT_DTYPE_BYTES)})"
-        )
-    needed = math.prod(shape) * FLOAT_DTYPE_BYTES[dtype]
-    if end - begin != needed:
-        raise AdapterFileError(
-            f"not a safetensors file: tensor {name} ({dtype} {shape}) needs {needed} bytes "
-            f"but its data_offsets [{begin}, {end}] hold {end - begin}"
-        )
-    return TensorInfo(dtype, tuple(shape)), begin, end
 
 
 def _library_agrees(path: Path, names: set[str]) -> None:

@@ -76,53 +76,78 @@ def pickle_issues(path: Path, source: str) -> list[Issue]:
     return list(issues.values())
 
 
-def safetensors_issues(path: Path, source: str) -> list[Issue]:
-    """The header must be honest: a sane length, valid JSON, known dtypes, offsets inside the file that
-    tile the data exactly and match each tensor's shape."""
-    def bad(why: str) -> list[Issue]:
-        return [Issue(title="Invalid safetensors header", severity="HIGH", source=source, scanner="weft.safetensors",
-                      description=why)]
+class SafetensorsHeaderError(ValueError):
+    """The file is not an honest safetensors file; the message says why in a user's terms."""
 
+
+def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Each tensor's (dtype, shape) from the header, checked without reading tensor data: a sane length, a
+    JSON object, known dtypes, offsets that match each shape and tile the data section exactly (so a
+    truncated file is named as such); a pickle or zip renamed `.safetensors` is named too."""
     size = path.stat().st_size
     with path.open("rb") as fh:
         raw = fh.read(8)
+        if raw[:1] == b"\x80":
+            raise SafetensorsHeaderError("not a safetensors file: it is a Python pickle (e.g. torch.save output); "
+                                         "save it with safetensors (peft's save_pretrained does by default)")
+        if raw[:2] == b"PK":
+            raise SafetensorsHeaderError("not a safetensors file: it is a zip archive (torch.save's format); save "
+                                         "it with safetensors (peft's save_pretrained does by default)")
         if len(raw) < 8:
-            return bad(f"file of {size} bytes is too short for a header")
+            raise SafetensorsHeaderError(f"not a safetensors file: it has only {size} bytes")
         (n,) = struct.unpack("<Q", raw)
         if n > MAX_SAFETENSORS_HEADER or 8 + n > size:
-            return bad(f"header length {n} does not fit the {size}-byte file")
+            raise SafetensorsHeaderError(f"not a safetensors file (or truncated): the header length is {n} bytes "
+                                         f"but {size - 8} bytes follow it")
         try:
             header = json.loads(fh.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return bad(f"header is not valid JSON: {exc}")
+            raise SafetensorsHeaderError(f"not a safetensors file: its header is not JSON ({exc})") from None
     if not isinstance(header, dict):
-        return bad("header is not a JSON object")
-    data_size = size - 8 - n
-    spans = []
+        raise SafetensorsHeaderError("not a safetensors file: its header is not a JSON object")
+    meta = header.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise SafetensorsHeaderError("not a safetensors file: __metadata__ must map strings to strings")
+    tensors, spans = {}, []
     for name, info in header.items():
-        if name == "__metadata__":
-            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
-                return bad("__metadata__ must map strings to strings")
-            continue
         try:
             dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            return bad(f"tensor {name!r} lacks dtype, shape or data_offsets")
+            raise SafetensorsHeaderError(f"not a safetensors file: tensor {name!r} lacks dtype, shape or "
+                                         "data_offsets") from None
         if dtype not in SAFETENSORS_DTYPES:
-            return bad(f"tensor {name!r} has unknown dtype {dtype!r}")
-        if not all(isinstance(d, int) and d >= 0 for d in shape) or not (0 <= begin <= end <= data_size):
-            return bad(f"tensor {name!r} has offsets {begin}..{end} outside the {data_size}-byte data section")
-        if end - begin != math.ceil(math.prod(shape) * SAFETENSORS_DTYPES[dtype]):
-            return bad(f"tensor {name!r} claims {end - begin} bytes but {dtype}{shape} needs "
-                       f"{math.ceil(math.prod(shape) * SAFETENSORS_DTYPES[dtype])}")
-        spans.append((begin, end))
+            raise SafetensorsHeaderError(f"not a safetensors file: tensor {name!r} has unknown dtype {dtype!r}")
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+                and type(begin) is int and type(end) is int and 0 <= begin <= end):
+            raise SafetensorsHeaderError(f"not a safetensors file: the header entry of tensor {name!r} is malformed")
+        needed = math.ceil(math.prod(shape) * SAFETENSORS_DTYPES[dtype])
+        if end - begin != needed:
+            raise SafetensorsHeaderError(f"not a safetensors file: tensor {name!r} ({dtype} {shape}) needs {needed} "
+                                         f"bytes but its data_offsets [{begin}, {end}] hold {end - begin}")
+        tensors[name] = (dtype, tuple(shape))
+        spans.append((begin, end, name))
     position = 0
-    for begin, end in sorted(spans):
+    for begin, end, name in sorted(spans):
         if begin != position:
-            return bad(f"tensor data {'overlaps' if begin < position else 'leaves a gap'} at byte {begin}")
+            raise SafetensorsHeaderError(f"not a safetensors file: tensor data {'overlaps' if begin < position else 'leaves a gap'} "
+                                         f"at byte {begin} ({name!r})")
         position = end
-    if position != data_size:
-        return bad(f"tensors cover {position} of {data_size} data bytes")
+    found = size - 8 - n
+    if found < position:
+        raise SafetensorsHeaderError(f"truncated: expected {position} bytes of tensor data, found {found}")
+    if found > position:
+        raise SafetensorsHeaderError(f"not a safetensors file: {found - position} bytes follow the tensor data "
+                                     "the header describes")
+    return tensors
+
+
+def safetensors_issues(path: Path, source: str) -> list[Issue]:
+    """The header must be honest (`read_safetensors_header`); a dishonest one is HIGH."""
+    try:
+        read_safetensors_header(path)
+    except SafetensorsHeaderError as exc:
+        return [Issue(title="Invalid safetensors header", severity="HIGH", source=source, scanner="weft.safetensors",
+                      description=str(exc))]
     return []
 
 

@@ -15,8 +15,8 @@ def build_adapter(base_dir: Path, out: Path, *, dora: bool = False, rank: int = 
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], use_dora=dora,
                         task_type="CAUSAL_LM")
+    torch.manual_seed(seed)  # before lora_A's random init too: the same adapter whatever ran before
     model = get_peft_model(base, config)
-    torch.manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
