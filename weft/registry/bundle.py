@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from weft.registry.archive import Member
 from weft.registry.card import model_card
-from weft.registry.layout import Artifacts, adapter_of, artifacts, files
+from weft.registry.layout import adapter_of, artifacts, files
 from weft.statuses import RunStatus
 from weft.storage import Storage
 from weft.tables import Evaluation, Model
@@ -44,11 +44,10 @@ def _text(data: str) -> Any:
     return partial(nullcontext, io.BytesIO(data.encode()))
 
 
-def members(session: Session, storage: Storage, model: Model, found: Artifacts | None = None) -> Iterator[Member]:
+def members(session: Session, storage: Storage, model: Model) -> Iterator[Member]:
     """The archive's members in document 002's layout: `<id>/lora_adapters/…`, `<id>/gguf/…`, (`merged/`,
     `model/`), `<id>/metrics.json`, `<id>/README.md`."""
-    found = found or artifacts(session, storage, model)
-    listed = files(storage, found)
+    listed = files(storage, artifacts(session, storage, model))
     for name, (key, size) in listed.items():
         yield Member(f"{model.id}/{name}", partial(storage.open_read, key), size)
     metrics = metrics_of(session, model)

@@ -18,15 +18,16 @@ def _table(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "–" if value is None else str(value)
+
+
 def _eval_table(evaluation: dict[str, Any]) -> str:
     base, tuned = evaluation.get("base_model") or {}, evaluation.get("fine_tuned") or {}
     if not tuned:
         return "_not evaluated on weft yet_"
     lines = ["| metric | base model | fine-tuned |", "|---|---|---|"]
-    for name in sorted(tuned):
-        b, t = base.get(name), tuned[name]
-        fmt = lambda v: f"{v:.4g}" if isinstance(v, int | float) else ("–" if v is None else str(v))  # noqa: E731
-        lines.append(f"| {name} | {fmt(b)} | {fmt(t)} |")
+    lines += [f"| {name} | {_cell(base.get(name))} | {_cell(tuned[name])} |" for name in sorted(tuned)]
     return "\n".join(lines)
 
 
@@ -67,10 +68,11 @@ def model_card(model: Model, adapter: Adapter | None, base: Model | None, metric
               "## Evaluation", _eval_table(metrics.get("evaluation") or {}), ""]
     if exports:
         lines += ["## Files", *(f"- `{name}`" for name in exports), ""]
+    use = (f"Specialised for {model.specialization}." if model.specialization else
+           "Text generation in the domain of its training data; check the evaluation above before relying on it.")
     lines += [
         "## Intended use",
-        model.specialization and f"Specialised for {model.specialization}." or
-        "Text generation in the domain of its training data; check the evaluation above before relying on it.",
+        use,
         "Load the adapter with `peft.PeftModel.from_pretrained(base, 'lora_adapters')`, the merged folder with "
         "`transformers`, or the GGUF file with llama.cpp / Ollama.",
         "",
