@@ -7,8 +7,11 @@ from collections.abc import Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Depends, Query
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func
+from sqlalchemy import types as sa_types
 from sqlmodel import Session, select
 
 from api.errors import ApiError
@@ -62,25 +65,19 @@ def page_response(data: list[Any], total: int, page: PageParams) -> dict[str, An
     return {"data": data, "meta": {"total": total, "limit": page.limit, "offset": page.offset}}
 
 
-def paginate(session: Session, stmt, page: PageParams, serialize: Callable[[Any], Any]) -> dict[str, Any]:
-    """Count `stmt`, fetch one page of it (keep its ORDER BY) and serialize each row."""
-    total = session.exec(select(func.count()).select_from(stmt.order_by(None).subquery())).one()
-    rows = session.exec(stmt.offset(page.offset).limit(page.limit))
-    return page_response([serialize(row) for row in rows], total, page)
-
-
 class ListQuery(BaseModel):
-    """`sort` (a field), `order` (asc | desc) and `fields` (the subset of each item to return)."""
+    """`sort` (a field), `order` (asc | desc) and `fields` (the subset of each item to return); without `sort`
+    and `order` a list keeps its own order (usually newest first)."""
 
     sort: str | None = None
-    order: Literal["asc", "desc"] = "desc"
+    order: Literal["asc", "desc"] | None = None
     fields: list[str] | None = None
 
 
 def list_query(sort: str | None = Query(None, description="field to sort by, e.g. created_at"),
-               order: str = Query("desc", description="asc | desc"),
+               order: str | None = Query(None, description="asc | desc (default desc)"),
                fields: str | None = Query(None, description="comma-separated fields to include")) -> ListQuery:
-    if order not in ("asc", "desc"):
+    if order is not None and order not in ("asc", "desc"):
         raise ApiError(422, "VALIDATION_ERROR", "Invalid parameter: order must be asc or desc",
                        {"parameter": "order", "constraint": "asc|desc"})
     picked = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
@@ -88,16 +85,21 @@ def list_query(sort: str | None = Query(None, description="field to sort by, e.g
 
 
 Listing = Annotated[ListQuery, Depends(list_query)]
+def sortable(table: Any, item: type[BaseModel]) -> set[str]:
+    """The item's fields that are plain columns of `table` (not JSON): what `sort` may name."""
+    return {name for name, column in table.__table__.columns.items()
+            if name in item.model_fields and not isinstance(column.type, sa_types.JSON)}
 
 
-def sorted_by(stmt, table: Any, query: ListQuery, sortable: set[str], default: str = "created_at"):
-    """`stmt` ordered by the requested column (ties broken by id); 422 for a column not in `sortable`."""
+def sorted_by(stmt, table: Any, query: ListQuery, allowed: set[str], default: str = "created_at"):
+    """`stmt` ordered by the requested column instead of its own order (ties broken by id); 422 for a column
+    not in `allowed`."""
     name = query.sort or default
-    if name not in sortable:
+    if name not in allowed:
         raise ApiError(422, "VALIDATION_ERROR", f"Invalid parameter: cannot sort by {name!r}",
-                       {"parameter": "sort", "constraint": ", ".join(sorted(sortable))})
+                       {"parameter": "sort", "constraint": ", ".join(sorted(allowed))})
     column = getattr(table, name)
-    return stmt.order_by(column.desc() if query.order == "desc" else column.asc(), table.id)
+    return stmt.order_by(None).order_by(column.asc() if query.order == "asc" else column.desc(), table.id)
 
 
 def only_fields(items: list[dict[str, Any]], query: ListQuery, known: set[str]) -> list[dict[str, Any]]:
@@ -108,3 +110,24 @@ def only_fields(items: list[dict[str, Any]], query: ListQuery, known: set[str]) 
         raise ApiError(422, "VALIDATION_ERROR", f"Invalid parameter: unknown fields {', '.join(unknown)}",
                        {"parameter": "fields", "constraint": ", ".join(sorted(known))})
     return [{k: item.get(k) for k in query.fields} for item in items]
+
+
+def paginate(session: Session, stmt, page: PageParams, serialize: Callable[[Any], Any],
+             listing: ListQuery | None = None, item: type[BaseModel] | None = None,
+             envelope: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Any:
+    """Count `stmt`, fetch one page of it and serialize each row. With `listing` and the `item` model: sorted
+    as asked (else in `stmt`'s own order), and reduced to `fields` (a JSONResponse then, since the items no
+    longer fit `item`). `envelope` adds a list's own top-level keys."""
+    if listing is not None and item is not None and (listing.sort or listing.order):
+        table = stmt.column_descriptions[0]["entity"]
+        stmt = sorted_by(stmt, table, listing, sortable(table, item))
+    total = session.exec(select(func.count()).select_from(stmt.order_by(None).subquery())).one()
+    rows = session.exec(stmt.offset(page.offset).limit(page.limit))
+    data = [serialize(row) for row in rows]
+    reduced = listing is not None and item is not None and bool(listing.fields)
+    if reduced:
+        data = only_fields(jsonable_encoder(data), listing, set(item.model_fields))
+    body = page_response(data, total, page)
+    if envelope is not None:
+        body = envelope(body)
+    return JSONResponse(jsonable_encoder(body)) if reduced else body

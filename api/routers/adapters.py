@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError, too_large
-from api.paging import Paging, paginate
+from api.paging import Listing, Paging, paginate
 from api.schemas.adapters import AdapterList, AdapterOut, AdapterUploaded
 from weft.datasets.uploads import TooLarge
 from weft.errors import Invalid
@@ -35,15 +35,15 @@ def adapter_view(session: Session, adapter: Adapter) -> dict[str, Any]:
 
 
 @router.get("/adapters", response_model=AdapterList)
-def list_adapters(user: CurrentUser, session: SessionDep, page: Paging,
-                  job_id: str | None = Query(None, description="the fine-tune job that trained it")) -> dict:
+def list_adapters(user: CurrentUser, session: SessionDep, page: Paging, listing: Listing,
+                  job_id: str | None = Query(None, description="the fine-tune job that trained it")) -> Any:
     """The caller's adapters, newest first (`?job_id=` for one job's)."""
     stmt = select(Adapter).where(Adapter.user_id == user.id)
     if job_id:
         stmt = stmt.where(Adapter.workflow_id == job_id)
-    listed = paginate(session, stmt.order_by(col(Adapter.created_at).desc(), col(Adapter.id)), page,
-                      lambda a: AdapterOut.model_validate(adapter_view(session, a)))
-    return {"adapters": listed["data"], **listed}
+    return paginate(session, stmt.order_by(col(Adapter.created_at).desc(), col(Adapter.id)), page,
+                    lambda a: AdapterOut.model_validate(adapter_view(session, a)), listing, AdapterOut,
+                    envelope=lambda body: {"adapters": body["data"], **body})
 
 
 @router.post("/adapters/upload", status_code=201, response_model=AdapterUploaded)

@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Page, Paging, paginate
+from api.paging import Listing, Page, Paging, paginate
 from api.schemas.auth import (
     ApiKeyCreated,
     ApiKeyIn,
@@ -98,10 +98,10 @@ def create_api_key(body: ApiKeyIn, user: CurrentUser, session: SessionDep) -> Ap
 
 
 @router.get("/api-keys", response_model=Page[ApiKeyOut])
-def list_api_keys(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
+def list_api_keys(user: CurrentUser, session: SessionDep, page: Paging, listing: Listing) -> dict:
     """The caller's keys, without their values."""
     stmt = select(ApiKey).where(ApiKey.user_id == user.id).order_by(col(ApiKey.created_at), col(ApiKey.id))
-    return paginate(session, stmt, page, ApiKeyOut.model_validate)
+    return paginate(session, stmt, page, ApiKeyOut.model_validate, listing, ApiKeyOut)
 
 
 @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response, status
 from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
-from api.paging import Page, Paging, paginate
+from api.paging import Listing, Page, Paging, paginate
 from api.schemas.credentials import CredentialIn, CredentialOut
 from weft.secret_blocks import block_name, remove_secret, store_secret
 from weft.tables import Credential, new_id
@@ -25,11 +25,11 @@ def create_credential(body: CredentialIn, user: CurrentUser, session: SessionDep
 
 
 @router.get("", response_model=Page[CredentialOut])
-def list_credentials(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
+def list_credentials(user: CurrentUser, session: SessionDep, page: Paging, listing: Listing) -> dict:
     """The caller's credentials, without their secrets."""
     stmt = (select(Credential).where(Credential.user_id == user.id)
             .order_by(col(Credential.created_at), col(Credential.id)))
-    return paginate(session, stmt, page, CredentialOut.model_validate)
+    return paginate(session, stmt, page, CredentialOut.model_validate, listing, CredentialOut)
 
 
 @router.delete("/{credential_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)

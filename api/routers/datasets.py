@@ -9,7 +9,7 @@ from starlette.datastructures import UploadFile
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError, too_large
-from api.paging import Page, Paging, paginate
+from api.paging import Listing, Page, Paging, paginate
 from api.schemas.datasets import AnalysisOptionsBody, AnalysisOut, AnalysisStarted, DatasetOut
 from weft import workflows
 from weft.datasets.formats import UnsupportedFileType, file_type_of
@@ -70,9 +70,9 @@ async def upload_dataset(request: Request, user: CurrentUser, session: SessionDe
 
 
 @router.get("", response_model=Page[DatasetOut])
-def list_datasets(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
+def list_datasets(user: CurrentUser, session: SessionDep, page: Paging, listing: Listing) -> dict:
     stmt = select(Dataset).where(Dataset.user_id == user.id).order_by(col(Dataset.created_at).desc())
-    return paginate(session, stmt, page, DatasetOut.of)
+    return paginate(session, stmt, page, DatasetOut.of, listing, DatasetOut)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Page, Paging, paginate
+from api.paging import Listing, Page, Paging, paginate
 from api.schemas.drift import AlertUpdate, DriftAlertOut
 from weft.clock import utcnow
 from weft.monitoring import retrain
@@ -40,7 +40,7 @@ def _check(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
 
 
 @router.get("/monitoring/drift-alerts", response_model=Page[DriftAlertOut])
-def list_drift_alerts(user: CurrentUser, session: SessionDep, page: Paging,
+def list_drift_alerts(user: CurrentUser, session: SessionDep, page: Paging, listing: Listing,
                       status: str | None = Query(None, description="open | acknowledged | resolved"),
                       severity: str | None = Query(None, description="low | medium | high"),
                       model_id: str | None = Query(None), endpoint_id: str | None = Query(None),
@@ -55,7 +55,8 @@ def list_drift_alerts(user: CurrentUser, session: SessionDep, page: Paging,
                           (DriftAlert.type, type)):
         if value is not None:
             stmt = stmt.where(column == value)
-    return paginate(session, stmt.order_by(col(DriftAlert.detected_at).desc()), page, alert_view)
+    return paginate(session, stmt.order_by(col(DriftAlert.detected_at).desc()), page, alert_view, listing,
+                    DriftAlertOut)
 
 
 @router.get("/monitoring/drift-alerts/{alert_id}", response_model=DriftAlertOut)

@@ -11,13 +11,12 @@ from datetime import date, datetime, time
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlmodel import Session, col, exists, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Listing, Paging, only_fields, paginate, sorted_by
+from api.paging import Listing, Paging, paginate
 from api.schemas.models import (
     ExportRequest,
     ExportStarted,
@@ -39,7 +38,6 @@ from weft.storage import Storage, get_storage
 from weft.tables import Adapter, Model
 
 router = APIRouter(prefix="/models", tags=["models"])
-SORTABLE = {"created_at", "updated_at", "name", "status", "type", "base_model"}
 
 
 def _date(value: str | None, field: str, end: bool) -> datetime | None:
@@ -104,13 +102,10 @@ def list_models(user: CurrentUser, session: SessionDep, page: Paging, listing: L
     if name:
         stmt = stmt.where(col(Model.name).icontains(name, autoescape=True))
     storage = get_storage()
-    listed = paginate(session, sorted_by(stmt, Model, listing, SORTABLE), page,
-                      lambda m: ModelSummary.model_validate(_record(session, storage, m)).model_dump(mode="json"))
-    body = {**listed, "total": listed["meta"]["total"], "page": page.page, "limit": page.limit}
-    if listing.fields:
-        body["data"] = only_fields(body["data"], listing, set(ModelSummary.model_fields))
-        return JSONResponse(jsonable_encoder(body))
-    return body
+    return paginate(session, stmt.order_by(col(Model.created_at).desc(), col(Model.id)), page,
+                    lambda m: ModelSummary.model_validate(_record(session, storage, m)), listing, ModelSummary,
+                    envelope=lambda body: {**body, "total": body["meta"]["total"], "page": page.page,
+                                           "limit": page.limit})
 
 
 @router.post("", status_code=201, response_model=ModelRecord)

@@ -14,7 +14,7 @@ from sqlmodel import col, delete, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Page, Paging, paginate
+from api.paging import Listing, Page, Paging, paginate
 from api.schemas.webhooks import (
     DeliveryOut,
     DeliveryStatus,
@@ -73,10 +73,10 @@ def create_webhook(body: WebhookIn, user: CurrentUser, session: SessionDep) -> W
 
 
 @router.get("", response_model=Page[WebhookOut])
-def list_webhooks(user: CurrentUser, session: SessionDep, page: Paging) -> dict[str, Any]:
+def list_webhooks(user: CurrentUser, session: SessionDep, page: Paging, listing: Listing) -> dict[str, Any]:
     """The caller's webhooks (never their secrets)."""
     stmt = select(Webhook).where(Webhook.user_id == user.id).order_by(col(Webhook.created_at), col(Webhook.id))
-    return paginate(session, stmt, page, WebhookOut.model_validate)
+    return paginate(session, stmt, page, WebhookOut.model_validate, listing, WebhookOut)
 
 
 @router.get("/{webhook_id}", response_model=WebhookOut)
@@ -112,7 +112,7 @@ def delete_webhook(webhook_id: str, user: CurrentUser, session: SessionDep) -> N
 
 
 @router.get("/{webhook_id}/deliveries", response_model=Page[DeliveryOut])
-def list_deliveries(webhook_id: str, user: CurrentUser, session: SessionDep, page: Paging,
+def list_deliveries(webhook_id: str, user: CurrentUser, session: SessionDep, page: Paging, listing: Listing,
                     status_filter: DeliveryStatus | None = Query(None, alias="status"),
                     event_type: str | None = Query(None)) -> dict[str, Any]:
     """The webhook's deliveries, newest first, each with every attempt (time, status code, error,
@@ -124,7 +124,7 @@ def list_deliveries(webhook_id: str, user: CurrentUser, session: SessionDep, pag
     if event_type:
         stmt = stmt.where(WebhookDelivery.event_type == event_type)
     stmt = stmt.order_by(col(WebhookDelivery.created_at).desc(), col(WebhookDelivery.id))
-    return paginate(session, stmt, page, delivery_out)
+    return paginate(session, stmt, page, delivery_out, listing, DeliveryOut)
 
 
 @router.post("/{webhook_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=DeliveryOut)

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks, Body, Query
 
 from api.deps import CurrentUser, SessionDep
-from api.paging import Page, Paging, paginate
+from api.paging import Listing, Page, Paging, paginate
 from api.schemas.workflows import WorkflowOut, WorkflowSummaryOut, step_request
 from weft import workflows
 from weft.specs import get_type
@@ -53,12 +53,12 @@ for _path, _type in STEP_ROUTES:
 
 
 @router.get("/workflows", response_model=Page[WorkflowSummaryOut])
-def list_workflows(user: CurrentUser, session: SessionDep, page: Paging,
+def list_workflows(user: CurrentUser, session: SessionDep, page: Paging, listing: Listing,
                    workflow_type: str | None = Query(default=None),
                    status: str | None = Query(default=None)) -> dict[str, Any]:
     """The caller's workflows, newest first."""
     stmt = workflows.listing(session, user.id, workflow_type=workflow_type, status=status)
-    return paginate(session, stmt, page, lambda wf: workflows.summary(session, wf))
+    return paginate(session, stmt, page, lambda wf: workflows.summary(session, wf), listing, WorkflowSummaryOut)
 
 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowOut)
