@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlmodel import Session, col, exists, select
+from starlette.convertors import Convertor, register_url_convertor
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
@@ -22,6 +23,7 @@ from api.schemas.models import (
     ExportStarted,
     ModelDeleted,
     ModelDetail,
+    ModelFacts,
     ModelOut,
     ModelPage,
     ModelRecord,
@@ -30,14 +32,31 @@ from api.schemas.models import (
     SecurityScanOut,
 )
 from weft.clock import as_utc, utcnow
-from weft.registry import exports, records, views
+from weft.registry import exports, records, search, views
 from weft.registry.archive import stream_zip
 from weft.registry.bundle import members
 from weft.registry.records import ADAPTER_TYPES, MODEL_TYPES, ModelFields
+from weft.registry.search import Searched
 from weft.storage import Storage, get_storage
 from weft.tables import Adapter, Model
 
 router = APIRouter(prefix="/models", tags=["models"])
+
+
+class SourceConvertor(Convertor):
+    """A model source in a path (`/models/{source}/{model_id}`): only the fixed names, so these routes never
+    shadow `/models/{id}/...`."""
+
+    regex = "|".join(search.SOURCES)
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("model_source", SourceConvertor())
 
 
 def _date(value: str | None, field: str, end: bool) -> datetime | None:
@@ -106,6 +125,26 @@ def list_models(user: CurrentUser, session: SessionDep, page: Paging, listing: L
                     lambda m: ModelSummary.model_validate(_record(session, storage, m)), listing, ModelSummary,
                     envelope=lambda body: {**body, "total": body["meta"]["total"], "page": page.page,
                                            "limit": page.limit})
+
+
+@router.get("/search", response_model=Searched)
+def search_models(user: CurrentUser, session: SessionDep, q: str = Query("", max_length=200, description="part of "
+                                                                                                    "the name or id"),
+                  source: str | None = Query(None, description=f"one of {', '.join(search.SOURCES)}"),
+                  limit: int = Query(20, ge=1, le=100)) -> Searched:
+    """Document 003's search: the caller's registry, the local Hugging Face cache (and the Hub when reachable;
+    `notes` says when it was not) and the cloud catalog."""
+    if source is not None and source not in search.SOURCES:
+        raise ApiError(422, "VALIDATION_ERROR", f"Invalid parameter: source must be one of {', '.join(search.SOURCES)}",
+                       {"parameter": "source", "constraint": "|".join(search.SOURCES)})
+    return search.search(session, user.id, q, source, limit)
+
+
+@router.get("/{source:model_source}/{model_id:path}", response_model=ModelFacts)
+def model_facts(source: str, model_id: str, user: CurrentUser, session: SessionDep) -> dict:
+    """Document 003's model details from a source (`registry`, `huggingface`, `catalog`): size, license,
+    architecture, context length, hardware requirements (weft.hardware) and compatible algorithms."""
+    return search.details(session, user.id, source, model_id)
 
 
 @router.post("", status_code=201, response_model=ModelRecord)

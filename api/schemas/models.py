@@ -160,3 +160,24 @@ class ExportStarted(BaseModel):
     warning: str | None = Field(description="set when the quantization measurably degrades small models")
     flow_run_id: str | None
     message: str
+
+
+class HardwareRequirements(BaseModel):
+    min_vram_gb: float | None = Field(description="to serve it in int4 (weft.hardware)")
+    recommended_vram_gb: float | None = Field(description="to fine-tune it with LoRA in fp16 (weft.hardware)")
+
+
+class ModelFacts(BaseModel):
+    """`GET /models/{source}/{model_id}` (document 003)."""
+
+    id: str
+    name: str
+    source: str
+    description: str | None
+    size_gb: float | None
+    license: str | None
+    architecture: str | None
+    context_length: int | None
+    parameter_count: int | None
+    hardware_requirements: HardwareRequirements
+    compatible_algorithms: list[str] = Field(description="qlora only where bitsandbytes can run")
