@@ -27,7 +27,7 @@ import pytest
 from sqlmodel import select
 
 from tests.e2e.test_serving_e2e import last_record_id, server_pid, wait_records
-from tests.helpers.e2e import LOCAL, local_steps, post_sequence, register, wait_status
+from tests.helpers.e2e import onboard_from_disk, register, wait_status
 from weft.db import session_scope
 from weft.tables import InferenceRecord
 
@@ -57,10 +57,9 @@ def dave(api) -> dict[str, str]:
 def model_id(api, dave, tiny_model_dir) -> str:
     """The tiny model, onboarded once for every endpoint of the module."""
     t = time.monotonic()
-    body = post_sequence(api, dave, LOCAL, local_steps("disk", str(tiny_model_dir), name="tiny control"))
-    assert wait_status(api, dave, body["workflow_id"], {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+    model_id = onboard_from_disk(api, dave, tiny_model_dir, "tiny control")
     timing("onboard the tiny model", t)
-    return next(m["id"] for m in api.get("/api/v1/models", headers=dave).json()["data"] if m["name"] == "tiny control")
+    return model_id
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 import requests
 from sqlmodel import select
 
-from tests.helpers.e2e import LOCAL, local_steps, post_sequence, register, wait_status
+from tests.helpers.e2e import onboard_from_disk, register, wait_status
 from tests.helpers.records import mapping_records
 from weft.db import session_scope
 from weft.storage import get_storage
@@ -37,9 +37,7 @@ def frank(api) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def base_id(api, frank, tiny_model_dir: Path) -> str:
-    body = post_sequence(api, frank, LOCAL, local_steps("disk", str(tiny_model_dir), name="tiny export"))
-    assert wait_status(api, frank, body["workflow_id"], {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
-    return next(m["id"] for m in api.get("/api/v1/models", headers=frank).json()["data"] if m["name"] == "tiny export")
+    return onboard_from_disk(api, frank, tiny_model_dir, "tiny export")
 
 
 def wait_for(check, timeout: float, what: str):

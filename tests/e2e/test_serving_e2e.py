@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from tests.helpers.e2e import LOCAL, local_steps, post_sequence, register, wait_status
+from tests.helpers.e2e import onboard_from_disk, post_sequence, register, wait_status
 from weft.db import session_scope
 from weft.tables import InferenceRecord, Model, Replica
 
@@ -32,9 +32,7 @@ def carol(api) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def tiny(api, carol, tiny_model_dir: Path) -> str:
     """The tiny model onboarded from disk (its last onboarding step is the security scan: SAFE)."""
-    body = post_sequence(api, carol, LOCAL, local_steps("disk", str(tiny_model_dir), name="tiny serve"))
-    assert wait_status(api, carol, body["workflow_id"], {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
-    model_id = next(m["id"] for m in api.get("/api/v1/models", headers=carol).json()["data"] if m["name"] == "tiny serve")
+    model_id = onboard_from_disk(api, carol, tiny_model_dir, "tiny serve")
     assert api.get(f"/api/v1/models/{model_id}/security-scan", headers=carol).json()["status"] == "SAFE"
     return model_id
 

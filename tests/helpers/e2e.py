@@ -47,3 +47,11 @@ def wait_status(api, headers, workflow_id: str, statuses: set[str], timeout: flo
             return body
         time.sleep(0.5)
     raise AssertionError(f"workflow {workflow_id} stayed {body['status']}: {body}")
+
+
+def onboard_from_disk(api, headers, folder, name: str) -> str:
+    """Onboard the model folder through document 004's steps; its id once the workflow completed."""
+    body = post_sequence(api, headers, LOCAL, local_steps("disk", str(folder), name=name))
+    assert wait_status(api, headers, body["workflow_id"], {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+    return next(m["id"] for m in api.get("/api/v1/models", params={"name": name}, headers=headers).json()["data"]
+                if m["name"] == name)
