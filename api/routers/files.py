@@ -3,6 +3,7 @@ A file is served with `Range` support; a folder as a ZIP streamed while it is bu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 from pathlib import PurePosixPath
 
@@ -13,12 +14,18 @@ from api.deps import SessionDep
 from weft.errors import Forbidden, NotFound
 from weft.registry import links, records
 from weft.registry.archive import Member, stream_zip
-from weft.storage import get_storage
+from weft.storage import CHUNK, Storage, get_storage
 
 router = APIRouter(prefix="/files", tags=["models"])
 
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _chunks(storage: Storage, key: str) -> Iterator[bytes]:
+    with storage.open_read(key) as f:
+        while chunk := f.read(CHUNK):
+            yield chunk
 
 
 @router.head("/{key:path}", response_class=Response, include_in_schema=False)
@@ -44,8 +51,7 @@ def signed_file(key: str, request: Request, session: SessionDep, user: str = Que
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
         if request.method == "HEAD":
             return Response(media_type="application/octet-stream", headers=headers)
-        return StreamingResponse(iter(partial(storage.open_read(key).read, 1 << 20), b""),
-                                 media_type="application/octet-stream", headers=headers)
+        return StreamingResponse(_chunks(storage, key), media_type="application/octet-stream", headers=headers)
     headers = {"Content-Disposition": f'attachment; filename="{name}.zip"'}
     if request.method == "HEAD":
         return Response(media_type="application/zip", headers=headers)

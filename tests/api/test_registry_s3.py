@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers.api import me
 from tests.helpers.registry import ADAPTER_BYTES, GGUF_BYTES, registry
+from weft.registry import links
 from weft.settings import get_settings
 from weft.storage import get_storage
 
@@ -34,6 +35,10 @@ def test_presigned_links_on_s3(client, auth_headers, on_s3):
     short = get_storage().presign(f"exports/{ids['tuned']}/gguf/model-q8_0.gguf", 1)
     time.sleep(2.5)
     assert httpx.get(short).status_code == 403  # expired
+
+    api_signed = links.api_link("http://testserver", f"exports/{ids['tuned']}/gguf/model-q8_0.gguf",
+                                me(client, headers)["id"])
+    assert client.get(api_signed).content == GGUF_BYTES  # the API's own link streams the object from S3 too
 
     adapter_file = body["file_links"]["lora_adapters/adapter_model.safetensors"]
     assert "X-Amz-Signature=" in adapter_file and httpx.get(adapter_file).content == ADAPTER_BYTES
