@@ -214,8 +214,7 @@ def start_export(model_id: str, options: ExportOptions, owner_id: str) -> str:
     from weft.registry import exports
 
     with session_scope() as s:
-        started = exports.start(s, owner_id, s.get(Model, model_id), options.format, options.quantization,
-                                options.prompt)
+        started = exports.start(s, owner_id, s.get(Model, model_id), options)
     get_run_logger().info("started export workflow %s (%s)%s", started["workflow_id"], started["message"],
                           f": {started['warning']}" if started["warning"] else "")
     return started["workflow_id"]

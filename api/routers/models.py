@@ -19,7 +19,6 @@ from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Listing, Paging, paginate
 from api.schemas.models import (
-    ExportRequest,
     ExportStarted,
     ModelDeleted,
     ModelDetail,
@@ -37,6 +36,7 @@ from weft.registry.archive import stream_zip
 from weft.registry.bundle import members
 from weft.registry.records import ADAPTER_TYPES, MODEL_TYPES, ModelFields
 from weft.registry.search import Searched
+from weft.specs.export import ExportOptions
 from weft.storage import Storage, get_storage
 from weft.tables import Adapter, Model
 
@@ -229,8 +229,8 @@ def download_model(model_id: str, user: CurrentUser, session: SessionDep) -> Str
 
 
 @router.post("/{model_id}/export", status_code=202, response_model=ExportStarted)
-def export_model(model_id: str, body: ExportRequest, user: CurrentUser, session: SessionDep) -> dict:
+def export_model(model_id: str, body: ExportOptions, user: CurrentUser, session: SessionDep) -> dict:
     """Start the export_model workflow: merged safetensors, or a GGUF (f16, q8_0, ...) verified against the
     merged model; K-quants need llama.cpp's `llama-quantize` (422 without it)."""
     model = get_owned(session, Model, model_id, user.id, "model")
-    return exports.start(session, user.id, model, body.format, body.quantization, body.prompt)
+    return exports.start(session, user.id, model, body)

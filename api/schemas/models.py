@@ -142,15 +142,6 @@ class ModelDeleted(BaseModel):
     removed: list[str] = Field(description="the storage keys deleted with it")
 
 
-class ExportRequest(BaseModel):
-    """`POST /models/{id}/export`."""
-
-    format: str = Field(default="gguf", description="gguf | merged")
-    quantization: str = Field(default="q8_0", description="GGUF type: f32, f16, bf16, q8_0, q4_0..q5_1 (degraded), "
-                                                          "K-quants with llama-quantize")
-    prompt: str | None = Field(default=None, description="the prompt verification compares outputs on")
-
-
 class ExportStarted(BaseModel):
     workflow_id: str
     status: str

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from weft.registry.archive import Member
 from weft.registry.card import model_card
-from weft.registry.layout import adapter_of, artifacts, files
+from weft.registry.layout import adapter_of, artifacts
 from weft.statuses import RunStatus
 from weft.storage import Storage
 from weft.tables import Evaluation, Model
@@ -47,7 +47,7 @@ def _text(data: str) -> Any:
 def members(session: Session, storage: Storage, model: Model) -> Iterator[Member]:
     """The archive's members in document 002's layout: `<id>/lora_adapters/…`, `<id>/gguf/…`, (`merged/`,
     `model/`), `<id>/metrics.json`, `<id>/README.md`."""
-    listed = files(storage, artifacts(session, storage, model))
+    listed = artifacts(session, storage, model).files
     for name, (key, size) in listed.items():
         yield Member(f"{model.id}/{name}", partial(storage.open_read, key), size)
     metrics = metrics_of(session, model)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
 from sqlmodel import Session
 
 from weft import workflows
@@ -29,13 +28,8 @@ def check(model: Model, has_adapter: bool, options: ExportOptions) -> str | None
     return DEGRADED.get(options.quantization) if options.format == "gguf" else None
 
 
-def start(session: Session, user_id: str, model: Model, format: str, quantization: str,
-          prompt: str | None = None) -> dict[str, Any]:
-    """Create and trigger the export_model workflow; returns document-style 202 body."""
-    try:
-        options = ExportOptions(format=format, quantization=quantization, prompt=prompt)
-    except ValidationError as exc:
-        raise Invalid.of(exc, "invalid export request") from exc
+def start(session: Session, user_id: str, model: Model, options: ExportOptions) -> dict[str, Any]:
+    """Create and trigger the export_model workflow; returns the 202 body."""
     warning = check(model, adapter_of(session, model) is not None, options)
     spec = {"model_id": model.id, **options.model_dump()}
     wf = workflows.create(session, user_id, WorkflowName.EXPORT_MODEL, [spec], trigger=True)

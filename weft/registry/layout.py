@@ -51,6 +51,7 @@ class Artifacts:
 
     storage_path: str | None
     folders: dict[str, str]
+    files: dict[str, tuple[str, int]]  # `<folder>/<relative path>` (the ZIP's layout) → (object key, bytes)
 
     @property
     def lora_adapters_path(self) -> str | None:
@@ -66,7 +67,7 @@ class Artifacts:
 
 
 def artifacts(session: Session, storage: Storage, model: Model) -> Artifacts:
-    """The model's artifact folders that exist in storage."""
+    """The model's artifact folders that hold files, and those files (each folder listed once)."""
     details = model.details or {}
     own = storage_key(storage, model)
     adapter = adapter_of(session, model)
@@ -77,11 +78,6 @@ def artifacts(session: Session, storage: Storage, model: Model) -> Artifacts:
     }
     if own and not adapter and own not in candidates.values():  # a base model's own weights
         candidates[WEIGHTS] = own
-    return Artifacts(storage_path=own, folders={name: key for name, key in candidates.items()
-                                                if key and storage.exists(key)})
-
-
-def files(storage: Storage, found: Artifacts) -> dict[str, tuple[str, int]]:
-    """Every artifact file as `<folder>/<relative path>` (the ZIP's layout below the model's folder) →
-    (object key, bytes)."""
-    return {f"{name}/{rel}": obj for name, key in found.folders.items() for rel, obj in storage.objects(key).items()}
+    listed = {name: storage.objects(key) for name, key in candidates.items() if key}
+    return Artifacts(storage_path=own, folders={name: candidates[name] for name, objs in listed.items() if objs},
+                     files={f"{name}/{rel}": obj for name, objs in listed.items() for rel, obj in objs.items()})

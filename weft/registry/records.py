@@ -145,12 +145,13 @@ def deployments_of(session: Session, model_id: str) -> list[str]:
 
 
 def _referenced_elsewhere(session: Session, storage: Storage, model: Model, key: str) -> bool:
-    for other in session.exec(select(Model).where(Model.id != model.id)):
+    # a record can only point at its own user's storage, so only that user's records can share a folder
+    for other in session.exec(select(Model).where(Model.user_id == model.user_id, Model.id != model.id)):
         refs = [storage_key(storage, other), (other.details or {}).get("lora_adapters_key"),
                 (other.details or {}).get("gguf_key"), export_key(other.id, "").rstrip("/")]
         if any(r and (r == key or r.startswith(f"{key}/") or key.startswith(f"{r}/")) for r in refs):
             return True
-    return session.exec(select(Adapter).where(Adapter.storage_key == key,
+    return session.exec(select(Adapter).where(Adapter.user_id == model.user_id, Adapter.storage_key == key,
                                               Adapter.model_id != model.id)).first() is not None
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlmodel import Session
 
 from weft.registry.bundle import latest_evaluation
-from weft.registry.layout import GGUF, MERGED, adapter_of, artifacts, export_key, files, storage_key
+from weft.registry.layout import GGUF, MERGED, adapter_of, artifacts, export_key, storage_key
 from weft.registry.links import download_links
 from weft.specs.names import WorkflowName
 from weft.storage import Storage
@@ -49,7 +49,7 @@ def job_of(session: Session, model: Model) -> dict[str, Any] | None:
 def detail(session: Session, storage: Storage, model: Model, base_url: str) -> dict[str, Any]:
     """Everything of `summary` checked against storage, plus files, evaluation results and download links."""
     found = artifacts(session, storage, model)
-    objects = files(storage, found)
+    objects = found.files
     links, file_links = download_links(storage, base_url, found, model.user_id, objects)
     evaluation = latest_evaluation(session, model.id)
     return {
