@@ -156,19 +156,26 @@ def log_line(log: Any) -> LogLine:
 
 def read_logs(flow_run_id: str, *, offset: int, limit: int, newest_first: bool, client: Any = None) -> list[LogLine]:
     """Log lines of a run from the Prefect server (weft keeps no copy), paged 200 at a time (with
-    `client`, an open sync Prefect client, instead of a new one)."""
+    `client`, an open sync Prefect client, instead of a new one).
+
+    Lines that arrive while it pages shift the later pages, so a line may come twice; it is kept once."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
 
     log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
     sort = LogSort.TIMESTAMP_DESC if newest_first else LogSort.TIMESTAMP_ASC
     lines: list[LogLine] = []
+    seen: set[UUID] = set()
+    read = 0
     with nullcontext(client) if client is not None else runs.prefect_client() as client:
         while len(lines) < limit:
-            page = client.read_logs(log_filter=log_filter, limit=min(LOG_PAGE, limit - len(lines)),
-                                    offset=offset + len(lines), sort=sort)
-            lines += [log_line(log) for log in page]
-            if len(page) < LOG_PAGE:
+            wanted = min(LOG_PAGE, limit - len(lines))
+            page = client.read_logs(log_filter=log_filter, limit=wanted, offset=offset + read, sort=sort)
+            read += len(page)
+            fresh = [log for log in page if log.id not in seen]
+            seen.update(log.id for log in fresh)
+            lines += [log_line(log) for log in fresh]
+            if len(page) < wanted:
                 break
     return lines
 
