@@ -18,16 +18,26 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from weft.db import database_unavailable
-from weft.errors import Conflict, Forbidden, Invalid, InvalidInput, NotFound, Refused, Unavailable, WeftError
+from weft.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    InvalidInput,
+    NotFound,
+    Refused,
+    Unavailable,
+    UpstreamError,
+    WeftError,
+)
 
 log = logging.getLogger("weft.api")
 
 CODES = {400: "INVALID_INPUT", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
          409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 422: "VALIDATION_ERROR",
-         429: "RATE_LIMITED", 500: "SERVICE_ERROR", 503: "SERVICE_UNAVAILABLE"}
+         429: "RATE_LIMITED", 500: "SERVICE_ERROR", 502: "UPSTREAM_ERROR", 503: "SERVICE_UNAVAILABLE"}
 # the HTTP status of each error weft's services raise (their code, message and details pass unchanged)
 DOMAIN_STATUS: dict[type[WeftError], int] = {NotFound: 404, Invalid: 422, InvalidInput: 400, Refused: 409, Conflict: 409,
-                                             Forbidden: 403, Unavailable: 503}
+                                             Forbidden: 403, Unavailable: 503, UpstreamError: 502}
 REQUEST_ID_HEADER = "X-Request-ID"
 DATABASE_RETRY_AFTER = "1"  # seconds: a restarting PostgreSQL is usually back within a few
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

@@ -7,6 +7,7 @@ details a client can act on); the API maps them to HTTP statuses in one place (`
 - `Forbidden`: a link or credential that does not grant this: tampered, expired, someone else's (403).
 - `Conflict`: the record's state does not allow it, e.g. a finished workflow's steps (409).
 - `Unavailable`: a dependency is busy or unreachable: the database, the Prefect server (503).
+- `UpstreamError`: an external service (a GPU cloud's API, RelayCore) refused or did not answer (502).
 """
 
 from __future__ import annotations
@@ -82,3 +83,10 @@ class Unavailable(WeftError):
     """The database is busy or a service weft depends on (the Prefect server) is unreachable: try again."""
 
     code = "SERVICE_UNAVAILABLE"
+
+
+class UpstreamError(WeftError):
+    """An external service weft calls for the user (a GPU cloud's API, RelayCore) refused the request
+    or could not be reached; `details` carries its URL and, where it answered, its status and message."""
+
+    code = "UPSTREAM_ERROR"
