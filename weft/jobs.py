@@ -28,6 +28,7 @@ QUANTIZATION = {None: None, "none": None, "int4": "nf4", "nf4": "nf4", "4bit": "
 CONFIG_FIELDS = ("rank", "alpha", "dropout", "target_modules", "learning_rate", "batch_size",
                  "gradient_accumulation_steps", "num_epochs", "max_steps", "warmup_steps", "validation_split",
                  "checkpoint_steps", "max_seq_length", "logging_steps", "seed")
+PLACEMENT_AND_TRACKING = ("provider", "resource_id", "experiment_tracker", "project_name")  # kept as given
 LOG_PAGE = 200
 SETTLE_SECONDS = 3.0  # > Prefect's log batch interval (PREFECT_LOGGING_TO_API_BATCH_INTERVAL, 2 s)
 FOLLOW_POLL_SECONDS = 2.0  # a followed run's logs arrive in 2 s batches (PREFECT_LOGGING_TO_API_BATCH_INTERVAL)
@@ -82,6 +83,7 @@ def job_steps(session: Session, user_id: str, config: dict[str, Any]) -> tuple[d
         train["quantization"] = QUANTIZATION[quantization]
     name = config.get("name") or config.get("project_name") or f"{model.name}-{algorithm}"
     step2: dict[str, Any] = {"name": name, "config": train}
+    step2 |= {k: config[k] for k in PLACEMENT_AND_TRACKING if config.get(k) is not None}
     if (export := config.get("export")) is not None:  # {"format": "gguf", "quantization": "q8_0"}
         if isinstance(export, dict) and export.get("format", "gguf") == "gguf" and \
                 (why := unavailable(str(export.get("quantization", "q8_0")).lower())):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from weft import pools
@@ -20,6 +22,13 @@ class AdapterSettings(StepModel):
     name: str = Field(min_length=1, max_length=200, description="name of the fine-tuned model")
     config: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportOptions | None = Field(default=None, description="export the fine-tuned model when trained")
+    experiment_tracker: Literal["mlflow", "wandb"] | None = Field(
+        default=None, description="track the run's params, metrics and artifacts in this tracker")
+    project_name: str | None = Field(default=None, min_length=1, max_length=200,
+                                     description="the tracker's experiment (project) the run belongs to")
+    provider: str | None = Field(default=None, description="the platform to train on (GET /api/v1/platforms)")
+    resource_id: str | None = Field(default=None, description="the resource type on that platform "
+                                                              "(GET /api/v1/resources)")
 
 
 class FineTuneSpec(AdapterSettings, ChooseBaseAndData):
