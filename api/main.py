@@ -27,8 +27,10 @@ from api.routers import (
     jobs,
     models,
     monitoring,
+    platforms,
     predict,
     providers,
+    resources,
     status,
     webhooks,
     workflow_create,
@@ -64,7 +66,8 @@ def create_app() -> FastAPI:
     app.include_router(ws.router)  # /ws/jobs/{id}, as document 003 places it
     app.include_router(inference.openai_router)  # /v1/completions, /v1/chat/completions, /v1/models
     for module in (auth, workflows, workflow_create, models, files, adapters, datasets, jobs, evaluations, endpoints, deployments,
-                   deploy, predict, inference, clusters, monitoring, drift, webhooks, credentials, providers, status):
+                   deploy, predict, inference, clusters, platforms, resources, monitoring, drift, webhooks, credentials,
+                   providers, status):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

@@ -17,10 +17,13 @@ from sqlmodel import Session, or_, select
 
 from weft import runs
 from weft.clock import utcnow
+from weft.compute.placement import chosen_resource
 from weft.datasets.uploads import import_local_file
+from weft.errors import Invalid
 from weft.export.formats import unavailable
 from weft.statuses import TERMINAL
 from weft.tables import Adapter, Dataset, Model
+from weft.tracking import tracker_unavailable
 from weft.training.config import quantization_refusal
 
 ALGORITHMS = {"lora": "lora", "qlora": "qlora", "dora": "dora"}
@@ -77,6 +80,8 @@ def job_steps(session: Session, user_id: str, config: dict[str, Any]) -> tuple[d
     if quantization not in QUANTIZATION:
         raise InvalidConfig(f"quantization must be one of {sorted(k for k in QUANTIZATION if k)}",
                             {"field": "quantization"})
+    if why := tracker_unavailable(config.get("experiment_tracker")):
+        raise InvalidConfig(why, {"field": "experiment_tracker"})
     train = {k: config[k] for k in CONFIG_FIELDS if k in config}
     train["method"] = ALGORITHMS[algorithm]
     if QUANTIZATION[quantization]:
@@ -84,6 +89,10 @@ def job_steps(session: Session, user_id: str, config: dict[str, Any]) -> tuple[d
     name = config.get("name") or config.get("project_name") or f"{model.name}-{algorithm}"
     step2: dict[str, Any] = {"name": name, "config": train}
     step2 |= {k: config[k] for k in PLACEMENT_AND_TRACKING if config.get(k) is not None}
+    try:
+        chosen_resource(session, step2)  # refused before anything is stored
+    except Invalid as exc:
+        raise InvalidConfig(exc.message, {"field": exc.details["errors"][0]["field"]}) from exc
     if (export := config.get("export")) is not None:  # {"format": "gguf", "quantization": "q8_0"}
         if isinstance(export, dict) and export.get("format", "gguf") == "gguf" and \
                 (why := unavailable(str(export.get("quantization", "q8_0")).lower())):

@@ -113,6 +113,30 @@ def online_workers(pool: str) -> int:
             raise
 
 
+def pool_queue(pool: str, history: int = 20) -> tuple[int, float | None]:
+    """How many flow runs wait in `pool` (scheduled or pending), and the mean run time in seconds of its
+    last `history` completed runs (None without one)."""
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    in_pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
+    with prefect_client() as client:
+        waiting = client.count_flow_runs(work_pool_filter=in_pool, flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING]))))
+        done = client.read_flow_runs(work_pool_filter=in_pool, sort=FlowRunSort.END_TIME_DESC, limit=history,
+                                     flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                                         type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))))
+    times = [r.total_run_time.total_seconds() for r in done if r.total_run_time]
+    return waiting, (sum(times) / len(times) if times else None)
+
+
+def run_seconds(flow_run_id: str) -> float | None:
+    """The run's measured run time (Prefect's total_run_time), None before it ran."""
+    with prefect_client() as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+    return run.total_run_time.total_seconds() if run.total_run_time else None
+
+
 def pick_pool(pools: tuple[str, ...]) -> tuple[str, str | None]:
     """The first pool with an online worker (the last pool when none has one, so runs wait there),
     with a note when it is not the preferred one."""
@@ -130,11 +154,49 @@ def choose_deployment(wt: WorkflowType) -> tuple[str, str | None]:
     return wt.deployment_on(pool), note
 
 
+def ensure_work_pool(name: str, pool_type: str, description: str) -> bool:
+    """Create the work pool unless it exists; True when it was created."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with prefect_client() as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=name, type=pool_type, description=description))
+        except ObjectAlreadyExists:
+            return False
+    return True
+
+
+def copy_deployment(template: str, pool: str, description: str) -> str:
+    """`<flow>/<pool>`: the template deployment's flow, entrypoint and pull steps on `pool` (created or
+    updated: Prefect upserts a deployment by flow and name); returns its id."""
+    with prefect_client() as client:
+        found = client.read_deployment_by_name(template)
+        return str(client.create_deployment(
+            flow_id=found.flow_id, name=pool, work_pool_name=pool, entrypoint=found.entrypoint, path=found.path,
+            pull_steps=found.pull_steps, tags=[*found.tags, pool], parameter_openapi_schema=found.parameter_openapi_schema,
+            description=description))
+
+
+def remove_work_pool(name: str) -> None:
+    """Delete the pool's deployments, then the pool (nothing when it does not exist)."""
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
+    with prefect_client() as client:
+        for deployment in client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[name]))):
+            client.delete_deployment(deployment.id)
+        try:
+            client.delete_work_pool(name)
+        except ObjectNotFound:
+            pass
+
+
 def trigger(wt: WorkflowType, workflow_id: str, spec: dict[str, Any], *, run_number: int,
-            cache_version: int, owner_id: str) -> str:
-    """Create the flow run of `wt`'s deployment (on the preferred pool with a worker; a fallback is
-    written to the run's logs); the idempotency key makes double triggers one run."""
-    deployment, fallback = choose_deployment(wt)
+            cache_version: int, owner_id: str, pool: str | None = None, note: str | None = None) -> str:
+    """Create the flow run of `wt`'s deployment (on `pool` when given, else on the preferred pool with a
+    worker); `note` (why not the preferred pool) or the fallback is written to the run's logs; the
+    idempotency key makes double triggers one run."""
+    deployment, fallback = (wt.deployment_on(pool), note) if pool else choose_deployment(wt)
     flow_run: FlowRun = run_deployment(
         name=deployment,
         parameters={"spec": spec, "workflow_id": workflow_id, "cache_version": cache_version, "owner_id": owner_id},

@@ -80,6 +80,20 @@ class Settings(BaseSettings):
     pool_hour_cost: dict[str, float] = Field(default_factory=lambda: {pools.CPU: 0.05, pools.GPU: 2.5},
                                              description="$ per replica- or training-hour on each work pool")
     storage_gb_month_cost: float = Field(default=0.023, description="$ per GB-month of object storage")
+    # experiment tracking (document 003's experiment_tracker: mlflow)
+    mlflow_tracking_uri: str | None = Field(default=None, description="MLflow tracking store or server (http://...); "
+                                            "sqlite:///<home>/mlflow.db by default (one machine only)")
+    mlflow_artifact_root: str | None = Field(default=None, description="where new MLflow experiments keep artifacts; "
+                                             "<home>/mlflow-artifacts for a local store, the server's own default "
+                                             "for an http(s) tracking server")
+    # RelayCore (weft/integrations): each user configures a connector; these are only defaults
+    relaycore_url: str | None = Field(default=None, description="RelayCore API base URL a user may leave out "
+                                                                "when configuring the connector")
+    relaycore_timeout_seconds: float = Field(default=10.0, gt=0, description="HTTP timeout of one RelayCore call")
+    resource_prices: dict[str, float] = Field(default_factory=dict, description="USD per hour of a platform's "
+                                              "resource, keyed provider/resource_id: overrides the catalog's price")
+    platform_urls: dict[str, str] = Field(default_factory=dict, description="API base URL of a GPU cloud, keyed by "
+                                          "platform name: overrides the catalog's (weft/catalog/platforms.yaml)")
 
     @property
     def home_dir(self) -> Path:
@@ -92,6 +106,17 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home_dir / 'weft.db'}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> str | None:
+        """Artifact location of new experiments; None lets a tracking server choose (it may proxy them)."""
+        if self.mlflow_artifact_root or self.mlflow_uri.startswith(("http://", "https://", "databricks")):
+            return self.mlflow_artifact_root
+        return (self.home_dir / "mlflow-artifacts").as_uri()
 
     @property
     def storage_root(self) -> str:

@@ -116,6 +116,14 @@ class ClusterStatus(StrEnum):
     AVAILABLE = "available"
 
 
+class PlatformStatus(StrEnum):
+    """A compute platform: connected (its key verified), error (the check failed), or not connected."""
+
+    CONNECTED = "connected"
+    ERROR = "error"
+    DISCONNECTED = "disconnected"
+
+
 class AlertStatus(StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"

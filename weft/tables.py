@@ -18,6 +18,7 @@ from weft.statuses import (
     DeliveryStatus,
     EndpointStatus,
     ModelStatus,
+    PlatformStatus,
     ReplicaState,
     RevisionStatus,
     RunStatus,
@@ -358,6 +359,34 @@ class Cluster(SQLModel, table=True):
     config_block: str | None = None
     hardware: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = ClusterStatus.AVAILABLE
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PlatformConnection(SQLModel, table=True):
+    """A GPU cloud weft is connected to: its API key lives in a Secret block, its work pool in Prefect."""
+
+    __tablename__ = "platform_connection"
+    name: str = Field(primary_key=True)
+    status: str = PlatformStatus.ERROR
+    reason: str | None = None
+    pool_name: str
+    secret_block: str | None = None
+    connected_by: str | None = None
+    last_verified: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Placement(SQLModel, table=True):
+    """Where a workflow's flow run was sent and the resource's price then, which its cost is billed at."""
+
+    workflow_id: str = Field(primary_key=True)
+    provider: str
+    resource_id: str
+    pool_name: str
+    hourly_rate: float | None = None
+    currency: str = "USD"
+    billing_increment: int = 1
+    minimum_charge: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -21,6 +21,7 @@ from api.schemas.evaluations import (
 )
 from weft import jobs, workflows
 from weft.clock import utcnow
+from weft.compute import placement
 from weft.datasets.uploads import import_local_file
 from weft.specs.evaluation import EvaluationSettings
 from weft.specs.names import WorkflowName
@@ -140,9 +141,11 @@ def experiment(session: Session, user_id: str, experiment_id: str) -> dict[str, 
 @router.post("/experiments/compare", response_model=CompareOut)
 def compare_experiments(body: CompareRequest, user: CurrentUser, session: SessionDep) -> dict:
     """Metrics side by side (null where an experiment lacks one), configs, the best performer (highest
-    accuracy, else lowest loss) and the measured runtime of each."""
-    refresh_status(session, [get_owned(session, Workflow, i, user.id, "experiment") for i in body.experiment_ids])
+    accuracy, else lowest loss), the measured runtime of each and what each cost."""
+    compared = [get_owned(session, Workflow, i, user.id, "experiment") for i in body.experiment_ids]
+    refresh_status(session, compared)
     items = [experiment(session, user.id, i) for i in body.experiment_ids]
+    costs = [placement.run_cost(session, wf)[1] for wf in compared]
     names = sorted({k for item in items for k, v in item["metrics"].items() if isinstance(v, (int, float))})
     metrics = {k: [item["metrics"].get(k) for item in items] for k in names}
     best = None
@@ -153,4 +156,7 @@ def compare_experiments(body: CompareRequest, user: CurrentUser, session: Sessio
             break
     return {"comparison": {"metrics": metrics, "configs": [item["config"] for item in items],
                            "statuses": [item["status"] for item in items], "best_performer": best,
-                           "runtime_seconds": [item["runtime_seconds"] for item in items]}}
+                           "runtime_seconds": [item["runtime_seconds"] for item in items],
+                           "cost_analysis": {"total_costs": costs, "cost_per_accuracy_point": [
+                               round(cost / (accuracy * 100), 4) if cost is not None and accuracy else None
+                               for cost, accuracy in zip(costs, metrics.get("accuracy") or [None] * len(items))]}}}

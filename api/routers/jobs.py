@@ -21,10 +21,11 @@ from api.schemas.jobs import (
     LogPushed,
 )
 from weft import jobs, workflows
+from weft.compute import placement
 from weft.errors import Invalid
 from weft.specs.names import WorkflowName
 from weft.statuses import WorkflowStatus
-from weft.tables import Workflow
+from weft.tables import Placement, Workflow
 from weft.workflows import merged_data, refresh_status, stored_steps
 
 router = APIRouter(tags=["jobs"])
@@ -35,7 +36,8 @@ def job_view(session, wf: Workflow, detail: bool = False) -> dict[str, Any]:
     model, adapter = jobs.outputs(session, wf.id)
     view: dict[str, Any] = {
         "job_id": wf.id, "config": {"base_model": data.get("base_model"), "dataset_id": data.get("dataset_id"),
-                                    "name": data.get("name"), **(data.get("config") or {})},
+                                    "name": data.get("name"), **(data.get("config") or {}),
+                                    **{k: data[k] for k in jobs.PLACEMENT_AND_TRACKING if data.get(k)}},
         "status": wf.status.lower(), "created_at": wf.created_at, "flow_run_id": wf.flow_run_id,
         "progress": (1.0 if wf.status == WorkflowStatus.COMPLETED
                      else jobs.progress_of(wf.flow_run_id) if wf.flow_run_id else 0.0),
@@ -45,6 +47,8 @@ def job_view(session, wf: Workflow, detail: bool = False) -> dict[str, Any]:
     if detail and adapter:
         view["artifact"] = {"path": adapter.storage_key, "size_bytes": adapter.size_bytes,
                             "hash": f"sha256:{adapter.sha256}"}
+    if detail:
+        view["duration_seconds"], view["cost"] = placement.run_cost(session, wf)
     return view
 
 
@@ -68,11 +72,12 @@ def create_job(user: CurrentUser, session: SessionDep, body: JobCreateBody = Bod
         raise ApiError(400, "INVALID_CONFIG", str(exc), exc.details) from exc
     except Invalid as exc:  # document 003 calls every bad config a 400 INVALID_CONFIG
         raise ApiError(400, "INVALID_CONFIG", exc.message, exc.details) from exc
-    import torch
-
-    spec = merged_data(stored_steps(session, wf.id))
+    placed = session.get(Placement, wf.id)
+    minutes = jobs.estimated_minutes(session, merged_data(stored_steps(session, wf.id)), placement.on_gpu(placed))
     return {"job_id": wf.id, "status": wf.status.lower(), "created_at": wf.created_at,
-            "estimated_duration_minutes": jobs.estimated_minutes(session, spec, torch.cuda.is_available()),
+            "estimated_duration_minutes": minutes,
+            "estimated_cost": placement.cost(placed, minutes * 60) if minutes is not None else None,
+            "provider": placed.provider if placed else None, "resource_id": placed.resource_id if placed else None,
             "flow_run_id": wf.flow_run_id}
 
 

@@ -78,6 +78,13 @@ class Comparison(BaseModel):
     statuses: list[str]
     best_performer: str | None = Field(description="highest accuracy, else lowest loss")
     runtime_seconds: list[Any] = Field(description="measured, per experiment (null when unknown)")
+    cost_analysis: CostAnalysis
+
+
+class CostAnalysis(BaseModel):
+    total_costs: list[float | None] = Field(description="each finished run's measured run time x its resource's "
+                                                        "hourly rate (null where unpriced or not finished)")
+    cost_per_accuracy_point: list[float | None] = Field(description="cost / (accuracy x 100), where both are known")
 
 
 class CompareOut(BaseModel):

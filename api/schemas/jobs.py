@@ -25,6 +25,10 @@ class JobCreated(BaseModel):
     status: str
     created_at: UtcDatetime
     estimated_duration_minutes: float | None
+    estimated_cost: float | None = Field(description="estimated duration x the resource's hourly rate (USD); "
+                                                     "null where the resource has no price")
+    provider: str | None = Field(description="the platform it runs on")
+    resource_id: str | None = Field(description="the resource it runs on (its pool's, for local runs)")
     flow_run_id: str | None
 
 
@@ -46,6 +50,10 @@ class JobOut(BaseModel):
     model_id: str | None = Field(description="the fine-tuned model, once registered")
     adapter_id: str | None
     artifact: Artifact | None = Field(default=None, description="the adapter's file (job details only)")
+    duration_seconds: float | None = Field(default=None, description="measured run time of the finished run "
+                                                                     "(job details only)")
+    cost: float | None = Field(default=None, description="duration x the resource's hourly rate at submission, "
+                                                         "rounded up to its billing increment (job details only)")
 
 
 class JobList(BaseModel):

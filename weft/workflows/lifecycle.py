@@ -11,8 +11,9 @@ from sqlmodel import Session
 
 from weft import runs
 from weft.clock import utcnow
+from weft.compute.placement import place
 from weft.db import get_engine
-from weft.errors import Conflict, Invalid, Unavailable
+from weft.errors import Conflict, Invalid, Unavailable, WeftError
 from weft.specs import WorkflowType, get_type
 from weft.statuses import RETRYABLE, TERMINAL, WorkflowStatus
 from weft.tables import Workflow
@@ -22,14 +23,17 @@ log = logging.getLogger(__name__)
 
 
 def start(session: Session, wt: WorkflowType, wf: Workflow, spec: dict[str, Any]) -> None:
-    """Admit (raises `Refused`), create the flow run (idempotent per workflow and run number) and
-    remember its id on the workflow; `Unavailable` when the run cannot be created (the Prefect server
-    is down, the deployment is missing)."""
+    """Admit (raises `Refused`), place it on a pool (`weft.compute.placement`), create the flow run
+    (idempotent per workflow and run number) and remember its id on the workflow; `Unavailable` when the
+    run cannot be created (the Prefect server is down, the deployment is missing)."""
     if wt.admit:
         wt.admit(session, spec)
     try:
+        pool, note = place(session, wt, wf, spec)
         flow_run_id = runs.trigger(wt, wf.id, spec, run_number=wf.run_count, cache_version=wf.cache_version,
-                                   owner_id=wf.user_id)
+                                   owner_id=wf.user_id, pool=pool, note=note)
+    except WeftError:
+        raise
     except Exception as exc:
         log.exception("could not start %s for workflow %s", wt.flow_name, wf.id)
         raise Unavailable(f"could not start the {wt.name} flow run: {exc}", {"flow": wt.flow_name}) from exc
