@@ -22,6 +22,7 @@ from api.routers import (
     drift,
     endpoints,
     evaluations,
+    experiments,
     files,
     inference,
     jobs,
@@ -65,9 +66,9 @@ def create_app() -> FastAPI:
     app.include_router(status.root)
     app.include_router(ws.router)  # /ws/jobs/{id}, as document 003 places it
     app.include_router(inference.openai_router)  # /v1/completions, /v1/chat/completions, /v1/models
-    for module in (auth, workflows, workflow_create, models, files, adapters, datasets, jobs, evaluations, endpoints, deployments,
-                   deploy, predict, inference, clusters, platforms, resources, monitoring, drift, webhooks, credentials,
-                   providers, status):
+    for module in (auth, workflows, workflow_create, models, files, adapters, datasets, jobs, evaluations, experiments,
+                   endpoints, deployments, deploy, predict, inference, clusters, platforms, resources, monitoring, drift,
+                   webhooks, credentials, providers, status):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

@@ -29,7 +29,7 @@ def fine_tune(spec: FineTuneSpec, workflow_id: str | None = None, cache_version:
     inputs = resolve_inputs(spec)
     prepared = prepare_dataset(inputs, ref.workflow_id)
     estimate = preflight(inputs, prepared, spec)
-    trained = train_adapter(inputs, prepared, estimate, spec, ref.workflow_id)
+    trained = train_adapter(inputs, prepared, estimate, spec, ref.workflow_id, ref.owner_id)
     model_id = register_adapter(inputs, trained, spec, ref.workflow_id, ref.owner_id)
     if spec.export is not None:
         start_export(model_id, spec.export, ref.owner_id)

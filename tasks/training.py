@@ -26,6 +26,7 @@ from weft.specs.training import FineTuneSpec
 from weft.statuses import ModelStatus
 from weft.storage import get_storage
 from weft.tables import Adapter, Dataset, Model
+from weft.tracking import tracked_run
 from weft.training.checkpoints import CheckpointStore
 from weft.training.progress import format_line, loss_curve_png, summary_markdown
 from weft.training.records import training_record
@@ -140,8 +141,9 @@ class Trained(BaseModel):
 # Under log_prints, datasets' function hashing ends up disassembling code into the run's logs.
 @task(**step_options("train_adapter", log_prints=False))
 def train_adapter(inputs: Inputs, prepared: Prepared, estimate: Estimate, spec: FineTuneSpec,
-                  workflow_id: str) -> Trained:
-    """Train, mirroring checkpoints to storage; a re-run of the workflow resumes from the last one."""
+                  workflow_id: str, owner_id: str | None = None) -> Trained:
+    """Train, mirroring checkpoints to storage; a re-run of the workflow resumes from the last one (and continues
+    its tracked run, when the config names an experiment tracker)."""
     log = get_run_logger()
     storage = get_storage()
     progress = create_progress_artifact(0.0, description=f"training {spec.name}")
@@ -154,8 +156,13 @@ def train_adapter(inputs: Inputs, prepared: Prepared, estimate: Estimate, spec: 
     checkpoints = CheckpointStore(storage, f"runs/{workflow_id}/checkpoints")
     if complete := checkpoints.steps():
         log.info("resuming from checkpoint-%d, the last complete checkpoint in storage", complete[-1])
-    with tempfile.TemporaryDirectory() as tmp, storage.local(inputs.model_key) as base:
-        result = train(base, rows, spec.config, Path(tmp) / "work", checkpoints, on_log=on_log)
+    tracked = tracked_run(spec.experiment_tracker, workflow_id, owner_id or "", spec.project_name, spec.name,
+                          {**spec.config.model_dump(), "base_model": inputs.base_name, "base_model_id": inputs.base_model_id,
+                           "dataset_id": inputs.dataset_id, "dataset_sha256": inputs.dataset_fingerprint,
+                           "dataset_records": prepared.records})
+    with tempfile.TemporaryDirectory() as tmp, storage.local(inputs.model_key) as base, tracked as tracker:
+        result = train(base, rows, spec.config, Path(tmp) / "work", checkpoints, callbacks=tracker.callbacks,
+                       on_log=on_log)
         if result.fallback_reason:
             log.warning("qlora fell back to lora: %s", result.fallback_reason)
         metrics = dict(result.metrics)
@@ -164,6 +171,7 @@ def train_adapter(inputs: Inputs, prepared: Prepared, estimate: Estimate, spec: 
         adapter = Path(result.adapter_dir)
         png = loss_curve_png(result.log_history)
         (adapter / "loss_curve.png").write_bytes(png)
+        tracker.log_outputs(adapter, metrics, {"weft.trained_method": result.method})
         create_markdown_artifact(summary_markdown(spec.name, result.method, metrics, png, result.fallback_reason,
                                                   result.resumed_from_step),
                                  key=f"fine-tune-{workflow_id[:8]}", description="final metrics and loss curve")

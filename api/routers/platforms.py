@@ -12,7 +12,7 @@ router = APIRouter(tags=["platforms"])
 
 
 @router.get("/platforms", response_model=PlatformList)
-def list_platforms(user: CurrentUser, session: SessionDep) -> dict:
+def platform_list(user: CurrentUser, session: SessionDep) -> dict:
     """local, kubernetes and the GPU clouds of the catalog, each with its connection status."""
     return {"platforms": platforms.list_platforms(session)}
 

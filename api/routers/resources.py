@@ -12,7 +12,7 @@ router = APIRouter(tags=["platforms"])
 
 
 @router.get("/resources", response_model=ResourceList)
-def list_resources(user: CurrentUser, session: SessionDep, provider: str | None = Query(None),
+def resource_list(user: CurrentUser, session: SessionDep, provider: str | None = Query(None),
                    available: bool | None = Query(None)) -> dict:
     """The resources of every connected platform (or of `provider`), optionally only available ones."""
     return {"resources": resources.list_resources(session, provider, available)}

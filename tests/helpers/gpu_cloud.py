@@ -16,7 +16,7 @@ class GpuCloudStandIn:
     """`with GpuCloudStandIn("key") as cloud:` serves until the block ends; `cloud.url(platform)` is the base
     URL to configure for runpod or lambda, `cloud.requests` the (path, key) of every request."""
 
-    def __init__(self, api_key: str) -> None:
+    def __init__(self, api_key: str, port: int = 0) -> None:
         self.api_key = api_key
         self.requests: list[tuple[str, str]] = []
         stand_in = self
@@ -46,7 +46,7 @@ class GpuCloudStandIn:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def url(self, platform: str) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from weft import pools
 from weft.specs.base import Stage, StepDef, StepModel, StoredModelId, UsableDatasetId, WorkflowType, register
 from weft.specs.export import ExportOptions
 from weft.specs.names import WorkflowName
+from weft.tracking import tracker_unavailable
 from weft.training.config import TrainConfig
 
 
@@ -29,6 +30,13 @@ class AdapterSettings(StepModel):
     provider: str | None = Field(default=None, description="the platform to train on (GET /api/v1/platforms)")
     resource_id: str | None = Field(default=None, description="the resource type on that platform "
                                                               "(GET /api/v1/resources)")
+
+    @field_validator("experiment_tracker")
+    @classmethod
+    def _tracker_available(cls, value: str | None) -> str | None:
+        if why := tracker_unavailable(value):  # accepted only where weft really logs to it
+            raise ValueError(why)
+        return value
 
 
 class FineTuneSpec(AdapterSettings, ChooseBaseAndData):
