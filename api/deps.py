@@ -14,10 +14,11 @@ from sqlmodel import Session, select
 
 from api.errors import ApiError, not_found
 from api.gateway import Gateway
-from api.security import API_KEY_PREFIX, decode_access_token, hash_api_key
+from api.security import API_KEY_PREFIX, hash_api_key
 from weft.clock import as_utc, utcnow
 from weft.db import get_engine
 from weft.tables import ApiKey, User
+from weft.tokens import decode_access_token
 
 T = TypeVar("T")
 

@@ -25,6 +25,7 @@ from api.routers import (
     experiments,
     files,
     inference,
+    integrations,
     jobs,
     models,
     monitoring,
@@ -68,7 +69,7 @@ def create_app() -> FastAPI:
     app.include_router(inference.openai_router)  # /v1/completions, /v1/chat/completions, /v1/models
     for module in (auth, workflows, workflow_create, models, files, adapters, datasets, jobs, evaluations, experiments,
                    endpoints, deployments, deploy, predict, inference, clusters, platforms, resources, monitoring, drift,
-                   webhooks, credentials, providers, status):
+                   webhooks, credentials, providers, integrations, status):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

@@ -112,6 +112,30 @@ def only_fields(items: list[dict[str, Any]], query: ListQuery, known: set[str]) 
     return [{k: item.get(k) for k in query.fields} for item in items]
 
 
+def arranged(items: list[Any], listing: ListQuery, item: type[BaseModel]) -> list[Any]:
+    """A list built in memory (whole, before it is cut into a page) sorted and reduced as `listing` asks: any
+    field of `item` holding plain values may be the sort key (items without it go last)."""
+    if not (listing.sort or listing.order or listing.fields):
+        return items
+    data = jsonable_encoder(items)
+    if listing.sort or listing.order:
+        name = listing.sort or "created_at"
+        plain = {k for k in item.model_fields
+                 if all(isinstance(d.get(k), (str, int, float, bool, type(None))) for d in data)}
+        if name not in plain:
+            raise ApiError(422, "VALIDATION_ERROR", f"Invalid parameter: cannot sort by {name!r}",
+                           {"parameter": "sort", "constraint": ", ".join(sorted(plain))})
+        present = [d for d in data if d.get(name) is not None]
+        present.sort(key=lambda d: d[name], reverse=listing.order != "asc")
+        data = present + [d for d in data if d.get(name) is None]
+    return only_fields(data, listing, set(item.model_fields))
+
+
+def listed(body: dict[str, Any], listing: ListQuery) -> Any:
+    """The list's body, as a JSONResponse when `fields` reduced its items (they no longer fit its model)."""
+    return JSONResponse(jsonable_encoder(body)) if listing.fields else body
+
+
 def paginate(session: Session, stmt, page: PageParams, serialize: Callable[[Any], Any],
              listing: ListQuery | None = None, item: type[BaseModel] | None = None,
              envelope: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Any:

@@ -29,10 +29,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
-from api.security import decode_access_token
 from weft.db import database_unavailable, get_engine
 from weft.settings import get_settings
 from weft.tables import RateLimitWindow
+from weft.tokens import decode_access_token
 
 log = logging.getLogger("weft.api")
 

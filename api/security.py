@@ -1,16 +1,11 @@
-"""Passwords (bcrypt), JWT access tokens (HS256) and API keys (shown once, stored as sha256)."""
+"""Passwords (bcrypt) and API keys (shown once, stored as sha256); access tokens are `weft.tokens`."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
 
 import bcrypt
-import jwt
-
-from weft.clock import utcnow
-from weft.settings import get_settings
 
 API_KEY_PREFIX = "sk_weft_"
 
@@ -21,25 +16,6 @@ def hash_password(password: str) -> str:
 
 def verify_password(password: str, hashed: str) -> bool:
     return bcrypt.checkpw(password.encode()[:72], hashed.encode())
-
-
-def create_access_token(user_id: str) -> tuple[str, int]:
-    """A signed token for `user_id` and its lifetime in seconds."""
-    settings = get_settings()
-    expires = settings.jwt_expires_seconds
-    now = utcnow()
-    claims = {"sub": user_id, "iat": now, "exp": now + timedelta(seconds=expires), "typ": "access"}
-    return jwt.encode(claims, settings.signing_key(), algorithm="HS256"), expires
-
-
-def decode_access_token(token: str) -> str | None:
-    """The user id of a valid, unexpired token, else None."""
-    try:
-        claims = jwt.decode(token, get_settings().signing_key(), algorithms=["HS256"],
-                            options={"require": ["exp", "sub"]})
-    except jwt.PyJWTError:
-        return None
-    return claims.get("sub")
 
 
 def new_api_key() -> str:

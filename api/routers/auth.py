@@ -22,9 +22,10 @@ from api.schemas.auth import (
     TokenOut,
     UserOut,
 )
-from api.security import create_access_token, hash_api_key, hash_password, new_api_key, verify_password
+from api.security import hash_api_key, hash_password, new_api_key, verify_password
 from weft.statuses import EndpointStatus
 from weft.tables import ApiKey, Endpoint, InferenceRecord, Model, User, Workflow
+from weft.tokens import create_access_token
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

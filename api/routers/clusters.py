@@ -13,7 +13,8 @@ from starlette.datastructures import UploadFile
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError
-from api.schemas.clusters import ADD_CLUSTER_FORM, ClusterList
+from api.paging import Listing, arranged, listed
+from api.schemas.clusters import ADD_CLUSTER_FORM, ClusterList, ClusterOut
 from api.schemas.workflows import WorkflowOut
 from weft import workflows
 from weft.clusters import pool_type_of
@@ -68,8 +69,8 @@ async def add_cluster_step(request: Request, user: CurrentUser, session: Session
 
 
 @router.get("/clusters", response_model=ClusterList)
-def list_clusters(user: CurrentUser, session: SessionDep) -> dict:
+def list_clusters(user: CurrentUser, session: SessionDep, listing: Listing) -> dict:
     """weft's own pools and the caller's clusters, with the hardware their workers reported."""
     rows = session.exec(select(Cluster).where(or_(Cluster.user_id == user.id, col(Cluster.user_id).is_(None)))
                         .order_by(col(Cluster.created_at))).all()
-    return {"data": [cluster_view(c) for c in rows], "total": len(rows)}
+    return listed({"data": arranged([cluster_view(c) for c in rows], listing, ClusterOut), "total": len(rows)}, listing)

@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from api.deps import CurrentUser, SessionDep, gateway, get_owned
 from api.errors import ApiError
+from api.paging import Listing, arranged, listed
 from api.schemas.deployments import (
     AdapterDeploymentRequest,
     DeploymentCreated,
@@ -28,6 +29,7 @@ from weft.tables import Adapter, Endpoint
 from weft.webhooks.outbox import emit
 
 router = APIRouter(tags=["deployments"])
+EVERY = 2**31  # a limit that takes every row: a sorted list is sorted whole, then cut
 
 
 @router.post("/deployments", status_code=202, response_model=DeploymentCreated)
@@ -49,7 +51,7 @@ def create_deployment(body: AdapterDeploymentRequest, user: CurrentUser, session
 
 
 @router.get("/deployments", response_model=DeploymentList)
-def list_deployments(user: CurrentUser, session: SessionDep,
+def list_deployments(user: CurrentUser, session: SessionDep, listing: Listing,
                      status: str | None = Query(None, description="active (document 003: running), building "
                                                 "(deploying), updating, stopping, failed, deleted (stopped)"),
                      framework: str | None = Query(None, description="sklearn, pytorch, keras (or tensorflow), "
@@ -57,9 +59,15 @@ def list_deployments(user: CurrentUser, session: SessionDep,
                      search: str | None = Query(None, max_length=100, description="part of the name"),
                      limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0)) -> dict:
     """Both documents' lists in one envelope: document 001's `items`/`total`/`limit`/`offset` and document
-    003's `deployments` (the same page); each item carries both documents' fields."""
-    items, total = views.deployments(session, user.id, status, framework, search, limit, offset)
-    return {"items": items, "deployments": items, "total": total, "limit": limit, "offset": offset}
+    003's `deployments` (the same page); each item carries both documents' fields. Sorted as asked, the whole
+    list is sorted before the page is cut."""
+    if listing.sort or listing.order:
+        items, total = views.deployments(session, user.id, status, framework, search, limit=EVERY, offset=0)
+        items = arranged(items, listing, DeploymentOut)[offset:offset + limit]
+    else:
+        items, total = views.deployments(session, user.id, status, framework, search, limit, offset)
+        items = arranged(items, listing, DeploymentOut)
+    return listed({"items": items, "deployments": items, "total": total, "limit": limit, "offset": offset}, listing)
 
 
 @router.get("/deployments/{deployment_id}", response_model=DeploymentOut)

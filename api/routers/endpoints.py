@@ -8,9 +8,10 @@ from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep, gateway, get_owned
 from api.errors import ApiError
+from api.paging import Listing, arranged, listed
 from api.schemas.endpoints import DeployOut, DeployRequest, EndpointList, EndpointOut, TemplateList
 from weft.serving import lifecycle
-from weft.serving.plan import DeployConfig, templates
+from weft.serving.plan import DeployConfig, Template, templates
 from weft.serving.views import base_url, endpoint_view
 from weft.tables import Endpoint, Model, Replica
 
@@ -40,12 +41,13 @@ def deploy(model_id: str, body: DeployRequest, user: CurrentUser, session: Sessi
 
 
 @router.get("/endpoints", response_model=EndpointList)
-def list_endpoints(user: CurrentUser, session: SessionDep, status: str | None = Query(None)) -> dict:
+def list_endpoints(user: CurrentUser, session: SessionDep, listing: Listing, status: str | None = Query(None)) -> dict:
     stmt = select(Endpoint).where(Endpoint.user_id == user.id).order_by(col(Endpoint.created_at).desc())
     if status:
         stmt = stmt.where(Endpoint.status == status)
     rows = session.exec(stmt).all()
-    return {"data": [endpoint_view(session, e, base_url()) for e in rows], "total": len(rows)}
+    return listed({"data": arranged([endpoint_view(session, e, base_url()) for e in rows], listing, EndpointOut),
+                   "total": len(rows)}, listing)
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=EndpointOut)
@@ -77,5 +79,5 @@ def stop_endpoint(endpoint_id: str, user: CurrentUser, session: SessionDep, requ
 
 
 @router.get("/templates", response_model=TemplateList)
-def list_templates(user: CurrentUser) -> dict:
-    return {"data": [t.model_dump() for t in templates().values()]}
+def list_templates(user: CurrentUser, listing: Listing) -> dict:
+    return listed({"data": arranged([t.model_dump() for t in templates().values()], listing, Template)}, listing)

@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
+from api.paging import Listing, arranged, listed
 from api.schemas.evaluations import (
     CompareOut,
     CompareRequest,
@@ -17,6 +18,7 @@ from api.schemas.evaluations import (
     EvaluationCreated,
     EvaluationList,
     EvaluationOut,
+    EvaluationSummary,
     EvaluationUpdate,
 )
 from weft import jobs, workflows
@@ -89,7 +91,7 @@ def get_evaluation(evaluation_id: str, user: CurrentUser, session: SessionDep) -
 
 
 @router.get("/evaluations", response_model=EvaluationList)
-def list_evaluations(user: CurrentUser, session: SessionDep, page: int = Query(1, ge=1),
+def list_evaluations(user: CurrentUser, session: SessionDep, listing: Listing, page: int = Query(1, ge=1),
                      limit: int = Query(10, ge=1, le=100), model_id: str | None = None,
                      status: str | None = None) -> dict:
     """Document 002's page/limit listing, filtered by model and status."""
@@ -98,7 +100,9 @@ def list_evaluations(user: CurrentUser, session: SessionDep, page: int = Query(1
     refresh_status(session, workflows)
     views = [evaluation_view(session, wf, detail=False) for wf in workflows]
     views = [v for v in views if (not model_id or v["model_id"] == model_id) and (not status or v["status"] == status.lower())]
-    return {"data": views[(page - 1) * limit:page * limit], "total": len(views), "page": page, "limit": limit}
+    views = arranged(views, listing, EvaluationSummary)
+    return listed({"data": views[(page - 1) * limit:page * limit], "total": len(views), "page": page, "limit": limit},
+                  listing)
 
 
 @router.put("/evaluations/{evaluation_id}", response_model=EvaluationOut)

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Paging, paginate
+from api.paging import Listing, Paging, paginate
 from api.schemas.jobs import (
     JobCancelled,
     JobCreateBody,
@@ -82,11 +82,13 @@ def create_job(user: CurrentUser, session: SessionDep, body: JobCreateBody = Bod
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(user: CurrentUser, session: SessionDep, page: Paging, status: str | None = Query(None)) -> dict:
+def list_jobs(user: CurrentUser, session: SessionDep, page: Paging, listing: Listing,
+              status: str | None = Query(None)) -> dict:
     """Document 003's `{jobs, total}`, newest first, one page (`limit`, `offset`) read from the database."""
     stmt = workflows.listing(session, user.id, workflow_type=WorkflowName.FINE_TUNE, status=status)
-    listed = paginate(session, stmt, page, lambda wf: job_view(session, wf))
-    return {"jobs": listed["data"], "total": listed["meta"]["total"], "limit": page.limit, "offset": page.offset}
+    return paginate(session, stmt, page, lambda wf: job_view(session, wf), listing, JobOut,
+                    lambda body: {"jobs": body["data"], "total": body["meta"]["total"], "limit": page.limit,
+                                  "offset": page.offset})
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)

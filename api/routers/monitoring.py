@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Page, Paging, page_response
+from api.paging import Listing, Page, Paging, arranged, listed, page_response
 from api.schemas.monitoring import DeploymentMetrics, MetricsOverview, Recommendation
 from weft.monitoring import metrics, recommendations
 from weft.tables import Endpoint
@@ -33,8 +33,8 @@ def deployment_metrics(deployment_id: str, user: CurrentUser, session: SessionDe
 
 
 @router.get("/monitoring/optimization-recommendations", response_model=Page[Recommendation])
-def optimization_recommendations(user: CurrentUser, session: SessionDep, page: Paging) -> dict:
+def optimization_recommendations(user: CurrentUser, session: SessionDep, page: Paging, listing: Listing) -> dict:
     """Recommendations derived from the last day of measured traffic of the caller's active endpoints.
     They are computed on request, not stored, so the page is cut from the computed list."""
-    found = recommendations.for_user(session, user.id)
-    return page_response(found[page.offset:page.offset + page.limit], len(found), page)
+    found = arranged(recommendations.for_user(session, user.id), listing, Recommendation)
+    return listed(page_response(found[page.offset:page.offset + page.limit], len(found), page), listing)

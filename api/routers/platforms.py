@@ -5,16 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentUser, SessionDep
+from api.paging import Listing, arranged, listed
 from api.schemas.platforms import PlatformConnect, PlatformConnected, PlatformDisconnected, PlatformList
 from weft.compute import platforms
+from weft.compute.platforms import PlatformView
 
 router = APIRouter(tags=["platforms"])
 
 
 @router.get("/platforms", response_model=PlatformList)
-def platform_list(user: CurrentUser, session: SessionDep) -> dict:
+def platform_list(user: CurrentUser, session: SessionDep, listing: Listing) -> dict:
     """local, kubernetes and the GPU clouds of the catalog, each with its connection status."""
-    return {"platforms": platforms.list_platforms(session)}
+    return listed({"platforms": arranged(platforms.list_platforms(session), listing, PlatformView)}, listing)
 
 
 @router.post("/platforms/{platform_name}/connect", response_model=PlatformConnected)

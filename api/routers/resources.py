@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from api.deps import CurrentUser, SessionDep
+from api.paging import Listing, arranged, listed
 from api.schemas.platforms import ResourceList, ResourcePricing
 from weft.compute import resources
 
@@ -12,10 +13,11 @@ router = APIRouter(tags=["platforms"])
 
 
 @router.get("/resources", response_model=ResourceList)
-def resource_list(user: CurrentUser, session: SessionDep, provider: str | None = Query(None),
+def resource_list(user: CurrentUser, session: SessionDep, listing: Listing, provider: str | None = Query(None),
                    available: bool | None = Query(None)) -> dict:
     """The resources of every connected platform (or of `provider`), optionally only available ones."""
-    return {"resources": resources.list_resources(session, provider, available)}
+    found = resources.list_resources(session, provider, available)
+    return listed({"resources": arranged(found, listing, resources.Resource)}, listing)
 
 
 @router.get("/resources/{provider}/{resource_id}/pricing", response_model=ResourcePricing)

@@ -55,3 +55,23 @@ def test_api_keys_and_providers(client, auth_headers):
 def test_unknown_fields_and_columns_are_422(client, auth_headers, path, params, parameter):
     error = assert_error(client.get(path, params=params, headers=auth_headers()), 422, "VALIDATION_ERROR")
     assert error["details"]["parameter"] == parameter
+
+
+def test_lists_built_in_memory(client, auth_headers):
+    """Lists computed rather than read page by page (platforms, templates, clusters) sort and cut the same way."""
+    headers = auth_headers()
+    body = client.get("/api/v1/platforms", params={"sort": "name", "order": "asc", "fields": "name,status"},
+                      headers=headers).json()
+    assert [p["name"] for p in body["platforms"]] == ["kubernetes", "lambda", "local", "runpod"]
+    assert all(set(p) == {"name", "status"} for p in body["platforms"])
+    names = [t["name"] for t in client.get("/api/v1/templates", params={"sort": "name", "order": "desc"},
+                                            headers=headers).json()["data"]]
+    assert names == sorted(names, reverse=True) and len(names) > 1
+    assert client.get("/api/v1/jobs", params={"sort": "status", "fields": "job_id,status"},
+                      headers=headers).json() == {"jobs": [], "total": 0, "limit": 20, "offset": 0}
+    for path, params, parameter in (("/api/v1/platforms", {"sort": "features"}, "sort"),  # a list: not sortable
+                                    ("/api/v1/clusters", {"fields": "name,kubeconfig"}, "fields"),
+                                    ("/api/v1/evaluations", {"sort": "nothing"}, "sort"),
+                                    ("/api/v1/jobs", {"sort": "config"}, "sort")):
+        error = assert_error(client.get(path, params=params, headers=headers), 422, "VALIDATION_ERROR")
+        assert error["details"]["parameter"] == parameter

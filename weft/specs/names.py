@@ -20,6 +20,7 @@ class WorkflowName(StrEnum):
     FINE_TUNE = "fine_tune"
     EVALUATE_MODEL = "evaluate_model"
     EXPORT_MODEL = "export_model"
+    RELAYCORE_RECOMMENDATIONS = "relaycore_recommendations"
     DRIFT_MONITOR = "drift_monitor"
     SERVE_REPLICA = "serve_replica"
     ENDPOINT_CONTROLLER = "endpoint_controller"

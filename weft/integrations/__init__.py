@@ -1,0 +1,1 @@
+"""Third-party services weft talks to for its users (RelayCore: a dealer-management system)."""
