@@ -2,16 +2,20 @@
 GGUF (q8_0) is written and verified → document 002's `requests` code downloads the ZIP → `unzip -l` shows the
 layout, README.md and metrics.json hold the job's numbers → the GGUF from the ZIP reloads in transformers and
 answers a trained prompt as base + adapter does. A merged export; an uploaded adapter served through a
-deployment; the API's memory while it streams a ZIP of a 500 MB model."""
+deployment; the API's memory while it streams a ZIP of a 500 MB model. And a job on a connected GPU cloud's pool
+(its API a stand-in), billed at the resource's price for its measured run time."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
+import sys
 import threading
 import time
 import zipfile
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import pytest
@@ -19,8 +23,10 @@ import requests
 from sqlmodel import select
 
 from tests.helpers.e2e import onboard_from_disk, register, wait_status
+from tests.helpers.gpu_cloud import GpuCloudStandIn
 from tests.helpers.records import mapping_records
 from weft.db import session_scope
+from weft.net import free_port
 from weft.storage import get_storage
 from weft.tables import Model, User
 from weft.testing.adapters import build_adapter
@@ -28,6 +34,11 @@ from weft.testing.adapters import build_adapter
 pytestmark = pytest.mark.e2e
 TRAINED_PROMPT = "replace the brake pads (0)"
 MB = 2**20
+CLOUD_KEY = "rp-e2e-key"
+CLOUD_PORT = free_port()
+PRICE = 36.0  # USD per hour: 1 cent per second
+STACK_SETTINGS = {"platform_urls": {"runpod": f"http://127.0.0.1:{CLOUD_PORT}/v1"},
+                  "resource_prices": {"runpod/gpu-rtx4090": PRICE}}
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +209,55 @@ def test_a_500_mb_zip_streams_in_constant_memory(api, frank, stack):
     assert size > 500 * MB and b"PK\x05\x06" in tail  # the whole archive, up to its end record
     print(f"API RSS while streaming a {size / MB:.0f} MB ZIP: idle {idle:.0f} MB, peak {max(peak):.0f} MB")
     assert max(peak) - idle < 100
+
+
+@pytest.fixture(scope="module")
+def cloud():
+    with GpuCloudStandIn(CLOUD_KEY, CLOUD_PORT) as stand_in:
+        yield stand_in
+
+
+def test_a_job_runs_on_the_connected_clouds_pool_and_is_billed(api, stack, cloud, frank, base_id):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    cpu_rate = stack.settings.pool_hour_cost["cpu"]
+    connected = api.post("/api/v1/platforms/runpod/connect", headers=frank, json={"credentials": {"api_key": CLOUD_KEY}})
+    assert connected.status_code == 200, connected.text
+    stack.spawn("worker-runpod", [sys.executable, "-m", "weft.cli", "worker", "--pool", "runpod"])
+
+    records = "\n".join(json.dumps(r) for r in mapping_records(16)).encode()
+    dataset = api.post("/api/v1/datasets/upload", headers=frank, data={"name": "priced labels"},
+                       files={"file": ("labels.jsonl", records, "application/jsonl")}).json()
+    config = {"base_model": base_id, "dataset_id": dataset["id"], "algorithm": "lora", "rank": 4, "alpha": 8,
+              "batch_size": 4, "max_steps": 6, "learning_rate": 5e-3, "max_seq_length": 64}
+    on_cloud = api.post("/api/v1/jobs", headers=frank, json={"config": {**config, "provider": "runpod",
+                                                                        "resource_id": "gpu-rtx4090"}})
+    local = api.post("/api/v1/jobs", headers=frank, json={"config": config})
+    assert on_cloud.status_code == 201 and local.status_code == 201, (on_cloud.text, local.text)
+    created = on_cloud.json()
+    assert created["provider"] == "runpod" and created["estimated_cost"] == round(
+        math.ceil(created["estimated_duration_minutes"]) * 60 / 3600 * PRICE, 4)
+
+    jobs = [wait_for(lambda i=job_id: (v := api.get(f"/api/v1/jobs/{i}", headers=frank).json())["status"] in
+                     ("completed", "failed") and v, 300, f"job {job_id}")
+            for job_id in (created["job_id"], local.json()["job_id"])]
+    assert [job["status"] for job in jobs] == ["completed", "completed"], jobs
+    with temporary_settings({PREFECT_API_URL: stack.settings.prefect_api}), get_client(sync_client=True) as client:
+        runs = [client.read_flow_run(UUID(job["flow_run_id"])) for job in jobs]
+    assert [run.work_pool_name for run in runs] == ["runpod", "cpu"]
+    seconds = [run.total_run_time.total_seconds() for run in runs]
+    assert [job["duration_seconds"] for job in jobs] == seconds
+    assert jobs[0]["cost"] == round(math.ceil(seconds[0] / 60) * 60 / 3600 * PRICE, 4)
+    assert jobs[1]["cost"] == round(math.ceil(seconds[1]) / 3600 * cpu_rate, 4)  # a local pool bills by the second
+
+    resources = {r["id"]: r for r in api.get("/api/v1/resources", headers=frank).json()["resources"]}
+    assert resources["local-cpu"]["available"] is True and resources["local-cpu"]["pricing"]["hourly_rate"] == cpu_rate
+    assert resources["gpu-rtx4090"]["available"] is False  # its worker is online, but has no RTX 4090
+
+    compared = api.post("/api/v1/experiments/compare", headers=frank,
+                        json={"experiment_ids": [job["job_id"] for job in jobs]})
+    assert compared.status_code == 200, compared.text
+    assert compared.json()["comparison"]["cost_analysis"] == {"total_costs": [jobs[0]["cost"], jobs[1]["cost"]],
+                                                             "cost_per_accuracy_point": [None, None]}
+    assert api.delete("/api/v1/platforms/runpod", headers=frank).status_code == 200
