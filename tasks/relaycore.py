@@ -19,8 +19,7 @@ from weft.integrations import connector
 from weft.integrations.recommendations import build_prompt, parse_answer
 from weft.integrations.relaycore import Receipt, Recommendation, RecommendationBatch, Vehicle
 from weft.serving.gateway_client import complete_all
-from weft.specs.relaycore import RelayCoreRecommendationsSpec
-from weft.statuses import SERVING, EndpointKind
+from weft.specs.relaycore import RelayCoreRecommendationsSpec, not_an_active_llm
 from weft.tables import Endpoint
 
 
@@ -75,9 +74,8 @@ def serving_endpoint(endpoint_id: str, owner_id: str) -> Endpoint:
         endpoint = s.get(Endpoint, endpoint_id)
         if endpoint is None or endpoint.user_id != owner_id:
             raise ValueError(f"endpoint {endpoint_id} is not one of the workflow owner's endpoints")
-        if endpoint.kind == EndpointKind.CLASSIC or endpoint.status not in SERVING:
-            raise ValueError(f"endpoint {endpoint.name} is {endpoint.status} ({endpoint.kind}): not an active LLM "
-                             "endpoint")
+        if why := not_an_active_llm(endpoint):
+            raise ValueError(f"{why}: not an active LLM endpoint")
         s.expunge(endpoint)
         return endpoint
 

@@ -39,6 +39,17 @@ def training_template(prefect_server):
         client.create_deployment(flow_id=flow_id, name="gpu", entrypoint="flows/fine_tune.py:fine_tune")
 
 
+def kubernetes_clusters() -> list[str]:
+    """The pools of the Kubernetes clusters other tests of the session added."""
+    from sqlmodel import select
+
+    from weft.db import session_scope
+    from weft.tables import Cluster
+
+    with session_scope() as s:
+        return [c.pool_name for c in s.exec(select(Cluster).where(Cluster.pool_type == "kubernetes"))]
+
+
 def platforms(client, headers) -> dict[str, dict]:
     r = client.get("/api/v1/platforms", headers=headers)
     assert r.status_code == 200, r.text
@@ -73,7 +84,8 @@ def test_connect_verify_list_and_disconnect(client, auth_headers, cloud, trainin
     headers = auth_headers()
     listed = platforms(client, headers)
     assert listed["local"]["status"] == "connected" and listed["runpod"]["status"] == "disconnected"
-    assert listed["kubernetes"]["status"] == "disconnected" and listed["runpod"]["display_name"] == "RunPod"
+    assert listed["kubernetes"]["status"] == ("connected" if kubernetes_clusters() else "disconnected")
+    assert listed["runpod"]["display_name"] == "RunPod"
 
     error = assert_error(client.post("/api/v1/platforms/runpod/connect", headers=headers,
                                      json={"credentials": {"api_key": "wrong"}}), 502, "PLATFORM_NOT_CONNECTED")
@@ -172,6 +184,9 @@ def test_resources_pricing_and_job_costs(client, auth_headers, cloud, training_t
                              400, "INVALID_CONFIG")
         assert error["details"]["field"] == "resource_id"
         assert fake_trigger == []  # refused before anything was stored or started
+        error = assert_error(client.post(jobs, headers=headers, json={"config": {**config, "provider": "nowhere"}}),
+                             400, "INVALID_CONFIG")
+        assert error["details"]["field"] == "provider"
 
         r = client.post(jobs, headers=headers, json={"config": {**config, "provider": "runpod",
                                                                 "resource_id": "gpu-rtx4090"}})
@@ -186,7 +201,7 @@ def test_resources_pricing_and_job_costs(client, auth_headers, cloud, training_t
         job = client.get(f"{jobs}/{created['job_id']}", headers=headers).json()
         assert job["config"]["provider"] == "runpod" and job["cost"] is None  # not run yet
 
-        r = client.post(jobs, headers=headers, json={"config": config})  # no resource named: a local pool
+        r = client.post(jobs, headers=headers, json={"config": {**config, "provider": "local"}})  # a local pool
         assert r.status_code == 201, r.text
         with session_scope() as s:
             placed = s.get(Placement, r.json()["job_id"])

@@ -11,8 +11,9 @@ from typing import Any
 from sqlmodel import Session
 
 from weft import pools, runs
+from weft.compute.catalog import get_platform
 from weft.compute.resources import LOCAL_POOLS, Resource, get_resource, platform_resources
-from weft.errors import Invalid
+from weft.errors import Invalid, NotFound
 from weft.specs import WorkflowType
 from weft.statuses import TERMINAL
 from weft.tables import Placement, Workflow
@@ -21,13 +22,26 @@ OWN_POOLS = {pool: resource_id for resource_id, pool in LOCAL_POOLS.items()}
 
 
 def chosen_resource(session: Session, spec: dict[str, Any]) -> Resource | None:
-    """The resource a spec names with `provider` and `resource_id` (None when it names none); `Invalid` for
-    one without the other, `Refused` (PLATFORM_NOT_CONNECTED, RESOURCE_UNAVAILABLE) for one it cannot use."""
+    """The resource a spec names with `provider` and `resource_id` (None when it names none, or only the
+    `local` platform: weft's preferred local pool then); `Invalid` for a resource without its provider or
+    another provider without a resource, `Refused` (PLATFORM_NOT_CONNECTED, RESOURCE_UNAVAILABLE) for one it
+    cannot use."""
     provider, resource_id = spec.get("provider"), spec.get("resource_id")
-    if bool(provider) != bool(resource_id):
-        raise Invalid("provider and resource_id go together (GET /api/v1/resources lists both)",
-                      [{"field": "resource_id" if provider else "provider", "message": "required"}])
-    return get_resource(session, provider, resource_id) if provider else None
+    if not provider:
+        if resource_id:
+            raise Invalid("resource_id needs its provider (GET /api/v1/resources lists both)",
+                          [{"field": "provider", "message": "required with resource_id"}])
+        return None
+    try:
+        platform = get_platform(provider)
+    except NotFound as exc:
+        raise Invalid(exc.message, [{"field": "provider", "message": exc.message}]) from exc
+    if resource_id:
+        return get_resource(session, provider, resource_id)
+    if platform.kind == "local":
+        return None
+    raise Invalid(f"resource_id is required with provider {provider!r} (GET /api/v1/resources?provider={provider} "
+                  "lists them)", [{"field": "resource_id", "message": "required"}])
 
 
 def place(session: Session, wt: WorkflowType, wf: Workflow, spec: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -33,11 +33,16 @@ class RelayCoreRecommendationsSpec(StepModel):
         if ctx.session is not None:
             from weft.tables import Endpoint
 
-            endpoint = ctx.owned(Endpoint, value, "endpoint")
-            if endpoint.kind == EndpointKind.CLASSIC or endpoint.status not in SERVING:
-                raise ValueError(f"endpoint {value} is {endpoint.status} ({endpoint.kind}): choose an active LLM "
-                                 "endpoint")
+            if why := not_an_active_llm(ctx.owned(Endpoint, value, "endpoint")):
+                raise ValueError(f"{why}: choose an active LLM endpoint")
         return value
+
+
+def not_an_active_llm(endpoint: Any) -> str | None:
+    """Why `endpoint` (an Endpoint row) cannot answer the prompts now, or None."""
+    if endpoint.kind == EndpointKind.CLASSIC or endpoint.status not in SERVING:
+        return f"endpoint {endpoint.name} is {endpoint.status} ({endpoint.kind})"
+    return None
 
 
 def admit_relaycore(session: Any, spec: dict[str, Any]) -> None:
