@@ -12,7 +12,7 @@ import httpx
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from weft import runs
+from weft import pools, runs
 from weft.clock import utcnow
 from weft.compute.catalog import PlatformDef, api_url, get_platform, platforms
 from weft.errors import Invalid, Refused, Unavailable, UpstreamError
@@ -22,7 +22,7 @@ from weft.statuses import PlatformStatus
 from weft.tables import Cluster, PlatformConnection
 
 VERIFY_TIMEOUT_SECONDS = 15.0
-TRAINING_TEMPLATE = f"{WorkflowName.FINE_TUNE}/gpu"  # copied onto each connected cloud's pool
+TRAINING_TEMPLATE = f"{WorkflowName.FINE_TUNE}/{pools.GPU}"  # copied onto each connected cloud's pool
 NOT_CONNECTED = "PLATFORM_NOT_CONNECTED"
 
 
@@ -45,7 +45,7 @@ def list_platforms(session: Session) -> list[PlatformView]:
         view = PlatformView(name=p.name, display_name=p.display_name, features=p.features,
                             status=PlatformStatus.DISCONNECTED)
         if p.kind == "local":
-            own = [c for c in clusters if c.pool_name in ("cpu", "gpu", "cpu-light")]
+            own = [c for c in clusters if c.pool_name in (pools.CPU, pools.GPU, pools.LIGHT)]
             view.status, view.pools = PlatformStatus.CONNECTED, sorted(c.pool_name for c in own)
             view.last_verified = max((_reported(c) for c in own if _reported(c)), default=None)
         elif p.kind == "kubernetes":
