@@ -16,7 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers.e2e import LOCAL, local_steps, post_sequence, register, wait_status
+from tests.helpers.e2e import (
+    DEPLOY,
+    LOCAL,
+    local_steps,
+    post_sequence,
+    register,
+    tiny_deploy_steps,
+    wait_status,
+)
 from tests.helpers.receiver import Receiver
 from tests.helpers.records import mapping_records
 from weft.platform import Platform, ProfileError, descendants
@@ -25,8 +33,6 @@ from weft.storage import Storage
 from weft.training.checkpoints import CheckpointStore
 
 pytestmark = pytest.mark.e2e
-DEPLOY = "/api/v1/models/deploy-workflow"
-CHAT_TEMPLATE_ID = "7a2c1e00-0000-4000-8000-000000000001"
 DRIVER_WORDS = ("psycopg", "sqlalchemy", "Traceback", "botocore", "OperationalError")
 
 
@@ -175,12 +181,7 @@ def test_killed_training_worker_resumes_on_the_other_worker_from_s3(prod, pat, o
         "workflow_total_steps": 3, "step_number": 1, "trigger_workflow": True, "model_id": view["model_id"]})
     assert scan.status_code == 200, scan.text
     assert wait_status(api2, pat, scan.json()["workflow_id"], {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
-    steps = [{"workflow_total_steps": 5, "step_number": 1, "model_id": view["model_id"], "project_id": "p1"},
-             {"step_number": 2, "template_id": CHAT_TEMPLATE_ID},
-             {"step_number": 3, "endpoint_name": "mapping-prod", "deploy_config": {
-                 "concurrent_requests": 1, "avg_sequence_length": 16, "avg_context_length": 64,
-                 "per_session_tokens_per_sec": [1, 100], "ttft": [50, 1000], "e2e_latency": [100, 100000]}},
-             {"step_number": 5, "trigger_workflow": True}]
+    steps = tiny_deploy_steps(view["model_id"], "mapping-prod")
     deployed = post_sequence(api1, pat, DEPLOY, steps)
     assert wait_status(api1, pat, deployed["workflow_id"], {"COMPLETED", "FAILED"}, timeout=300)["status"] == "COMPLETED"
     endpoint_id = next(e["id"] for e in api1.get("/api/v1/endpoints", headers=pat).json()["data"]

@@ -19,7 +19,15 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from tests.helpers.e2e import onboard_from_disk, post_sequence, register, wait_status
+from tests.helpers.e2e import (
+    CHAT_TEMPLATE_ID,
+    DEPLOY,
+    onboard_from_disk,
+    post_sequence,
+    register,
+    tiny_deploy_steps,
+    wait_status,
+)
 from tests.helpers.relaycore import VEHICLES, RelayCoreStandIn
 from weft.db import session_scope
 from weft.integrations.recommendations import build_prompt, parse_answer
@@ -27,9 +35,7 @@ from weft.integrations.relaycore import Vehicle
 from weft.tables import InferenceRecord, Model, Replica
 
 pytestmark = pytest.mark.e2e
-DEPLOY = "/api/v1/models/deploy-workflow"
 ADD_WORKER = "/api/v1/endpoints/add-worker"
-CHAT_TEMPLATE_ID = "7a2c1e00-0000-4000-8000-000000000001"
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +88,7 @@ def wait_records(endpoint_id: str, since_id: int, count: int, timeout: float = 1
 
 
 def test_deploy_predict_add_worker_kill_and_stop(api, carol, tiny, stack, tmp_path):
-    steps = [{"workflow_total_steps": 5, "step_number": 1, "model_id": tiny, "project_id": "p1"},
-             {"step_number": 2, "template_id": CHAT_TEMPLATE_ID},
-             {"step_number": 3, "endpoint_name": "tiny-e2e", "deploy_config": {
-                 "concurrent_requests": 1, "avg_sequence_length": 16, "avg_context_length": 64,
-                 "per_session_tokens_per_sec": [1, 100], "ttft": [50, 1000], "e2e_latency": [100, 100000]}},
-             {"step_number": 5, "trigger_workflow": True}]
+    steps = tiny_deploy_steps(tiny, "tiny-e2e")
     body = post_sequence(api, carol, DEPLOY, steps)
     view = wait_status(api, carol, body["workflow_id"], {"COMPLETED", "FAILED"}, timeout=300)
     assert view["status"] == "COMPLETED", view
@@ -342,13 +343,7 @@ def relaycore():
 @pytest.fixture(scope="module")
 def relay_endpoint(api, carol, tiny) -> dict:
     """The tiny model deployed for the RelayCore flow (one replica, one sequence at a time)."""
-    model_id = tiny
-    steps = [{"workflow_total_steps": 5, "step_number": 1, "model_id": model_id, "project_id": "p1"},
-             {"step_number": 2, "template_id": CHAT_TEMPLATE_ID},
-             {"step_number": 3, "endpoint_name": "tiny-relaycore", "deploy_config": {
-                 "concurrent_requests": 1, "avg_sequence_length": 16, "avg_context_length": 64,
-                 "per_session_tokens_per_sec": [1, 100], "ttft": [50, 1000], "e2e_latency": [100, 100000]}},
-             {"step_number": 5, "trigger_workflow": True}]
+    steps = tiny_deploy_steps(tiny, "tiny-relaycore")
     body = post_sequence(api, carol, DEPLOY, steps)
     assert wait_status(api, carol, body["workflow_id"], {"COMPLETED", "FAILED"}, timeout=300)["status"] == "COMPLETED"
     return next(e for e in api.get("/api/v1/endpoints", headers=carol).json()["data"] if e["name"] == "tiny-relaycore")

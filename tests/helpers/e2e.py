@@ -7,6 +7,8 @@ import time
 import httpx
 
 LOCAL = "/api/v1/models/local-model-workflow"
+DEPLOY = "/api/v1/models/deploy-workflow"
+CHAT_TEMPLATE_ID = "7a2c1e00-0000-4000-8000-000000000001"
 
 
 def register(api: httpx.Client, name: str) -> dict[str, str]:
@@ -25,6 +27,16 @@ def local_steps(provider: str, uri: str, name: str = "tiny llama") -> list[dict]
          "tags": [{"name": "text-generation", "color": "#66d1DF"}], "icon": None},
         {"step_number": 4, "trigger_workflow": True, "proprietary_credential_id": None},
     ]
+
+
+def tiny_deploy_steps(model_id: str, endpoint_name: str) -> list[dict]:
+    """The deploy workflow's steps for the tiny model: the chat template, one replica, one sequence at a time."""
+    return [{"workflow_total_steps": 5, "step_number": 1, "model_id": model_id, "project_id": "p1"},
+            {"step_number": 2, "template_id": CHAT_TEMPLATE_ID},
+            {"step_number": 3, "endpoint_name": endpoint_name, "deploy_config": {
+                "concurrent_requests": 1, "avg_sequence_length": 16, "avg_context_length": 64,
+                "per_session_tokens_per_sec": [1, 100], "ttft": [50, 1000], "e2e_latency": [100, 100000]}},
+            {"step_number": 5, "trigger_workflow": True}]
 
 
 def post_sequence(api, headers, path: str, steps: list[dict]) -> dict:

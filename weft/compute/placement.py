@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from weft import pools, runs
 from weft.compute.catalog import get_platform
-from weft.compute.resources import LOCAL_POOLS, Resource, get_resource, platform_resources
+from weft.compute.resources import LOCAL_POOLS, Resource, get_resource
 from weft.errors import Invalid, NotFound
 from weft.specs import WorkflowType
 from weft.statuses import TERMINAL
@@ -37,7 +37,7 @@ def chosen_resource(session: Session, spec: dict[str, Any]) -> Resource | None:
     except NotFound as exc:
         raise Invalid(exc.message, [{"field": "provider", "message": exc.message}]) from exc
     if resource_id:
-        return get_resource(session, provider, resource_id)
+        return get_resource(session, provider, resource_id, live=False)  # placing needs its pool and price only
     if platform.kind == "local":
         return None
     raise Invalid(f"resource_id is required with provider {provider!r} (GET /api/v1/resources?provider={provider} "
@@ -56,8 +56,7 @@ def place(session: Session, wt: WorkflowType, wf: Workflow, spec: dict[str, Any]
     elif wt.pools:
         pool, note = runs.pick_pool(wt.pools)
         provider, resource_id = "local", OWN_POOLS.get(pool, pool)
-        resource = next(r for r in platform_resources(session, "local") if r.pool == pool) \
-            if pool in OWN_POOLS else None
+        resource = get_resource(session, "local", resource_id, live=False) if pool in OWN_POOLS else None
     else:
         return None, None
     pricing = resource.pricing if resource else None

@@ -47,8 +47,9 @@ def _pool_priced(provider: str, resource: ResourceDef, pool: str) -> ResourceDef
     return resource.model_copy(update={"pricing": priced(provider, resource.id, Pricing(hourly_rate=rate))})
 
 
-def platform_resources(session: Session, provider: str) -> list[Resource]:
-    """The resources of one connected platform, with availability (not their queues)."""
+def platform_resources(session: Session, provider: str, live: bool = True) -> list[Resource]:
+    """The resources of one connected platform, with availability (not their queues) when `live`: it asks
+    Prefect for each pool's online workers, which describing or pricing a resource does not need."""
     platform = get_platform(provider)
     clusters = {c.pool_name: c for c in session.exec(select(Cluster))}
     found: list[Resource] = []
@@ -68,7 +69,7 @@ def platform_resources(session: Session, provider: str) -> list[Resource]:
         for resource in platform.resources:
             found.append(Resource(**resource.model_dump(exclude={"pricing"}), provider=provider, pool=pool,
                                   pricing=priced(provider, resource.id, resource.pricing)))
-    for resource in found:
+    for resource in found if live else ():
         resource.available = _available(resource, clusters.get(resource.pool))
     return found
 
@@ -101,9 +102,10 @@ def list_resources(session: Session, provider: str | None = None, available: boo
     return [r for r in found if available is None or r.available == available]
 
 
-def get_resource(session: Session, provider: str, resource_id: str) -> Resource:
-    """One resource of a connected platform; `Refused` (RESOURCE_UNAVAILABLE) when it has none by that id."""
-    for resource in platform_resources(session, provider):
+def get_resource(session: Session, provider: str, resource_id: str, live: bool = True) -> Resource:
+    """One resource of a connected platform (see `platform_resources` for `live`); `Refused`
+    (RESOURCE_UNAVAILABLE) when it has none by that id."""
+    for resource in platform_resources(session, provider, live):
         if resource.id == resource_id:
             return resource
     raise Refused(RESOURCE_UNAVAILABLE, f"{provider} has no resource {resource_id!r}",
