@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Query
 from fastapi.encoders import jsonable_encoder
@@ -24,19 +24,6 @@ class PageParams(BaseModel):
     limit: int = Field(default=20, ge=1, le=MAX_LIMIT)
     offset: int = Field(default=0, ge=0)
     page: int = Field(default=1, ge=1, description="1-based page number (document 002), from offset and limit")
-
-
-class PageMeta(BaseModel):
-    total: int
-    limit: int
-    offset: int
-
-
-class Page(BaseModel, Generic[T]):
-    """One page of a list: `{"data": [...], "meta": {total, limit, offset}}`."""
-
-    data: list[T]
-    meta: PageMeta
 
 
 def page_params(limit: int = Query(20, description=f"items per page, 1-{MAX_LIMIT}"),

@@ -21,6 +21,7 @@ from weft.compute.placement import chosen_resource
 from weft.datasets.uploads import import_local_file
 from weft.errors import Invalid
 from weft.export.formats import unavailable
+from weft.schemas.jobs import LogLine
 from weft.statuses import TERMINAL
 from weft.tables import Adapter, Dataset, Model
 from weft.tracking import tracker_unavailable
@@ -149,13 +150,6 @@ def progress_of(flow_run_id: str) -> float:
             flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]), type=ArtifactFilterType(any_=["progress"])))
     values = [float(a.data) for a in artifacts if isinstance(a.data, (int, float))]
     return round(min(values) / 100, 4) if values else 0.0
-
-
-class LogLine(BaseModel):
-    timestamp: str
-    level: str
-    message: str
-    source: str
 
 
 def log_line(log: Any) -> LogLine:

@@ -27,10 +27,10 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling
-from pydantic import BaseModel
 
 from weft import statuses
 from weft.clock import utcnow
+from weft.schemas.workflows import RunView, StageView
 from weft.specs import WorkflowType
 from weft.statuses import TERMINAL, StageStatus, WorkflowStatus
 
@@ -83,18 +83,6 @@ STAGE_STATUS = {
     StateType.CANCELLING: StageStatus.CANCELLED,
     StateType.CANCELLED: StageStatus.CANCELLED,
 }
-
-
-class StageView(BaseModel):
-    id: str
-    title: str
-    status: str
-
-
-class RunView(BaseModel):
-    status: str
-    reason: str | None = None
-    stages: list[StageView] = []
 
 
 def online_workers(pool: str) -> int:

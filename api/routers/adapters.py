@@ -13,11 +13,11 @@ from starlette.datastructures import UploadFile
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError, too_large
 from api.paging import Listing, Paging, paginate
-from api.schemas.adapters import AdapterList, AdapterOut, AdapterUploaded
 from weft.datasets.uploads import TooLarge
 from weft.errors import Invalid
 from weft.registry.adapter_files import AdapterMetadata
 from weft.registry.adapter_uploads import register_upload
+from weft.schemas.adapters import AdapterList, AdapterOut, AdapterUploaded
 from weft.settings import get_settings
 from weft.tables import Adapter, Model
 

@@ -9,8 +9,9 @@ from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Listing, Page, Paging, paginate
-from api.schemas.auth import (
+from api.paging import Listing, Paging, paginate
+from api.security import hash_api_key, hash_password, new_api_key, verify_password
+from weft.schemas.auth import (
     ApiKeyCreated,
     ApiKeyIn,
     ApiKeyOut,
@@ -22,7 +23,7 @@ from api.schemas.auth import (
     TokenOut,
     UserOut,
 )
-from api.security import hash_api_key, hash_password, new_api_key, verify_password
+from weft.schemas.common import Page
 from weft.statuses import EndpointStatus
 from weft.tables import ApiKey, Endpoint, InferenceRecord, Model, User, Workflow
 from weft.tokens import create_access_token

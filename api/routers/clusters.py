@@ -14,11 +14,11 @@ from starlette.datastructures import UploadFile
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError
 from api.paging import Listing, arranged, listed
-from api.schemas.clusters import ADD_CLUSTER_FORM, ClusterList, ClusterOut
-from api.schemas.workflows import WorkflowOut
 from weft import workflows
 from weft.clusters import pool_type_of
 from weft.errors import WeftError
+from weft.schemas.clusters import ADD_CLUSTER_FORM, ClusterList, ClusterOut
+from weft.schemas.workflows import WorkflowOut
 from weft.secret_blocks import block_name, remove_secret, save_secret
 from weft.specs.names import WorkflowName
 from weft.tables import Cluster, new_id

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Response, status
 from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
-from api.paging import Listing, Page, Paging, paginate
-from api.schemas.credentials import CredentialIn, CredentialOut
+from api.paging import Listing, Paging, paginate
+from weft.schemas.common import Page
+from weft.schemas.credentials import CredentialIn, CredentialOut
 from weft.secret_blocks import block_name, remove_secret, store_secret
 from weft.tables import Credential, new_id
 

@@ -9,11 +9,12 @@ from starlette.datastructures import UploadFile
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError, too_large
-from api.paging import Listing, Page, Paging, paginate
-from api.schemas.datasets import AnalysisOptionsBody, AnalysisOut, AnalysisStarted, DatasetOut
+from api.paging import Listing, Paging, paginate
 from weft import workflows
 from weft.datasets.formats import UnsupportedFileType, file_type_of
 from weft.datasets.uploads import TooLarge, store_upload, validate_dataset
+from weft.schemas.common import Page
+from weft.schemas.datasets import AnalysisOptionsBody, AnalysisOut, AnalysisStarted, DatasetOut
 from weft.settings import get_settings
 from weft.specs.names import WorkflowName
 from weft.statuses import DatasetStatus

@@ -9,9 +9,9 @@ from starlette.datastructures import UploadFile
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError, too_large
-from api.schemas.classic import ClassicDeployCreated
 from weft.classic import deployments
 from weft.datasets.uploads import TooLarge
+from weft.schemas.classic import ClassicDeployCreated
 from weft.serving.urls import endpoint_url
 from weft.settings import get_settings
 from weft.statuses import EndpointKind

@@ -10,7 +10,9 @@ from sqlmodel import Session
 from api.deps import CurrentUser, SessionDep, gateway, get_owned
 from api.errors import ApiError
 from api.paging import Listing, arranged, listed
-from api.schemas.deployments import (
+from weft.classic import deployments as classic
+from weft.ids import new_id
+from weft.schemas.deployments import (
     AdapterDeploymentRequest,
     DeploymentCreated,
     DeploymentDeleted,
@@ -21,8 +23,6 @@ from api.schemas.deployments import (
     RollbackRequest,
     VersionList,
 )
-from weft.classic import deployments as classic
-from weft.ids import new_id
 from weft.serving import lifecycle, revisions, views
 from weft.statuses import EndpointKind, EndpointStatus
 from weft.tables import Adapter, Endpoint

@@ -10,10 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Listing, Page, Paging, paginate
-from api.schemas.drift import AlertUpdate, DriftAlertOut
+from api.paging import Listing, Paging, paginate
 from weft.clock import utcnow
 from weft.monitoring import retrain
+from weft.schemas.common import Page
+from weft.schemas.drift import AlertUpdate, DriftAlertOut
 from weft.statuses import AlertStatus
 from weft.storage import get_storage
 from weft.tables import DriftAlert

@@ -9,7 +9,7 @@ from sqlmodel import col, select
 from api.deps import CurrentUser, SessionDep, gateway, get_owned
 from api.errors import ApiError
 from api.paging import Listing, arranged, listed
-from api.schemas.endpoints import DeployOut, DeployRequest, EndpointList, EndpointOut, TemplateList
+from weft.schemas.endpoints import DeployOut, DeployRequest, EndpointList, EndpointOut, TemplateList
 from weft.serving import lifecycle
 from weft.serving.plan import DeployConfig, Template, templates
 from weft.serving.views import base_url, endpoint_view

@@ -11,7 +11,11 @@ from sqlmodel import Session, col, select
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Listing, arranged, listed
-from api.schemas.evaluations import (
+from weft import jobs, workflows
+from weft.clock import utcnow
+from weft.compute import placement
+from weft.datasets.uploads import import_local_file
+from weft.schemas.evaluations import (
     CompareOut,
     CompareRequest,
     EvaluateRequest,
@@ -21,10 +25,6 @@ from api.schemas.evaluations import (
     EvaluationSummary,
     EvaluationUpdate,
 )
-from weft import jobs, workflows
-from weft.clock import utcnow
-from weft.compute import placement
-from weft.datasets.uploads import import_local_file
 from weft.specs.evaluation import EvaluationSettings
 from weft.specs.names import WorkflowName
 from weft.statuses import RunStatus

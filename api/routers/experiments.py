@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError
 from api.paging import Listing, Paging, only_fields
-from api.schemas.experiments import ExperimentList, ExperimentOut
 from weft import experiments
+from weft.schemas.experiments import ExperimentList, ExperimentOut
 
 router = APIRouter(tags=["experiments"])
 SORTABLE = ("created_at", "ended_at", "name", "project", "status", "id")

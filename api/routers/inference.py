@@ -18,7 +18,9 @@ from sqlmodel import Session, col, select
 from api.deps import CurrentUser, CurrentUserId, SessionDep, gateway, get_owned
 from api.errors import ApiError
 from api.gateway import CACHE_SECONDS, Result, prompt_text
-from api.schemas.inference import (
+from weft.clock import utcnow
+from weft.db import get_engine
+from weft.schemas.inference import (
     SSE_RESPONSE,
     BatchItem,
     BatchItemError,
@@ -38,8 +40,6 @@ from api.schemas.inference import (
     TokenizeResponse,
     TokenizerInfo,
 )
-from weft.clock import utcnow
-from weft.db import get_engine
 from weft.serving.revisions import endpoint_named as endpoint_called
 from weft.statuses import SERVING, EndpointKind
 from weft.tables import Endpoint, Revision

@@ -12,12 +12,11 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import CurrentUser, CurrentUserId, SessionDep
 from api.paging import Paging
-from api.schemas.integrations import ConnectorIn, ConnectorStatus, Receipt, RecommendationBatch, VehiclePage
-from api.schemas.workflows import WorkflowOut, step_request
 from weft import workflows
 from weft.integrations import connector
+from weft.schemas.integrations import ConnectorIn, ConnectorStatus, Receipt, RecommendationBatch, VehiclePage
+from weft.schemas.workflows import WorkflowOut, WorkflowView, step_request
 from weft.specs.names import WorkflowName
-from weft.workflows import WorkflowView
 
 router = APIRouter(prefix="/integrations", tags=["integrations"])
 WORKFLOW = WorkflowName.RELAYCORE_RECOMMENDATIONS

@@ -10,7 +10,10 @@ from fastapi.responses import StreamingResponse
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Listing, Paging, paginate
-from api.schemas.jobs import (
+from weft import jobs, workflows
+from weft.compute import placement
+from weft.errors import Invalid
+from weft.schemas.jobs import (
     JobCancelled,
     JobCreateBody,
     JobCreated,
@@ -20,9 +23,6 @@ from api.schemas.jobs import (
     LogPush,
     LogPushed,
 )
-from weft import jobs, workflows
-from weft.compute import placement
-from weft.errors import Invalid
 from weft.specs.names import WorkflowName
 from weft.statuses import WorkflowStatus
 from weft.tables import Placement, Workflow

@@ -18,7 +18,13 @@ from starlette.convertors import Convertor, register_url_convertor
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
 from api.paging import Listing, Paging, paginate
-from api.schemas.models import (
+from weft.clock import as_utc, utcnow
+from weft.registry import exports, records, search, views
+from weft.registry.archive import stream_zip
+from weft.registry.bundle import members
+from weft.registry.records import ADAPTER_TYPES, MODEL_TYPES, ModelFields
+from weft.registry.search import Searched
+from weft.schemas.models import (
     ExportStarted,
     ModelDeleted,
     ModelDetail,
@@ -30,12 +36,6 @@ from api.schemas.models import (
     ScanOverrideIn,
     SecurityScanOut,
 )
-from weft.clock import as_utc, utcnow
-from weft.registry import exports, records, search, views
-from weft.registry.archive import stream_zip
-from weft.registry.bundle import members
-from weft.registry.records import ADAPTER_TYPES, MODEL_TYPES, ModelFields
-from weft.registry.search import Searched
 from weft.specs.export import ExportOptions
 from weft.storage import Storage, get_storage
 from weft.tables import Adapter, Model

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Query
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Listing, Page, Paging, arranged, listed, page_response
-from api.schemas.monitoring import DeploymentMetrics, MetricsOverview, Recommendation
+from api.paging import Listing, Paging, arranged, listed, page_response
 from weft.monitoring import metrics, recommendations
+from weft.schemas.common import Page
+from weft.schemas.monitoring import DeploymentMetrics, MetricsOverview, Recommendation
 from weft.tables import Endpoint
 
 router = APIRouter(tags=["monitoring"])

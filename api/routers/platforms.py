@@ -6,9 +6,9 @@ from fastapi import APIRouter
 
 from api.deps import CurrentUser, SessionDep
 from api.paging import Listing, arranged, listed
-from api.schemas.platforms import PlatformConnect, PlatformConnected, PlatformDisconnected, PlatformList
 from weft.compute import platforms
 from weft.compute.platforms import PlatformView
+from weft.schemas.platforms import PlatformConnect, PlatformConnected, PlatformDisconnected, PlatformList
 
 router = APIRouter(tags=["platforms"])
 

@@ -13,8 +13,8 @@ from sqlmodel import Session
 
 from api.deps import CurrentUserId, gateway, get_owned
 from api.errors import ApiError
-from api.schemas.classic import ClassicPredictRequest, PredictionResult, TestModelRequest
 from weft.db import get_engine
+from weft.schemas.classic import ClassicPredictRequest, PredictionResult, TestModelRequest
 from weft.statuses import EndpointKind
 from weft.tables import Endpoint, Model, Revision
 

@@ -7,8 +7,9 @@ from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import not_found
-from api.paging import Listing, Page, Paging, paginate
-from api.schemas.providers import CloudModelOut, ProviderOut
+from api.paging import Listing, Paging, paginate
+from weft.schemas.common import Page
+from weft.schemas.providers import CloudModelOut, ProviderOut
 from weft.tables import CloudModel, Provider
 
 router = APIRouter(prefix="/providers", tags=["providers"])

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Query
 
 from api.deps import CurrentUser, SessionDep
 from api.paging import Listing, arranged, listed
-from api.schemas.platforms import ResourceList, ResourcePricing
 from weft.compute import resources
+from weft.schemas.platforms import Resource, ResourceList, ResourcePricing
 
 router = APIRouter(tags=["platforms"])
 
@@ -17,7 +17,7 @@ def resource_list(user: CurrentUser, session: SessionDep, listing: Listing, prov
                    available: bool | None = Query(None)) -> dict:
     """The resources of every connected platform (or of `provider`), optionally only available ones."""
     found = resources.list_resources(session, provider, available)
-    return listed({"resources": arranged(found, listing, resources.Resource)}, listing)
+    return listed({"resources": arranged(found, listing, Resource)}, listing)
 
 
 @router.get("/resources/{provider}/{resource_id}/pricing", response_model=ResourcePricing)

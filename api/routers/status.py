@@ -10,10 +10,10 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from api.deps import SessionDep
-from api.schemas.status import ComponentIssue, Health, State, Status
 from weft import __version__
 from weft.clock import utcnow
 from weft.db import database_unavailable
+from weft.schemas.status import ComponentIssue, Health, State, Status
 from weft.storage import get_storage
 
 root = APIRouter(tags=["status"])

@@ -14,8 +14,11 @@ from sqlmodel import col, delete, select
 
 from api.deps import CurrentUser, SessionDep, get_owned
 from api.errors import ApiError
-from api.paging import Listing, Page, Paging, paginate
-from api.schemas.webhooks import (
+from api.paging import Listing, Paging, paginate
+from weft import webhooks
+from weft.clock import utcnow
+from weft.schemas.common import Page
+from weft.schemas.webhooks import (
     DeliveryOut,
     DeliveryStatus,
     EventTypeOut,
@@ -24,8 +27,6 @@ from api.schemas.webhooks import (
     WebhookOut,
     WebhookUpdate,
 )
-from weft import webhooks
-from weft.clock import utcnow
 from weft.secret_blocks import remove_secret, store_secret
 from weft.tables import Webhook, WebhookDelivery, new_id
 

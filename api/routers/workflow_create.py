@@ -7,9 +7,9 @@ from fastapi import APIRouter
 
 from api.deps import CurrentUser, SessionDep
 from api.errors import ApiError
-from api.schemas.workflow_create import WorkflowCreate, WorkflowCreated, WorkflowStarted
 from weft import jobs, workflows
 from weft.clock import utcnow
+from weft.schemas.workflow_create import WorkflowCreate, WorkflowCreated, WorkflowStarted
 
 router = APIRouter(tags=["workflows"])
 

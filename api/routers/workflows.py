@@ -12,12 +12,12 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks, Body, Query
 
 from api.deps import CurrentUser, SessionDep
-from api.paging import Listing, Page, Paging, paginate
-from api.schemas.workflows import WorkflowOut, WorkflowSummaryOut, step_request
+from api.paging import Listing, Paging, paginate
 from weft import workflows
+from weft.schemas.common import Page
+from weft.schemas.workflows import WorkflowOut, WorkflowSummaryOut, WorkflowView, step_request
 from weft.specs import get_type
 from weft.specs.names import WorkflowName
-from weft.workflows import WorkflowView
 
 router = APIRouter(tags=["workflows"])
 
@@ -35,7 +35,7 @@ STEP_ROUTES = (("/models/local-model-workflow", WorkflowName.ADD_LOCAL_MODEL),
 
 def step_endpoint(type_name: str):
     """The POST handler of one workflow type's step sequence; its body is described in OpenAPI as the
-    union of the type's steps (`api.schemas.workflows.step_request`) and validated by the service."""
+    union of the type's steps (`weft.schemas.workflows.step_request`) and validated by the service."""
     wt = get_type(type_name)
 
     def handler(user: CurrentUser, session: SessionDep,

@@ -16,7 +16,10 @@ import pytest
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.schemas.inference import (
+from weft.clock import utcnow
+from weft.db import session_scope
+from weft.net import free_port
+from weft.schemas.inference import (
     BatchOut,
     ChatCompletionResponse,
     CompletionResponse,
@@ -24,9 +27,6 @@ from api.schemas.inference import (
     OpenAIModelList,
     PredictionOut,
 )
-from weft.clock import utcnow
-from weft.db import session_scope
-from weft.net import free_port
 from weft.tables import Endpoint, Model, Replica, Revision
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}

@@ -97,7 +97,7 @@ def test_each_step_route_documents_its_steps_as_a_discriminated_union(spec, path
 def test_a_body_built_from_each_member_has_the_shape_the_step_takes(spec, path: str, type_name: str):
     """Validated as the service does (without a database: lookups of the caller's rows are skipped), a
     body made from a member's schema has no unknown field, no missing field and the member's step."""
-    from weft.workflows import StepEnvelope
+    from weft.schemas.workflows import StepEnvelope
 
     wt = get_type(type_name)
     _, resolved = members(spec, path)

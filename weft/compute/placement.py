@@ -12,8 +12,9 @@ from sqlmodel import Session
 
 from weft import pools, runs
 from weft.compute.catalog import get_platform
-from weft.compute.resources import LOCAL_POOLS, Resource, get_resource
+from weft.compute.resources import LOCAL_POOLS, get_resource
 from weft.errors import Invalid, NotFound
+from weft.schemas.platforms import Resource
 from weft.specs import WorkflowType
 from weft.statuses import TERMINAL
 from weft.tables import Placement, Workflow

@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from weft import pools, runs
 from weft.clock import utcnow
 from weft.compute.catalog import PlatformDef, api_url, get_platform, platforms
 from weft.errors import Invalid, Refused, Unavailable, UpstreamError
+from weft.schemas.platforms import PlatformView
 from weft.secret_blocks import block_name, remove_secret, save_secret
 from weft.specs.names import WorkflowName
 from weft.statuses import PlatformStatus
@@ -24,16 +24,6 @@ from weft.tables import Cluster, PlatformConnection
 VERIFY_TIMEOUT_SECONDS = 15.0
 TRAINING_TEMPLATE = f"{WorkflowName.FINE_TUNE}/{pools.GPU}"  # copied onto each connected cloud's pool
 NOT_CONNECTED = "PLATFORM_NOT_CONNECTED"
-
-
-class PlatformView(BaseModel):
-    name: str
-    display_name: str
-    status: str
-    features: list[str]
-    last_verified: datetime | None = None
-    reason: str | None = None
-    pools: list[str] = []
 
 
 def list_platforms(session: Session) -> list[PlatformView]:

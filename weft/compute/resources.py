@@ -6,31 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from weft import pools, runs
 from weft.compute.catalog import Pricing, ResourceDef, get_platform, priced
 from weft.compute.platforms import connected_pool
 from weft.errors import Refused
+from weft.schemas.platforms import Availability, Resource
 from weft.settings import get_settings
 from weft.statuses import PlatformStatus
 from weft.tables import Cluster, PlatformConnection
 
 RESOURCE_UNAVAILABLE = "RESOURCE_UNAVAILABLE"
 LOCAL_POOLS = {"local-cpu": pools.CPU, "local-gpu": pools.GPU}
-
-
-class Resource(ResourceDef):
-    provider: str
-    pool: str
-    available: bool = False
-
-
-class Availability(BaseModel):
-    available: bool
-    queue_length: int
-    estimated_wait_minutes: float | None
 
 
 def _measured(resource_id: str, name: str, hardware: dict[str, Any]) -> ResourceDef:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, SecretStr
 
 from weft.errors import Invalid, NotFound, Refused, Unavailable, UpstreamError
 from weft.integrations.relaycore import Receipt, RecommendationBatch, RelayCoreClient, VehiclePage
+from weft.schemas.integrations import ConnectorStatus
 from weft.secret_blocks import block_name, remove_secret, save_secret
 from weft.settings import get_settings
 
@@ -29,11 +30,6 @@ KIND = "relaycore"
 class Connector(BaseModel):
     base_url: str
     api_key: SecretStr  # SecretStr: a log line or repr shows '**********'
-
-
-class ConnectorStatus(BaseModel):
-    configured: bool
-    base_url: str | None = None
 
 
 def block_of(user_id: str) -> str:

@@ -8,27 +8,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from weft import pools
 from weft.clock import utcnow
+from weft.schemas.monitoring import Latency
 from weft.settings import get_settings
 from weft.statuses import EndpointStatus, ReplicaState
 from weft.tables import Adapter, Dataset, Endpoint, InferenceRecord, Model, Replica
 
 RESOLUTIONS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
 GB = 1e9
-
-
-class Latency(BaseModel):
-    """Percentiles by linear interpolation between order statistics (numpy's default)."""
-
-    avg_latency_ms: float | None
-    p50_latency_ms: float | None
-    p90_latency_ms: float | None
-    p95_latency_ms: float | None
-    p99_latency_ms: float | None
 
 
 def latency(values: list[float]) -> Latency:

@@ -6,31 +6,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, delete
 
 from weft import jobs
 from weft.clock import utcnow
 from weft.errors import Conflict, Invalid, NotFound, Unavailable
+from weft.schemas.workflows import StepEnvelope, WorkflowView
 from weft.specs import REGISTRY, StepContext, StepDef, WorkflowType, get_type
 from weft.specs.names import WorkflowName
 from weft.statuses import TERMINAL
 from weft.tables import Workflow, WorkflowStep
 from weft.workflows.lifecycle import start
-from weft.workflows.views import WorkflowView, merged_data, owned, stored_steps, view
+from weft.workflows.views import merged_data, owned, stored_steps, view
 
 ALIASES = {"fine-tuning": WorkflowName.FINE_TUNE}  # document 000's names → weft's workflow types
-
-
-class StepEnvelope(BaseModel):
-    """The fields every step post carries besides its own."""
-
-    workflow_id: str | None = Field(default=None, description="the workflow to continue; absent: start a new one")
-    workflow_total_steps: int | None = Field(default=None, ge=1, le=50,
-                                             description="required when starting a new workflow")
-    step_number: int = Field(ge=1)
-    trigger_workflow: bool = Field(default=False, description="validate the merged spec and start the flow run")
 
 
 def put_step(session: Session, wf: Workflow, number: int, data: dict[str, Any]) -> None:

@@ -3,51 +3,18 @@ API returns (status, reason and per-stage progress come from the Prefect run).""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from weft import runs
 from weft.clock import utcnow
 from weft.errors import Invalid, NotFound
+from weft.schemas.workflows import StageView, WorkflowSummary, WorkflowView
 from weft.specs import REGISTRY, WorkflowType, get_type
 from weft.statuses import TERMINAL, StageStatus
 from weft.tables import Workflow, WorkflowStep
-
-
-class WorkflowView(BaseModel):
-    """The merged view of document 004's step API."""
-
-    workflow_id: str
-    workflow_type: str
-    status: str
-    current_step: int
-    total_steps: int
-    next_step: int | None
-    steps: list[runs.StageView]
-    data: dict[str, Any]
-    flow_run_id: str | None
-    reason: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class WorkflowSummary(BaseModel):
-    """One workflow of a list."""
-
-    id: str
-    workflow_type: str
-    name: str | None
-    status: str
-    current_step: int
-    total_steps: int
-    flow_run_id: str | None
-    reason: str | None
-    created_at: datetime
-    updated_at: datetime
 
 
 def stored_steps(session: Session, workflow_id: str) -> list[WorkflowStep]:
@@ -101,7 +68,7 @@ def view(session: Session, wf: Workflow) -> WorkflowView:
             session.commit()
         stages = run.stages
     else:
-        stages = [runs.StageView(id=s.id, title=s.title, status=StageStatus.PENDING) for s in wt.stages]
+        stages = [StageView(id=s.id, title=s.title, status=StageStatus.PENDING) for s in wt.stages]
     return WorkflowView(
         workflow_id=wf.id, workflow_type=wf.workflow_type, status=wf.status, current_step=wf.current_step,
         total_steps=wf.total_steps, next_step=next_step(wt, wf), steps=stages,

@@ -6,9 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import UtcDatetime
-from api.schemas.workflows import documented_as
-from weft.jobs import LogLine
+from weft.schemas.common import UtcDatetime
+from weft.schemas.workflows import documented_as
+
+
+class LogLine(BaseModel):
+    timestamp: str
+    level: str
+    message: str
+    source: str
 
 
 class JobCreate(BaseModel):

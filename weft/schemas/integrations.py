@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pydantic import AnyHttpUrl, BaseModel, Field
 
-from weft.integrations.connector import ConnectorStatus
 from weft.integrations.relaycore import Receipt, RecommendationBatch, VehiclePage
 
 __all__ = ["ConnectorIn", "ConnectorStatus", "Receipt", "RecommendationBatch", "VehiclePage"]
+
+
+class ConnectorStatus(BaseModel):
+    configured: bool
+    base_url: str | None = None
 
 
 class ConnectorIn(BaseModel):

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from weft.compute.catalog import Pricing
-from weft.compute.platforms import PlatformView
-from weft.compute.resources import Availability, Resource
+from weft.compute.catalog import Pricing, ResourceDef
+
+
+class PlatformView(BaseModel):
+    name: str
+    display_name: str
+    status: str
+    features: list[str]
+    last_verified: datetime | None = None
+    reason: str | None = None
+    pools: list[str] = []
+
+
+class Resource(ResourceDef):
+    provider: str
+    pool: str
+    available: bool = False
+
+
+class Availability(BaseModel):
+    available: bool
+    queue_length: int
+    estimated_wait_minutes: float | None
 
 
 class PlatformList(BaseModel):

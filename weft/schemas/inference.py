@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import UtcDatetime
+from weft.schemas.common import UtcDatetime
 from weft.serving.server.protocol import (
     ChatCompletionResponse,
     CompletionResponse,

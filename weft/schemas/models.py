@@ -6,9 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.paging import PageMeta
-from api.schemas.common import Out, UtcDatetime
 from weft.scan.checks import Issue
+from weft.schemas.common import Out, PageMeta, UtcDatetime
 
 
 class Tag(BaseModel):

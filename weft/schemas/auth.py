@@ -6,8 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
-from api.schemas.common import Out, UtcDatetime
 from weft.clock import as_utc, utcnow
+from weft.schemas.common import Out, UtcDatetime
 
 
 class RegisterIn(BaseModel):

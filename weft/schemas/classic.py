@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import UtcDatetime
+from weft.schemas.common import UtcDatetime
 
 
 class ModelMetadata(BaseModel):

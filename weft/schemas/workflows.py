@@ -14,15 +14,69 @@ without the context the validators that look up the caller's rows could not run.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, TypeAdapter, create_model
+from pydantic import BaseModel, Field, TypeAdapter, create_model
 from pydantic_core import core_schema
 
-from api.schemas.common import UtcDatetime
+from weft.schemas.common import UtcDatetime
 from weft.specs import StepDef, StepModel, WorkflowType, get_type
-from weft.workflows import StepEnvelope, WorkflowSummary, WorkflowView
+
+
+class StageView(BaseModel):
+    id: str
+    title: str
+    status: str
+
+
+class RunView(BaseModel):
+    status: str
+    reason: str | None = None
+    stages: list[StageView] = []
+
+
+class StepEnvelope(BaseModel):
+    """The fields every step post carries besides its own."""
+
+    workflow_id: str | None = Field(default=None, description="the workflow to continue; absent: start a new one")
+    workflow_total_steps: int | None = Field(default=None, ge=1, le=50,
+                                             description="required when starting a new workflow")
+    step_number: int = Field(ge=1)
+    trigger_workflow: bool = Field(default=False, description="validate the merged spec and start the flow run")
+
+
+class WorkflowView(BaseModel):
+    """The merged view of document 004's step API."""
+
+    workflow_id: str
+    workflow_type: str
+    status: str
+    current_step: int
+    total_steps: int
+    next_step: int | None
+    steps: list[StageView]
+    data: dict[str, Any]
+    flow_run_id: str | None
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WorkflowSummary(BaseModel):
+    """One workflow of a list."""
+
+    id: str
+    workflow_type: str
+    name: str | None
+    status: str
+    current_step: int
+    total_steps: int
+    flow_run_id: str | None
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
 
 
 class WorkflowOut(WorkflowView):

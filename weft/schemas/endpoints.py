@@ -1,5 +1,5 @@
 """Endpoints and their workers (replicas), document 000's deploy call, and the deploy templates
-(document 001/003's deployment schemas over them: api/schemas/deployments.py)."""
+(document 001/003's deployment schemas over them: weft/schemas/deployments.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.schemas.common import UtcDatetime
+from weft.schemas.common import UtcDatetime
 from weft.serving.plan import AutoScaling, DeployConfig, Engine, Template
 
 

@@ -7,8 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
-from api.schemas.common import Out, UtcDatetime
-from weft.webhooks import EVENT_TYPES
+from weft.schemas.common import Out, UtcDatetime
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 
@@ -21,6 +20,34 @@ def _check_url(value: str) -> str:
     if parts.username or parts.password:
         raise ValueError("must not contain credentials; use the signing secret to authenticate deliveries")
     return value
+
+
+EVENT_TYPES: dict[str, str] = {
+    # document 000
+    "workflow.created": "A new workflow has been created",
+    "workflow.started": "A workflow's run has started running",
+    "workflow.completed": "A workflow's run has completed successfully",
+    "workflow.failed": "A workflow's run has failed (or crashed)",
+    "workflow.cancelled": "A workflow's run has been cancelled",
+    "model.created": "A new model has been created",
+    "model.deployed": "A model has been deployed",
+    "model.undeployed": "A model has been undeployed",
+    "drift.detected": "Drift has been detected in a model",
+    "optimization.recommended": "A new optimization recommendation has been generated",
+    # document 001
+    "deployment.created": "A new deployment (endpoint) has been initiated",
+    "deployment.building": "A deployment is being built (its replicas are starting)",
+    "deployment.ready": "A deployment is active and ready",
+    "deployment.updated": "A deployment's desired state changed (a new revision, traffic, bounds, name, limits)",
+    "deployment.rolled_back": "A deployment's traffic went back to an earlier version",
+    "deployment.failed": "A deployment has failed",
+    "deployment.stopped": "A deployment has been stopped",
+    "deployment.deleted": "A deployment has been removed",
+    "prediction.error": "A prediction request has failed",
+}
+"""The event types a webhook can subscribe to, with what each means."""
+
+TEST_EVENT = "webhook.test"  # sent by POST /webhooks/{id}/test to that webhook only; not subscribable
 
 
 class WebhookIn(BaseModel):

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas.common import UtcDatetime
+from weft.schemas.common import UtcDatetime
 
 
 class DriftAlertOut(BaseModel):

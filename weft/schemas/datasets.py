@@ -6,11 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import UtcDatetime
-from api.schemas.workflows import documented_as
+from weft.schemas.common import UtcDatetime
+from weft.schemas.workflows import documented_as
 from weft.specs.datasets import AnalysisOptions
-from weft.storage import get_storage
-from weft.tables import Dataset
 
 
 class DatasetOut(BaseModel):
@@ -28,7 +26,10 @@ class DatasetOut(BaseModel):
     updated_at: UtcDatetime
 
     @classmethod
-    def of(cls, ds: Dataset) -> DatasetOut:
+    def of(cls, ds: Any) -> DatasetOut:
+        """From a `weft.tables.Dataset` row."""
+        from weft.storage import get_storage
+
         return cls(file_path=get_storage().url(ds.storage_key),
                    **ds.model_dump(include=set(cls.model_fields) - {"file_path"}))
 

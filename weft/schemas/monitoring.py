@@ -7,10 +7,19 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import UtcDatetime
-from weft.monitoring.metrics import Latency
+from weft.schemas.common import UtcDatetime
 
 # --- GET /monitoring/metrics --------------------------------------------------------------------------
+
+class Latency(BaseModel):
+    """Percentiles by linear interpolation between order statistics (numpy's default)."""
+
+    avg_latency_ms: float | None
+    p50_latency_ms: float | None
+    p90_latency_ms: float | None
+    p95_latency_ms: float | None
+    p99_latency_ms: float | None
+
 
 class CostOverview(BaseModel):
     total: float

@@ -6,8 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.paging import PageMeta
-from api.schemas.common import UtcDatetime
+from weft.schemas.common import PageMeta, UtcDatetime
 
 
 class AdapterParams(BaseModel):

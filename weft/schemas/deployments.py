@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from api.schemas.classic import ModelMetadata
-from api.schemas.common import UtcDatetime
-from api.schemas.endpoints import EndpointOut, EndpointUsage, VersionOut
+from weft.schemas.classic import ModelMetadata
+from weft.schemas.common import UtcDatetime
+from weft.schemas.endpoints import EndpointOut, EndpointUsage, VersionOut
 
 PLATFORMS = ("weft", "local")  # weft's own replicas (`local`: document 004's name of a local deploy)
 NAME_PATTERN = r"^[\w .:/-]+$"

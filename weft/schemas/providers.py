@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.schemas.common import Out
+from weft.schemas.common import Out
 
 
 class ProviderOut(Out):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import Out, UtcDatetime
+from weft.schemas.common import Out, UtcDatetime
 
 
 class CredentialIn(BaseModel):

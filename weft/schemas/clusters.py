@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import UtcDatetime
+from weft.schemas.common import UtcDatetime
 
 # document 004's multipart add-cluster step (the handler reads the form itself)
 ADD_CLUSTER_FORM = {
