@@ -8,6 +8,8 @@ details a client can act on); the API maps them to HTTP statuses in one place (`
 - `Conflict`: the record's state does not allow it, e.g. a finished workflow's steps (409).
 - `Unavailable`: a dependency is busy or unreachable: the database, the Prefect server (503).
 - `UpstreamError`: an external service (a GPU cloud's API, RelayCore) refused or did not answer (502).
+- `Unauthorized`, `RateLimited`: raised by the Python client (`weft.client`) for a 401 and a 429 it could
+  not wait out; every error the client raises also carries the response's `status` and `request_id`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class WeftError(Exception):
     """A failure a caller should see: a machine-readable `code`, a `message` and `details`."""
 
     code: ClassVar[str] = "SERVICE_ERROR"
+    status: int | None = None  # set by the client: the HTTP status of the response it came from
+    request_id: str | None = None  # set by the client: the response's X-Request-ID
 
     def __init__(self, message: str, details: dict[str, Any] | None = None, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -90,3 +94,15 @@ class UpstreamError(WeftError):
     or could not be reached; `details` carries its URL and, where it answered, its status and message."""
 
     code = "UPSTREAM_ERROR"
+
+
+class Unauthorized(WeftError):
+    """Missing, wrong, revoked or expired credentials (401)."""
+
+    code = "UNAUTHORIZED"
+
+
+class RateLimited(WeftError):
+    """Too many requests (429) after the client's retries."""
+
+    code = "RATE_LIMITED"

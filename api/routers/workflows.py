@@ -15,23 +15,10 @@ from api.deps import CurrentUser, SessionDep
 from api.paging import Listing, Paging, paginate
 from weft import workflows
 from weft.schemas.common import Page
-from weft.schemas.workflows import WorkflowOut, WorkflowSummaryOut, WorkflowView, step_request
+from weft.schemas.workflows import STEP_ROUTES, WorkflowOut, WorkflowSummaryOut, WorkflowView, step_request
 from weft.specs import get_type
-from weft.specs.names import WorkflowName
 
 router = APIRouter(tags=["workflows"])
-
-# each step route: its path and the workflow type whose steps it takes
-STEP_ROUTES = (("/models/local-model-workflow", WorkflowName.ADD_LOCAL_MODEL),
-               ("/models/cloud-model-workflow", WorkflowName.ADD_CLOUD_MODEL),
-               ("/models/security-scan", WorkflowName.MODEL_SECURITY_SCAN),
-               ("/models/finetune-workflow", WorkflowName.FINE_TUNE),
-               ("/models/evaluate-workflow", WorkflowName.EVALUATE_MODEL),
-               ("/models/export-workflow", WorkflowName.EXPORT_MODEL),
-               ("/models/deploy-workflow", WorkflowName.DEPLOY_MODEL),
-               ("/endpoints/add-worker", WorkflowName.ADD_WORKER),
-               ("/datasets/analyze-workflow", WorkflowName.ANALYZE_DATASET))
-
 
 def step_endpoint(type_name: str):
     """The POST handler of one workflow type's step sequence; its body is described in OpenAPI as the

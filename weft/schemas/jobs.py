@@ -17,6 +17,15 @@ class LogLine(BaseModel):
     source: str
 
 
+class LogEvent(BaseModel):
+    """One event of `GET /jobs/{id}/logs` as a stream (`Accept: text/event-stream`): `id` is the line's
+    1-based position in the run's log (send it back as Last-Event-ID to resume after it), `text` is
+    `[HH:MM:SS] [LEVEL] message`."""
+
+    id: int
+    text: str
+
+
 class JobCreate(BaseModel):
     config: dict[str, Any] = Field(description="base_model (id, name or uri), dataset_id or dataset_path, algorithm "
                                                "(lora | qlora | dora), rank, alpha, learning_rate, ...")

@@ -23,6 +23,19 @@ from pydantic_core import core_schema
 
 from weft.schemas.common import UtcDatetime
 from weft.specs import StepDef, StepModel, WorkflowType, get_type
+from weft.specs.names import WorkflowName
+
+# each step route (under /api/v1): its path and the workflow type whose steps it takes (the API's routes
+# and the client's `workflows.step`)
+STEP_ROUTES = (("/models/local-model-workflow", WorkflowName.ADD_LOCAL_MODEL),
+               ("/models/cloud-model-workflow", WorkflowName.ADD_CLOUD_MODEL),
+               ("/models/security-scan", WorkflowName.MODEL_SECURITY_SCAN),
+               ("/models/finetune-workflow", WorkflowName.FINE_TUNE),
+               ("/models/evaluate-workflow", WorkflowName.EVALUATE_MODEL),
+               ("/models/export-workflow", WorkflowName.EXPORT_MODEL),
+               ("/models/deploy-workflow", WorkflowName.DEPLOY_MODEL),
+               ("/endpoints/add-worker", WorkflowName.ADD_WORKER),
+               ("/datasets/analyze-workflow", WorkflowName.ANALYZE_DATASET))
 
 
 class StageView(BaseModel):
@@ -47,10 +60,22 @@ class StepEnvelope(BaseModel):
     trigger_workflow: bool = Field(default=False, description="validate the merged spec and start the flow run")
 
 
+class WorkflowOutput(BaseModel):
+    """What a finished workflow produced (document 000's `output`)."""
+
+    model_id: str | None = Field(default=None, description="the model it registered (a fine-tuned one for fine_tune)")
+    adapter_id: str | None = None
+    checkpoint_path: str | None = Field(default=None, description="the adapter's key in object storage")
+
+
 class WorkflowView(BaseModel):
-    """The merged view of document 004's step API."""
+    """The merged view of document 004's step API, with document 000's fields of the same workflow (`id`,
+    `name`, `description`, `config`: the merged spec, `completed_at`, `metrics`, `output`)."""
 
     workflow_id: str
+    id: str
+    name: str | None = None
+    description: str | None = None
     workflow_type: str
     status: str
     current_step: int
@@ -58,10 +83,14 @@ class WorkflowView(BaseModel):
     next_step: int | None
     steps: list[StageView]
     data: dict[str, Any]
+    config: dict[str, Any]
     flow_run_id: str | None
     reason: str | None
+    metrics: dict[str, Any] = {}
+    output: WorkflowOutput | None = None
     created_at: datetime
     updated_at: datetime
+    completed_at: datetime | None = None
 
 
 class WorkflowSummary(BaseModel):
@@ -85,6 +114,7 @@ class WorkflowOut(WorkflowView):
 
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    completed_at: UtcDatetime | None = None
 
 
 class WorkflowSummaryOut(WorkflowSummary):

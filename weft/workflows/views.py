@@ -11,10 +11,10 @@ from sqlmodel.sql.expression import SelectOfScalar
 from weft import runs
 from weft.clock import utcnow
 from weft.errors import Invalid, NotFound
-from weft.schemas.workflows import StageView, WorkflowSummary, WorkflowView
+from weft.schemas.workflows import StageView, WorkflowOutput, WorkflowSummary, WorkflowView
 from weft.specs import REGISTRY, WorkflowType, get_type
-from weft.statuses import TERMINAL, StageStatus
-from weft.tables import Workflow, WorkflowStep
+from weft.statuses import TERMINAL, StageStatus, WorkflowStatus
+from weft.tables import Adapter, Model, Workflow, WorkflowStep
 
 
 def stored_steps(session: Session, workflow_id: str) -> list[WorkflowStep]:
@@ -69,11 +69,19 @@ def view(session: Session, wf: Workflow) -> WorkflowView:
         stages = run.stages
     else:
         stages = [StageView(id=s.id, title=s.title, status=StageStatus.PENDING) for s in wt.stages]
+    data = merged_data(stored_steps(session, wf.id))
+    adapter = session.exec(select(Adapter).where(Adapter.workflow_id == wf.id)).first()
+    model_id = adapter.model_id if adapter else session.exec(
+        select(Model.id).where(Model.workflow_id == wf.id).order_by(col(Model.created_at).desc())).first()
+    output = WorkflowOutput(model_id=model_id, adapter_id=adapter.id if adapter else None,
+                            checkpoint_path=adapter.storage_key if adapter else None) if adapter or model_id else None
     return WorkflowView(
-        workflow_id=wf.id, workflow_type=wf.workflow_type, status=wf.status, current_step=wf.current_step,
-        total_steps=wf.total_steps, next_step=next_step(wt, wf), steps=stages,
-        data=merged_data(stored_steps(session, wf.id)), flow_run_id=wf.flow_run_id, reason=wf.reason,
+        workflow_id=wf.id, id=wf.id, name=wf.name or data.get("name"), description=wf.description,
+        workflow_type=wf.workflow_type, status=wf.status, current_step=wf.current_step,
+        total_steps=wf.total_steps, next_step=next_step(wt, wf), steps=stages, data=data, config=data,
+        flow_run_id=wf.flow_run_id, reason=wf.reason, metrics=adapter.metrics if adapter else {}, output=output,
         created_at=wf.created_at, updated_at=wf.updated_at,
+        completed_at=wf.updated_at if wf.status == WorkflowStatus.COMPLETED else None,
     )
 
 
