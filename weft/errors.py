@@ -8,8 +8,9 @@ details a client can act on); the API maps them to HTTP statuses in one place (`
 - `Conflict`: the record's state does not allow it, e.g. a finished workflow's steps (409).
 - `Unavailable`: a dependency is busy or unreachable: the database, the Prefect server (503).
 - `UpstreamError`: an external service (a GPU cloud's API, RelayCore) refused or did not answer (502).
-- `Unauthorized`, `RateLimited`: raised by the Python client (`weft.client`) for a 401 and a 429 it could
-  not wait out; every error the client raises also carries the response's `status` and `request_id`.
+- `Unauthorized`, `RateLimited`, `Failed`: raised by the Python client (`weft.client`) for a 401, a 429
+  it could not wait out, and a deployment it waited for that failed; every error the client raises
+  also carries the response's `status` and `request_id`.
 """
 
 from __future__ import annotations
@@ -106,3 +107,9 @@ class RateLimited(WeftError):
     """Too many requests (429) after the client's retries."""
 
     code = "RATE_LIMITED"
+
+
+class Failed(WeftError):
+    """What the client waited for (a deployment going live) ended failed or cancelled; `details` says which."""
+
+    code = "FAILED"

@@ -22,6 +22,7 @@ from weft.client import resources as res
 from weft.client.http import AsyncTransport, Transport
 from weft.errors import (
     Conflict,
+    Failed,
     Forbidden,
     Invalid,
     InvalidInput,
@@ -35,7 +36,7 @@ from weft.errors import (
 from weft.schemas.classic import ClassicDeployCreated
 from weft.schemas.jobs import JobOut
 
-__all__ = ["AsyncClient", "Client", "Conflict", "Deployment", "Forbidden", "Invalid", "InvalidInput", "NotFound",
+__all__ = ["AsyncClient", "Client", "Conflict", "Deployment", "Failed", "Forbidden", "Invalid", "InvalidInput", "NotFound",
            "RateLimited", "Unauthorized", "Unavailable", "UpstreamError", "WeftError"]
 
 Deployment = res.Deployment

@@ -14,8 +14,10 @@ import httpx
 
 from weft.client import resources as sync
 from weft.client.progress import bar
+from weft.errors import Failed
 from weft.schemas.datasets import DatasetOut
 from weft.schemas.deployments import DeploymentOut
+from weft.schemas.endpoints import DeployOut
 from weft.schemas.evaluations import EvaluationOut
 from weft.schemas.jobs import JobOut, LogEvent
 from weft.schemas.models import ModelSummary
@@ -52,6 +54,13 @@ async def until(read: Callable[[], Any], done: Callable[[Any], bool], timeout: f
 
 
 class Workflows(sync.Workflows):
+    async def create(self, name: str, workflow_type: str, config: dict[str, Any],  # type: ignore[override]
+                     description: str | None = None) -> Any:
+        if (path := sync.local_file(config)) is not None:
+            datasets = Datasets(self._t)
+            config = sync.with_dataset_id(config, (await datasets.wait((await datasets.upload(path)).id)).id)
+        return await super().create(name, workflow_type, config, description)
+
     def list(self, workflow_type: str | None = None, status: str | None = None) -> AsyncIterator[sync.WorkflowSummary]:  # type: ignore[override]
         return pages(self._t, "/workflows", "data", sync.WorkflowSummary,
                      sync.clean(workflow_type=workflow_type, status=status))
@@ -74,6 +83,13 @@ class Workflows(sync.Workflows):
 
 
 class Models(sync.Models):
+    async def deploy(self, model_id: str, *, wait: bool = True, timeout: float = 900,  # type: ignore[override]
+                     **config: Any) -> DeployOut:
+        out = await self._t.request("POST", f"/models/{model_id}/deploy", DeployOut, json=config)
+        if not wait:
+            return out
+        return sync.deployed(out, await Workflows(self._t).wait(out.workflow_id, timeout=timeout))
+
     def list(self, **filters: Any) -> AsyncIterator[ModelSummary]:  # type: ignore[override]
         return pages(self._t, "/models", "data", ModelSummary, sync.clean(**filters))
 
@@ -106,6 +122,13 @@ class Datasets(sync.Datasets):
 
     def list(self) -> AsyncIterator[DatasetOut]:  # type: ignore[override]
         return pages(self._t, "/datasets", "data", DatasetOut)
+
+    async def wait(self, dataset_id: str, timeout: float = 300, poll: float = 0.5) -> DatasetOut:  # type: ignore[override]
+        found = await until(lambda: self.get(dataset_id), lambda d: d.status != "processing", timeout, poll,
+                            f"dataset {dataset_id}")
+        if found.status != "ready":
+            raise Failed(f"dataset {dataset_id} is {found.status}: {found.error}", {"dataset_id": dataset_id})
+        return found
 
 
 class Jobs(sync.Jobs):
@@ -175,7 +198,8 @@ class Deployments(sync.Deployments):
         async def read() -> DeploymentOut:
             found = await self.get(deployment_id)
             if found.status in sync.DOWN:
-                raise RuntimeError(f"deployment {deployment_id} is {found.status}")
+                raise Failed(f"deployment {deployment_id} is {found.status}",
+                             {"deployment_id": deployment_id, "status": found.status})
             return found
 
         return await until(read, lambda d: d.status in sync.READY, timeout, poll, f"deployment {deployment_id}")

@@ -14,6 +14,7 @@ import httpx
 from pydantic import field_validator
 
 from weft.client.progress import CountingReader, bar
+from weft.errors import Failed
 from weft.schemas.classic import ClassicDeployCreated, PredictionResult
 from weft.schemas.datasets import AnalysisOut, AnalysisStarted, DatasetOut
 from weft.schemas.deployments import DeploymentOut, DeploymentUpdated, VersionList
@@ -111,7 +112,9 @@ class Workflows(Resource):
     """Workflows: document 000's create/start/get and document 004's step API."""
 
     def create(self, name: str, workflow_type: str, config: dict[str, Any], description: str | None = None) -> WorkflowCreated:
-        """Store a whole workflow from one config (not started: see `start`)."""
+        """Store a whole workflow from one config (not started: see `start`). A `dataset.primary` that is a
+        file on this machine is uploaded first and referred to by its id."""
+        config = with_uploaded_dataset(Datasets(self._t), config)
         return self._t.request("POST", "/workflows", WorkflowCreated, json=clean(
             name=name, workflow_type=workflow_type, config=config, description=description))
 
@@ -166,6 +169,32 @@ class Workflows(Resource):
             time.sleep(poll)
 
 
+def local_file(config: dict[str, Any]) -> Path | None:
+    """Document 000's `dataset.primary` when it names a file on the caller's machine."""
+    dataset = config.get("dataset")
+    primary = dataset.get("primary") if isinstance(dataset, dict) else None
+    return Path(primary) if isinstance(primary, str) and Path(primary).is_file() else None
+
+
+def with_dataset_id(config: dict[str, Any], dataset_id: str) -> dict[str, Any]:
+    rest = {k: v for k, v in config["dataset"].items() if k != "primary"}
+    return {**config, "dataset": {**rest, "id": dataset_id}}
+
+
+def with_uploaded_dataset(datasets: Datasets, config: dict[str, Any]) -> dict[str, Any]:
+    if (path := local_file(config)) is None:
+        return config
+    return with_dataset_id(config, datasets.wait(datasets.upload(path, progress=False).id).id)
+
+
+def deployed(out: DeployOut, wf: Workflow) -> DeployOut:
+    """The deploy's answer once its workflow finished: `active`, or `Failed` with the workflow's reason."""
+    if wf.status != "completed":
+        raise Failed(f"the deploy of model {out.model_id} is {wf.status}: {wf.reason}",
+                     {"workflow_id": wf.id, "endpoint_id": out.id, "status": wf.status})
+    return out.model_copy(update={"status": "active"})
+
+
 def step_path(workflow_type: str) -> str:
     for path, name in STEP_ROUTES:
         if name == workflow_type:
@@ -193,10 +222,14 @@ class Models(Resource):
         return self._t.request("POST", f"/models/{model_id}/export", ExportStarted,
                                json=clean(format=format, quantization=quantization, **options))
 
-    def deploy(self, model_id: str, **config: Any) -> DeployOut:
+    def deploy(self, model_id: str, *, wait: bool = True, timeout: float = 900, **config: Any) -> DeployOut:
         """Serve the model behind an OpenAI-compatible endpoint (document 000's body: endpoint_type,
-        instance_count, auto_scaling, ...)."""
-        return self._t.request("POST", f"/models/{model_id}/deploy", DeployOut, json=config)
+        instance_count, auto_scaling, endpoint_name, ...); unless `wait=False`, return once it serves
+        (`Failed` if its deploy workflow did not complete)."""
+        out = self._t.request("POST", f"/models/{model_id}/deploy", DeployOut, json=config)
+        if not wait:
+            return out
+        return deployed(out, Workflows(self._t).wait(out.workflow_id, timeout=timeout))
 
     def download(self, model_id: str, path: str | Path, progress: bool = True) -> Path:
         """Stream the model's ZIP to `path` (a folder: its server-given file name inside it)."""
@@ -230,6 +263,17 @@ class Datasets(Resource):
 
     def get(self, dataset_id: str) -> DatasetOut:
         return self._t.request("GET", f"/datasets/{dataset_id}", DatasetOut)
+
+    def wait(self, dataset_id: str, timeout: float = 300, poll: float = 0.5) -> DatasetOut:
+        """The dataset once its upload is validated (`ready`); `Failed` with the reason if it is not."""
+        deadline = time.monotonic() + timeout
+        while (found := self.get(dataset_id)).status == "processing":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"dataset {dataset_id} is still processing after {timeout} s")
+            time.sleep(poll)
+        if found.status != "ready":
+            raise Failed(f"dataset {dataset_id} is {found.status}: {found.error}", {"dataset_id": dataset_id})
+        return found
 
     def list(self) -> Iterator[DatasetOut]:
         return pages(self._t, "/datasets", "data", DatasetOut)
@@ -360,11 +404,12 @@ class Deployments(Resource):
         return self._t.request("POST", f"/predict/{deployment_id}", PredictionResult, json={"data": data})
 
     def wait(self, deployment_id: str, timeout: float = 600, poll: float = 2.0) -> DeploymentOut:
-        """The deployment once it serves; RuntimeError if it failed, TimeoutError after `timeout` s."""
+        """The deployment once it serves; `Failed` if it failed, TimeoutError after `timeout` s."""
         deadline = time.monotonic() + timeout
         while (found := self.get(deployment_id)).status not in READY:
             if found.status in DOWN:
-                raise RuntimeError(f"deployment {deployment_id} is {found.status}")
+                raise Failed(f"deployment {deployment_id} is {found.status}",
+                             {"deployment_id": deployment_id, "status": found.status})
             if time.monotonic() > deadline:
                 raise TimeoutError(f"deployment {deployment_id} is still {found.status} after {timeout} s")
             time.sleep(poll)
