@@ -33,6 +33,7 @@ from weft.errors import (
     UpstreamError,
     WeftError,
 )
+from weft.schemas.auth import MeOut
 from weft.schemas.classic import ClassicDeployCreated
 from weft.schemas.jobs import JobOut
 
@@ -80,6 +81,10 @@ class Client:
         deployment = res.Deployment(self.deployments, created)
         return deployment.wait(wait_timeout) if wait else deployment
 
+    def me(self) -> MeOut:
+        """The user the key belongs to."""
+        return self._t.request("GET", "/auth/me", MeOut)
+
     # document 003's PEFT Studio client
     def create_job(self, config: dict[str, Any]) -> str:
         """Create a fine-tuning job; its id."""
@@ -115,6 +120,9 @@ class AsyncClient:
         self.monitoring = res.Monitoring(self._t)
         self.webhooks = aio.Webhooks(self._t)
         self.platforms = res.Platforms(self._t)
+
+    async def me(self) -> MeOut:
+        return await self._t.request("GET", "/auth/me", MeOut)
 
     async def create_job(self, config: dict[str, Any]) -> str:
         return (await self.jobs.create(config)).job_id

@@ -96,10 +96,7 @@ class Models(sync.Models):
     async def download(self, model_id: str, path: str | Path, progress: bool = False) -> Path:  # type: ignore[override]
         response = await self._t.send("GET", f"/models/{model_id}/download", stream=True)
         try:
-            target = Path(path)
-            if target.is_dir():
-                name = response.headers.get("content-disposition", "").partition("filename=")[2].strip('"')
-                target = target / (name or f"model-{model_id}.zip")
+            target = sync.download_target(Path(path), str(path).endswith("/"), response, model_id)
             total = int(response.headers["content-length"]) if "content-length" in response.headers else None
             partial = target.with_name(target.name + ".part")
             with bar(f"model {model_id}", total, progress) as advance, partial.open("wb") as out:
@@ -187,6 +184,8 @@ class Deployments(sync.Deployments):
 
     async def scale(self, deployment_id: str, min_instances: int | None = None,  # type: ignore[override]
                     max_instances: int | None = None) -> Any:
+        if min_instances is None and max_instances is None:
+            raise ValueError("scale needs min_instances or max_instances")
         return await self.update(deployment_id, **sync.clean(min_instances=min_instances, max_instances=max_instances))
 
     async def versions(self, deployment_id: str) -> Any:  # type: ignore[override]

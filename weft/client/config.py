@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -22,9 +23,11 @@ def saved() -> dict[str, str]:
 
 
 def save(api_url: str, api_key: str) -> Path:
+    """Write the settings whole (a temporary file renamed over the old one), readable by the owner only."""
     path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(json.dumps({"api_url": api_url, "api_key": api_key}, indent=2))
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".config-")  # created 0600
+    with os.fdopen(fd, "w") as out:
+        json.dump({"api_url": api_url, "api_key": api_key}, out, indent=2)
+    os.replace(temporary, path)
     return path

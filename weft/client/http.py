@@ -78,6 +78,12 @@ def retry_delay(response: httpx.Response | None, attempt: int) -> float:
     return min(MAX_BACKOFF, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
 
 
+def retryable(method: str, exc: httpx.TransportError) -> bool:
+    """A GET whose connection broke after it was made; a refused connection (nothing listens there) is
+    reported at once."""
+    return method == "GET" and not isinstance(exc, httpx.ConnectError)
+
+
 def parsed(response: httpx.Response, model: Any) -> Any:
     """The JSON body as `model` (a pydantic model or any type TypeAdapter takes), or None for no content."""
     if response.status_code == 204 or not response.content:
@@ -132,8 +138,8 @@ class Transport(BaseTransport):
             request = self.http.build_request(method, self.url(path), headers=self.headers(headers), **kwargs)
             try:
                 response = self.http.send(request, stream=stream)
-            except httpx.TransportError:
-                if method != "GET" or attempt >= self.max_retries:
+            except httpx.TransportError as exc:
+                if not retryable(method, exc) or attempt >= self.max_retries:
                     raise
                 time.sleep(retry_delay(None, attempt))
                 attempt += 1
@@ -171,8 +177,8 @@ class AsyncTransport(BaseTransport):
             request = self.http.build_request(method, self.url(path), headers=self.headers(headers), **kwargs)
             try:
                 response = await self.http.send(request, stream=stream)
-            except httpx.TransportError:
-                if method != "GET" or attempt >= self.max_retries:
+            except httpx.TransportError as exc:
+                if not retryable(method, exc) or attempt >= self.max_retries:
                     raise
                 await asyncio.sleep(retry_delay(None, attempt))
                 attempt += 1

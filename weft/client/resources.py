@@ -232,13 +232,11 @@ class Models(Resource):
         return deployed(out, Workflows(self._t).wait(out.workflow_id, timeout=timeout))
 
     def download(self, model_id: str, path: str | Path, progress: bool = True) -> Path:
-        """Stream the model's ZIP to `path` (a folder: its server-given file name inside it)."""
+        """Stream the model's ZIP to `path`: a file, or a folder (an existing one, or a path ending in `/`)
+        that gets the server-given file name."""
         response = self._t.send("GET", f"/models/{model_id}/download", stream=True)
         try:
-            target = Path(path)
-            if target.is_dir():
-                disposition = response.headers.get("content-disposition", "")
-                target = target / (disposition.partition("filename=")[2].strip('"') or f"model-{model_id}.zip")
+            target = download_target(Path(path), str(path).endswith("/"), response, model_id)
             total = int(response.headers["content-length"]) if "content-length" in response.headers else None
             partial = target.with_name(target.name + ".part")
             with bar(f"model {model_id}", total, progress) as advance, partial.open("wb") as out:
@@ -249,6 +247,15 @@ class Models(Resource):
             return target
         finally:
             response.close()
+
+
+def download_target(path: Path, folder: bool, response: httpx.Response, model_id: str) -> Path:
+    """Where a download goes (its folder created): `path`, or inside it under the server's file name."""
+    if folder or path.is_dir():
+        name = response.headers.get("content-disposition", "").partition("filename=")[2].strip('"')
+        path = path / (name or f"model-{model_id}.zip")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 class Datasets(Resource):
@@ -386,6 +393,8 @@ class Deployments(Resource):
 
     def scale(self, deployment_id: str, min_instances: int | None = None,
               max_instances: int | None = None) -> DeploymentUpdated:
+        if min_instances is None and max_instances is None:
+            raise ValueError("scale needs min_instances or max_instances")
         return self.update(deployment_id, **clean(min_instances=min_instances, max_instances=max_instances))
 
     def versions(self, deployment_id: str) -> list[VersionOut]:
