@@ -21,6 +21,8 @@ from weft.clock import utcnow
 from weft.datasets.formats import iter_batches
 from weft.db import session_scope
 from weft.ids import adapter_id_of, finetuned_model_id_of
+from weft.scan.checks import SAFE
+from weft.scan.report import adapter_scan
 from weft.specs.export import ExportOptions
 from weft.specs.training import FineTuneSpec
 from weft.statuses import ModelStatus
@@ -136,6 +138,7 @@ class Trained(BaseModel):
     adapter_key: str
     sha256: str
     size_bytes: int
+    scan: dict[str, Any] | None = None  # the adapter's scan (None from a run cached before weft scanned them)
 
 
 # Under log_prints, datasets' function hashing ends up disassembling code into the run's logs.
@@ -179,11 +182,13 @@ def train_adapter(inputs: Inputs, prepared: Prepared, estimate: Estimate, spec: 
                  " ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items())))
         key = f"runs/{workflow_id}/adapter"
         size = storage.put_dir(adapter, key)
-        digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+        weights = adapter / "adapter_model.safetensors"
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        scan = adapter_scan(weights, weights.name, digest)
     update_progress_artifact(progress, 100.0)
     return Trained(method=result.method, fallback_reason=result.fallback_reason,
                    resumed_from_step=result.resumed_from_step, global_step=result.global_step,
-                   metrics=metrics, adapter_key=key, sha256=digest, size_bytes=size)
+                   metrics=metrics, adapter_key=key, sha256=digest, size_bytes=size, scan=scan.model_dump())
 
 
 @task(**step_options("register_adapter"))
@@ -209,6 +214,7 @@ def register_adapter(inputs: Inputs, trained: Trained, spec: FineTuneSpec, workf
                                   hardware.human_size(inputs.details["parameter_count"]),
                                   "quantization": "nf4" if trained.method == "qlora" else None,
                                   "adapter_type": trained.method},
+                      scan=trained.scan, scan_verified=bool(trained.scan and trained.scan["status"] == SAFE),
                       updated_at=utcnow()))
         model_created(s, model_id, spec.name, "fine-tuned", workflow_id, owner_id)
     get_run_logger().info("registered adapter %s and fine-tuned model %s", adapter_id, model_id)

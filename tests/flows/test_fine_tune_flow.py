@@ -37,6 +37,9 @@ def test_fine_tune_registers_adapter_and_model(prefect_server, db, tiny_model_di
     assert (model.type, model.base_model, model.parameters["adapter_type"]) == ("fine-tuned", "tiny base", "dora")
     assert adapter.base_model_id == base_id and adapter.dataset_id == dataset_id and adapter.config["max_steps"] == 4
     assert adapter.metrics["train_loss"] > 0 and len(adapter.sha256) == 64
+    # registered with its adapter's scan, so it passes the deploy gate
+    assert model.scan["status"] == "SAFE" and model.scan_verified
+    assert model.scan["file_hashes"] == {"adapter_model.safetensors": adapter.sha256}
     loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                                        str(storage.local_path(adapter.storage_key)))
     assert loaded.peft_config["default"].use_dora

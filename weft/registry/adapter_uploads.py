@@ -24,8 +24,7 @@ from weft.registry.adapter_files import (
     write_peft_folder,
 )
 from weft.registry.layout import storage_key
-from weft.scan.checks import safetensors_issues
-from weft.scan.report import roll_up
+from weft.scan.report import adapter_scan
 from weft.statuses import ModelStatus
 from weft.storage import get_storage
 from weft.tables import Adapter, Model
@@ -61,7 +60,7 @@ def register_upload(session: Session, user_id: str, stream: BinaryIO, metadata: 
         upload = Path(tmp) / "upload.safetensors"
         digest = _receive(stream, upload, cap)
         tensors = read_safetensors_header(upload)  # the scan's header check: what passes here scans SAFE
-        scan = roll_up(safetensors_issues(upload, ADAPTER_FILE), [ADAPTER_FILE], 0, {ADAPTER_FILE: digest})
+        scan = adapter_scan(upload, ADAPTER_FILE, digest)
         with storage.local(base_key) as base_dir:
             shape = check_against_base(tensors, base_dir, metadata)
         folder = write_peft_folder(upload, metadata, base.uri or base.name, Path(tmp) / "adapter")

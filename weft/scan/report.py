@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from weft.scan.checks import SAFE, SEVERITIES, Issue
+from weft.scan.checks import SAFE, SEVERITIES, Issue, safetensors_issues
 
 HASH_CHUNK = 8 * 1024 * 1024
 
@@ -30,6 +30,12 @@ def roll_up(issues: list[Issue], scanned: list[str], skipped: int, hashes: dict[
     return ScanResult(status=SAFE if worst is None else SEVERITIES[worst], total_issues=len(issues),
                       total_scanned=len(scanned), total_issues_by_severity=by_severity, scanned_files=scanned,
                       total_skipped_files=skipped, model_issues=ordered, file_hashes=hashes)
+
+
+def adapter_scan(weights: Path, name: str, sha256: str) -> ScanResult:
+    """The scan of a LoRA adapter's weights file (the safetensors header checks; nothing else in an adapter
+    is loaded as code): what an uploaded or a trained adapter is registered with."""
+    return roll_up(safetensors_issues(weights, name), [name], 0, {name: sha256})
 
 
 def markdown(name: str, result: ScanResult) -> str:
