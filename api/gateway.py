@@ -324,6 +324,7 @@ class Recorder:
         self.task: asyncio.Task | None = None
         self.dropped = 0
         self.failing = False  # the last write found the database unavailable
+        self.writing = asyncio.Lock()  # a drain waits for a batch being written by another
 
     def add(self, row: InferenceRecord) -> None:
         if self.task is None or self.task.done():
@@ -358,19 +359,24 @@ class Recorder:
             self.failing = False
         return True
 
+    async def drain(self) -> None:
+        """Write what is queued now (a read of this process's own requests then sees them all); while the
+        database is unavailable the records stay queued."""
+        async with self.writing:
+            while not self.queue.empty() and await self.flush():
+                pass
+
     async def run(self) -> None:
         while True:
             await asyncio.sleep(RECORD_RETRY_SECONDS if self.failing else self.interval)
-            while not self.queue.empty() and await self.flush():
-                pass
+            await self.drain()
 
     async def aclose(self) -> None:
         if self.task:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task  # a batch being written finishes first
-        while not self.queue.empty() and await self.flush():
-            pass
+        await self.drain()
         if not self.queue.empty():
             log.warning("%d inference records lost at shutdown: the database is unavailable", self.queue.qsize())
 

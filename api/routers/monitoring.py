@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentUser, SessionDep, get_owned
+from api.deps import CurrentUser, SessionDep, gateway, get_owned
 from api.errors import ApiError
 from api.paging import Listing, Paging, arranged, listed, page_response
 from weft.monitoring import metrics, recommendations
@@ -22,15 +23,21 @@ def monitoring_metrics(user: CurrentUser, session: SessionDep) -> dict:
 
 
 @router.get("/metrics/{deployment_id}", response_model=DeploymentMetrics)
-def deployment_metrics(deployment_id: str, user: CurrentUser, session: SessionDep,
-                       hours: float = Query(24, gt=0, le=168, description="the period: the last `hours` hours"),
-                       resolution: str = Query("1h", description="time-series bucket: 1m | 5m | 1h | 1d")) -> dict:
-    """Counts, latency percentiles, cold starts, a time series at `resolution` and the measured cost."""
+async def deployment_metrics(deployment_id: str, request: Request, user: CurrentUser, session: SessionDep,
+                             hours: float = Query(24, gt=0, le=168, description="the period: the last `hours` hours"),
+                             resolution: str = Query("1h", description="time-series bucket: 1m | 5m | 1h | 1d")) -> dict:
+    """Counts, latency percentiles, cold starts, a time series at `resolution` and the measured cost. The
+    requests this API process served are counted up to this one (its queued records are written first)."""
     if resolution not in metrics.RESOLUTIONS:
         raise ApiError(422, "VALIDATION_ERROR", f"resolution must be one of {list(metrics.RESOLUTIONS)}",
                        {"parameter": "resolution"})
-    endpoint = get_owned(session, Endpoint, deployment_id, user.id, "deployment")
-    return metrics.deployment(session, endpoint, hours, resolution)
+    await gateway(request).recorder.drain()
+
+    def measured() -> dict:
+        return metrics.deployment(session, get_owned(session, Endpoint, deployment_id, user.id, "deployment"), hours,
+                                  resolution)
+
+    return await run_in_threadpool(measured)
 
 
 @router.get("/monitoring/optimization-recommendations", response_model=Page[Recommendation])

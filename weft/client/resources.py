@@ -18,6 +18,7 @@ from weft.errors import Failed
 from weft.schemas.classic import ClassicDeployCreated, PredictionResult
 from weft.schemas.datasets import AnalysisOut, AnalysisStarted, DatasetOut
 from weft.schemas.deployments import DeploymentOut, DeploymentUpdated, VersionList
+from weft.schemas.drift import DriftAlertOut
 from weft.schemas.endpoints import DeployOut, EndpointList, EndpointOut, VersionOut
 from weft.schemas.evaluations import EvaluationCreated, EvaluationList, EvaluationOut
 from weft.schemas.inference import BatchOut, PredictionOut
@@ -468,12 +469,8 @@ class Monitoring(Resource):
     def metrics(self) -> MetricsOverview:
         return self._t.request("GET", "/monitoring/metrics", MetricsOverview)
 
-    def deployment(self, deployment_id: str, hours: float = 24, resolution: str = "1h") -> Metrics:
-        return self._t.request("GET", f"/metrics/{deployment_id}", Metrics,
-                               params={"hours": hours, "resolution": resolution})
-
-    def drift_alerts(self, status: str | None = None) -> Any:
-        return self._t.request("GET", "/monitoring/drift-alerts", params=clean(status=status))
+    def drift_alerts(self, status: str | None = None) -> Iterator[DriftAlertOut]:
+        return pages(self._t, "/monitoring/drift-alerts", "data", DriftAlertOut, clean(status=status))
 
 
 class Webhooks(Resource):
