@@ -137,3 +137,31 @@ def test_async_client_reads_the_same_resources(client, auth_headers, fake_trigge
 
     got, listed = asyncio.run(read())
     assert got.id == made.id and got.status == "pending" and listed == [made.id]
+
+
+def test_every_resource_reaches_its_route(sdk, tmp_path):
+    """Each read and write of the resources on a fresh user: the paths and bodies are the API's."""
+    assert list(sdk.models.list()) == [] and list(sdk.jobs.list()) == [] and list(sdk.deployments.list()) == []
+    assert sdk.me().username
+    assert sdk.endpoints.list().data == [] and sdk.evaluations.list().data == []
+    assert {p.name for p in sdk.platforms.list().platforms} >= {"local"}
+    assert all(r.provider == "local" for r in sdk.platforms.resources(provider="local").resources)
+    assert sdk.monitoring.metrics() is not None and list(sdk.monitoring.drift_alerts()) == []
+    hook = sdk.webhooks.create("http://127.0.0.1:9/hook", ["workflow.completed"])
+    assert hook.secret and sdk.webhooks.get(hook.id).url == "http://127.0.0.1:9/hook"
+    assert [w.id for w in sdk.webhooks.list()] == [hook.id]
+    sdk.webhooks.delete(hook.id)
+    for call in (lambda: sdk.models.get("missing"), lambda: sdk.models.export("missing"),
+                 lambda: sdk.models.deploy("missing", wait=False), lambda: sdk.models.delete("missing"),
+                 lambda: sdk.evaluations.create("missing", test_set_path="/x.jsonl"),
+                 lambda: sdk.evaluations.get("missing"), lambda: sdk.endpoints.get("missing"),
+                 lambda: sdk.deployments.get("missing"), lambda: sdk.deployments.versions("missing"),
+                 lambda: sdk.deployments.rollback("missing", "v1"), lambda: sdk.deployments.scale("missing", 0, 2),
+                 lambda: sdk.deployments.metrics("missing"), lambda: sdk.deployments.predict("missing", [1.0]),
+                 lambda: sdk.datasets.get("missing"), lambda: sdk.datasets.analyze("missing"),
+                 lambda: sdk.inference.predict("missing", "hi"),
+                 lambda: sdk.inference.batch_predict("missing", [{"id": "a", "prompt": "hi"}]),
+                 lambda: sdk.jobs.cancel("missing"), lambda: sdk.jobs.logs("missing"),
+                 lambda: sdk.workflows.get("missing")):
+        with pytest.raises(NotFound):  # 404, not a 405 or a 422: the route and its body are right
+            call()

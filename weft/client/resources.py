@@ -17,7 +17,7 @@ from weft.client.progress import CountingReader, bar
 from weft.errors import Failed
 from weft.schemas.classic import ClassicDeployCreated, PredictionResult
 from weft.schemas.datasets import AnalysisOut, AnalysisStarted, DatasetOut
-from weft.schemas.deployments import DeploymentOut, DeploymentUpdated, VersionList
+from weft.schemas.deployments import DeploymentDeleted, DeploymentOut, DeploymentUpdated, VersionList
 from weft.schemas.drift import DriftAlertOut
 from weft.schemas.endpoints import DeployOut, EndpointList, EndpointOut, VersionOut
 from weft.schemas.evaluations import EvaluationCreated, EvaluationList, EvaluationOut
@@ -385,8 +385,8 @@ class Deployments(Resource):
     def get(self, deployment_id: str) -> DeploymentOut:
         return self._t.request("GET", f"/deployments/{deployment_id}", DeploymentOut)
 
-    def delete(self, deployment_id: str) -> Any:
-        return self._t.request("DELETE", f"/deployments/{deployment_id}")
+    def delete(self, deployment_id: str) -> DeploymentDeleted:
+        return self._t.request("DELETE", f"/deployments/{deployment_id}", DeploymentDeleted)
 
     def update(self, deployment_id: str, **changes: Any) -> DeploymentUpdated:
         """name, memory_mb, timeout_seconds, min_instances, max_instances, traffic."""
@@ -460,9 +460,10 @@ class Inference(Resource):
         return self._t.request("POST", "/inference/predict", PredictionOut,
                                json={"model_id": model_id, "prompt": prompt, **generation})
 
-    def batch_predict(self, model_id: str, inputs: list[dict[str, str]], **generation: Any) -> BatchOut:
+    def batch_predict(self, model_id: str, requests: list[dict[str, str]], **generation: Any) -> BatchOut:
+        """Several prompts at once: `requests` is a list of `{"id", "prompt"}`."""
         return self._t.request("POST", "/inference/batch-predict", BatchOut,
-                               json={"model_id": model_id, "inputs": inputs, **generation})
+                               json={"model_id": model_id, "requests": requests, **generation})
 
 
 class Monitoring(Resource):
