@@ -14,7 +14,6 @@ import httpx
 
 from weft.client import resources as sync
 from weft.client.progress import bar
-from weft.errors import Failed
 from weft.schemas.datasets import DatasetOut
 from weft.schemas.deployments import DeploymentOut
 from weft.schemas.endpoints import DeployOut
@@ -22,21 +21,16 @@ from weft.schemas.evaluations import EvaluationOut
 from weft.schemas.jobs import JobOut, LogEvent
 from weft.schemas.models import ModelSummary
 from weft.schemas.webhooks import WebhookOut
-from weft.statuses import RUN_TERMINAL
 
 
 async def pages(transport: Any, path: str, items: str, model: Any, params: dict[str, Any] | None = None,
                 page_size: int = sync.PAGE_SIZE) -> AsyncIterator[Any]:
-    offset = 0
-    while True:
+    offset: int | None = 0
+    while offset is not None:
         body = await transport.request("GET", path, params={**(params or {}), "limit": page_size, "offset": offset})
-        batch = body[items]
+        batch, offset = sync.next_page(body, items, offset, page_size)
         for item in batch:
             yield model.model_validate(item)
-        offset += len(batch)
-        total = body.get("total", body.get("meta", {}).get("total"))
-        if len(batch) < page_size or (total is not None and offset >= total):
-            return
 
 
 async def until(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float | None, poll: float,
@@ -78,8 +72,8 @@ class Workflows(sync.Workflows):
 
     async def wait(self, workflow_id: str, timeout: float | None = None, poll: float = 2.0,  # type: ignore[override]
                    on_progress: Callable[[sync.Workflow], None] | None = None) -> sync.Workflow:
-        return await until(lambda: self.get(workflow_id), lambda wf: wf.status in RUN_TERMINAL, timeout, poll,
-                           f"workflow {workflow_id}", on_progress)
+        return await until(lambda: self.get(workflow_id), sync.finished, timeout, poll, f"workflow {workflow_id}",
+                           on_progress)
 
 
 class Models(sync.Models):
@@ -121,11 +115,7 @@ class Datasets(sync.Datasets):
         return pages(self._t, "/datasets", "data", DatasetOut)
 
     async def wait(self, dataset_id: str, timeout: float = 300, poll: float = 0.5) -> DatasetOut:  # type: ignore[override]
-        found = await until(lambda: self.get(dataset_id), lambda d: d.status != "processing", timeout, poll,
-                            f"dataset {dataset_id}")
-        if found.status != "ready":
-            raise Failed(f"dataset {dataset_id} is {found.status}: {found.error}", {"dataset_id": dataset_id})
-        return found
+        return await until(lambda: self.get(dataset_id), sync.validated, timeout, poll, f"dataset {dataset_id}")
 
 
 class Jobs(sync.Jobs):
@@ -138,28 +128,23 @@ class Jobs(sync.Jobs):
         return self.follow(job_id)
 
     async def follow(self, job_id: str, after: int = 0, max_reconnects: int = 20) -> AsyncIterator[LogEvent]:  # type: ignore[override]
-        last, failures = after, 0
+        stream = sync.LogStream(job_id, after, max_reconnects)
         while True:
-            headers = {"Accept": "text/event-stream", "Last-Event-ID": str(last)}
             try:
-                response = await self._t.send("GET", f"/jobs/{job_id}/logs", stream=True, headers=headers,
+                response = await self._t.send("GET", f"/jobs/{job_id}/logs", stream=True, headers=stream.headers(),
                                               timeout=httpx.Timeout(self._t.timeout, read=None))
                 try:
                     async for batch in _events(response):
-                        for event, event_id, data in batch:
-                            if event == "end":
+                        for event in batch:
+                            if (line := stream.take(*event)) is not None:
+                                yield line
+                            elif stream.ended:
                                 return
-                            if event_id is not None and event_id.isdigit():
-                                last, failures = int(event_id), 0
-                                yield LogEvent(id=last, text=data)
                 finally:
                     await response.aclose()
             except (httpx.TransportError, httpx.StreamError):
                 pass
-            failures += 1
-            if failures > max_reconnects:
-                raise ConnectionError(f"the log stream of job {job_id} dropped {failures} times in a row")
-            await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+            await asyncio.sleep(stream.dropped())
 
 
 async def _events(response: httpx.Response) -> AsyncIterator[list[tuple[str, str | None, str]]]:
@@ -174,7 +159,7 @@ async def _events(response: httpx.Response) -> AsyncIterator[list[tuple[str, str
 
 class Evaluations(sync.Evaluations):
     async def wait(self, evaluation_id: str, timeout: float | None = None, poll: float = 2.0) -> EvaluationOut:  # type: ignore[override]
-        return await until(lambda: self.get(evaluation_id), lambda e: e.status in RUN_TERMINAL, timeout, poll,
+        return await until(lambda: self.get(evaluation_id), sync.finished, timeout, poll,
                            f"evaluation {evaluation_id}")
 
 
@@ -182,26 +167,13 @@ class Deployments(sync.Deployments):
     def list(self, status: str | None = None) -> AsyncIterator[DeploymentOut]:  # type: ignore[override]
         return pages(self._t, "/deployments", "items", DeploymentOut, sync.clean(status=status))
 
-    async def scale(self, deployment_id: str, min_instances: int | None = None,  # type: ignore[override]
-                    max_instances: int | None = None) -> Any:
-        if min_instances is None and max_instances is None:
-            raise ValueError("scale needs min_instances or max_instances")
-        return await self.update(deployment_id, **sync.clean(min_instances=min_instances, max_instances=max_instances))
-
     async def versions(self, deployment_id: str) -> Any:  # type: ignore[override]
         from weft.schemas.deployments import VersionList
 
         return (await self._t.request("GET", f"/deployments/{deployment_id}/versions", VersionList)).versions
 
     async def wait(self, deployment_id: str, timeout: float = 600, poll: float = 2.0) -> DeploymentOut:  # type: ignore[override]
-        async def read() -> DeploymentOut:
-            found = await self.get(deployment_id)
-            if found.status in sync.DOWN:
-                raise Failed(f"deployment {deployment_id} is {found.status}",
-                             {"deployment_id": deployment_id, "status": found.status})
-            return found
-
-        return await until(read, lambda d: d.status in sync.READY, timeout, poll, f"deployment {deployment_id}")
+        return await until(lambda: self.get(deployment_id), sync.served, timeout, poll, f"deployment {deployment_id}")
 
 
 class Webhooks(sync.Webhooks):

@@ -55,7 +55,7 @@ def error_of(response: httpx.Response) -> errors.WeftError:
         detail = body.get("detail") if isinstance(body, dict) else None
         code, message, details = None, str(detail or response.text[:500] or response.reason_phrase), {}
     kind = ERROR_CLASSES.get(response.status_code, errors.WeftError)
-    exc = kind.__new__(kind)
+    exc = kind.__new__(kind)  # the base initialiser: the subclasses' own ones build a message from other arguments
     errors.WeftError.__init__(exc, message, details if isinstance(details, dict) else {"details": details},
                               code=code or kind.code)
     exc.status = response.status_code

@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from pydantic import field_validator
+from pydantic import AfterValidator
 
 from weft.client.progress import CountingReader, bar
 from weft.errors import Failed
@@ -36,21 +36,17 @@ READY = frozenset({"active", "running"})
 DOWN = frozenset({"failed", "deleted", "stopped"})
 
 
-class Workflow(WorkflowOut):
-    """A workflow with its status in lower case (`completed`), as document 000's SDK compares it and as
-    weft spells every other status; the REST step API keeps document 004's upper case."""
+# a workflow's status in lower case (`completed`), as document 000's SDK compares it and as weft spells every
+# other status; the REST step API keeps document 004's upper case
+LowerStatus = Annotated[str, AfterValidator(str.lower)]
 
-    @field_validator("status")
-    @classmethod
-    def lower(cls, value: str) -> str:
-        return value.lower()
+
+class Workflow(WorkflowOut):
+    status: LowerStatus
 
 
 class WorkflowSummary(WorkflowSummaryOut):
-    @field_validator("status")
-    @classmethod
-    def lower(cls, value: str) -> str:
-        return value.lower()
+    status: LowerStatus
 
 
 class Metrics(DeploymentMetrics):
@@ -72,15 +68,84 @@ class Resource:
 def pages(transport: Any, path: str, items: str, model: Any, params: dict[str, Any] | None = None,
           page_size: int = PAGE_SIZE) -> Iterator[Any]:
     """Every item of a list, fetched `page_size` at a time (limit/offset) until a short page or the total."""
-    offset = 0
-    while True:
+    offset: int | None = 0
+    while offset is not None:
         body = transport.request("GET", path, params={**(params or {}), "limit": page_size, "offset": offset})
-        batch = body[items]
+        batch, offset = next_page(body, items, offset, page_size)
         yield from (model.model_validate(item) for item in batch)
-        offset += len(batch)
-        total = body.get("total", body.get("meta", {}).get("total"))
-        if len(batch) < page_size or (total is not None and offset >= total):
-            return
+
+
+def next_page(body: dict[str, Any], items: str, offset: int, page_size: int) -> tuple[list[Any], int | None]:
+    """A list response's items and the next page's offset: None after a short page or at the total."""
+    batch = body[items]
+    offset += len(batch)
+    total = body.get("total", body.get("meta", {}).get("total"))
+    return batch, None if len(batch) < page_size or (total is not None and offset >= total) else offset
+
+
+def until(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float | None, poll: float, what: str,
+          on_progress: Callable[[Any], None] | None = None) -> Any:
+    """`read()` polled every `poll` seconds until `done` says so (`on_progress` gets each value); TimeoutError
+    after `timeout` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        found = read()
+        if on_progress:
+            on_progress(found)
+        if done(found):
+            return found
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{what} is still {found.status} after {timeout} s")
+        time.sleep(poll)
+
+
+def finished(found: Any) -> bool:
+    """A workflow, job or evaluation that completed, failed or was cancelled."""
+    return found.status in RUN_TERMINAL
+
+
+def validated(found: DatasetOut) -> bool:
+    """An uploaded dataset that is `ready`; `Failed` with the reason when its validation failed."""
+    if found.status == "processing":
+        return False
+    if found.status != "ready":
+        raise Failed(f"dataset {found.id} is {found.status}: {found.error}", {"dataset_id": found.id})
+    return True
+
+
+def served(found: DeploymentOut) -> bool:
+    """A deployment that serves; `Failed` once it cannot any more."""
+    if found.status in DOWN:
+        raise Failed(f"deployment {found.id} is {found.status}", {"deployment_id": found.id, "status": found.status})
+    return found.status in READY
+
+
+class LogStream:
+    """A followed job log: the last line received (sent back as Last-Event-ID on a reconnect, so no line
+    is lost or repeated) and the drops in a row since a line arrived."""
+
+    def __init__(self, job_id: str, after: int, max_reconnects: int) -> None:
+        self.job_id, self.last, self.max_reconnects = job_id, after, max_reconnects
+        self.failures, self.ended = 0, False
+
+    def headers(self) -> dict[str, str]:
+        return {"Accept": "text/event-stream", "Last-Event-ID": str(self.last)}
+
+    def take(self, event: str, event_id: str | None, data: str) -> LogEvent | None:
+        """The event's log line, or None (`ended` is set by the stream's end event)."""
+        if event == "end":
+            self.ended = True
+        elif event_id is not None and event_id.isdigit():
+            self.last, self.failures = int(event_id), 0
+            return LogEvent(id=self.last, text=data)
+        return None
+
+    def dropped(self) -> float:
+        """The seconds to wait before reconnecting; ConnectionError after `max_reconnects` drops in a row."""
+        self.failures += 1
+        if self.failures > self.max_reconnects:
+            raise ConnectionError(f"the log stream of job {self.job_id} dropped {self.failures} times in a row")
+        return min(5.0, 0.2 * 2**self.failures)
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str | None, str]]:
@@ -158,16 +223,7 @@ class Workflows(Resource):
              on_progress: Callable[[Workflow], None] | None = None) -> Workflow:
         """The workflow once its run has finished (completed, failed or cancelled); `on_progress` gets each
         view read meanwhile. TimeoutError after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wf = self.get(workflow_id)
-            if on_progress:
-                on_progress(wf)
-            if wf.status in RUN_TERMINAL:
-                return wf
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"workflow {workflow_id} is still {wf.status} after {timeout} s")
-            time.sleep(poll)
+        return until(lambda: self.get(workflow_id), finished, timeout, poll, f"workflow {workflow_id}", on_progress)
 
 
 def local_file(config: dict[str, Any]) -> Path | None:
@@ -274,14 +330,7 @@ class Datasets(Resource):
 
     def wait(self, dataset_id: str, timeout: float = 300, poll: float = 0.5) -> DatasetOut:
         """The dataset once its upload is validated (`ready`); `Failed` with the reason if it is not."""
-        deadline = time.monotonic() + timeout
-        while (found := self.get(dataset_id)).status == "processing":
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"dataset {dataset_id} is still processing after {timeout} s")
-            time.sleep(poll)
-        if found.status != "ready":
-            raise Failed(f"dataset {dataset_id} is {found.status}: {found.error}", {"dataset_id": dataset_id})
-        return found
+        return until(lambda: self.get(dataset_id), validated, timeout, poll, f"dataset {dataset_id}")
 
     def list(self) -> Iterator[DatasetOut]:
         return pages(self._t, "/datasets", "data", DatasetOut)
@@ -320,27 +369,22 @@ class Jobs(Resource):
         return self.follow(job_id)
 
     def follow(self, job_id: str, after: int = 0, max_reconnects: int = 20) -> Iterator[LogEvent]:
-        last, failures = after, 0
+        stream = LogStream(job_id, after, max_reconnects)
         while True:
-            headers = {"Accept": "text/event-stream", "Last-Event-ID": str(last)}
             try:
-                response = self._t.send("GET", f"/jobs/{job_id}/logs", stream=True, headers=headers,
+                response = self._t.send("GET", f"/jobs/{job_id}/logs", stream=True, headers=stream.headers(),
                                         timeout=httpx.Timeout(self._t.timeout, read=None))
                 try:
-                    for event, event_id, data in sse_events(response.iter_lines()):
-                        if event == "end":
+                    for event in sse_events(response.iter_lines()):
+                        if (line := stream.take(*event)) is not None:
+                            yield line
+                        elif stream.ended:
                             return
-                        if event_id is not None and event_id.isdigit():
-                            last, failures = int(event_id), 0
-                            yield LogEvent(id=last, text=data)
                 finally:
                     response.close()
             except (httpx.TransportError, httpx.StreamError):
                 pass
-            failures += 1  # the stream ended without its end event: reconnect after the last line
-            if failures > max_reconnects:
-                raise ConnectionError(f"the log stream of job {job_id} dropped {failures} times in a row")
-            time.sleep(min(5.0, 0.2 * 2**failures))
+            time.sleep(stream.dropped())  # the stream ended without its end event: reconnect after the last line
 
 
 class Evaluations(Resource):
@@ -355,12 +399,7 @@ class Evaluations(Resource):
         return self._t.request("GET", "/evaluations", EvaluationList, params=clean(model_id=model_id, status=status))
 
     def wait(self, evaluation_id: str, timeout: float | None = None, poll: float = 2.0) -> EvaluationOut:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (found := self.get(evaluation_id)).status not in RUN_TERMINAL:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"evaluation {evaluation_id} is still {found.status} after {timeout} s")
-            time.sleep(poll)
-        return found
+        return until(lambda: self.get(evaluation_id), finished, timeout, poll, f"evaluation {evaluation_id}")
 
 
 class Endpoints(Resource):
@@ -415,15 +454,7 @@ class Deployments(Resource):
 
     def wait(self, deployment_id: str, timeout: float = 600, poll: float = 2.0) -> DeploymentOut:
         """The deployment once it serves; `Failed` if it failed, TimeoutError after `timeout` s."""
-        deadline = time.monotonic() + timeout
-        while (found := self.get(deployment_id)).status not in READY:
-            if found.status in DOWN:
-                raise Failed(f"deployment {deployment_id} is {found.status}",
-                             {"deployment_id": deployment_id, "status": found.status})
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"deployment {deployment_id} is still {found.status} after {timeout} s")
-            time.sleep(poll)
-        return found
+        return until(lambda: self.get(deployment_id), served, timeout, poll, f"deployment {deployment_id}")
 
 
 class Deployment:
